@@ -1,0 +1,64 @@
+"""The ``identitylock`` command line.
+
+Each concern contributes its subcommands from its own module: a module listed in COMMAND_MODULES exposes
+``register(subparsers)``, which adds parsers whose ``func(args) -> int`` returns the exit code. Modules listed
+here must be cheap to import (heavy imports go inside the command functions).
+
+Exit codes: 0 success, 1 unexpected error, 2 bad input (some files could not be used; the others are still
+processed and reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import IdentityLockError
+
+COMMAND_MODULES = [
+    "face_cli",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="identitylock",
+        description="Identity-preserving portrait tools: prepare, embed, measure drift, train, render.",
+    )
+    parser.add_argument("--version", action="version", version=f"identitylock {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f".{name}", __package__)
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return int(args.func(args) or 0)
+    except IdentityLockError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

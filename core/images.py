@@ -130,9 +130,7 @@ def iter_image_files(paths: Iterable[str | os.PathLike], recursive: bool = True)
         p = Path(raw)
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(
-                f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            found = sorted(f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
             yield from found
         else:
             yield p

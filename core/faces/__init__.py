@@ -1,0 +1,233 @@
+"""Face analysis: one protocol, two real backends, and the detection rescue ladder.
+
+>>> from identitylock.core.faces import analyze_file
+>>> result = analyze_file("photo.jpg")            # backend "auto": insightface if its models exist, else dlib
+>>> result.primary.embedding, result.primary.pose.yaw, result.rescue
+
+Backends: ``dlib`` (embedded default, works after pip install) and ``insightface`` (buffalo_l / antelopev2 ONNX
+packs the user has). ``auto`` picks insightface when a pack is found, otherwise dlib. Engines are created once
+per process (per configuration) and are safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import IdentityLockError, ModelNotFoundError
+from ..images import array_to_uint8_rgb, load_image
+from .pose import Pose, pose_from_landmarks
+from .types import (
+    RESCUE_LADDER,
+    RUNG_DIRECT,
+    RUNG_PAD,
+    RUNG_PAD_SLOW,
+    RUNG_SLOW,
+    RUNG_UPSAMPLE,
+    Face,
+    FaceAnalysis,
+    FaceEngine,
+)
+
+__all__ = [
+    "BACKENDS",
+    "Face",
+    "FaceAnalysis",
+    "FaceEngine",
+    "Pose",
+    "RESCUE_LADDER",
+    "RUNG_DIRECT",
+    "RUNG_PAD",
+    "RUNG_PAD_SLOW",
+    "RUNG_SLOW",
+    "RUNG_UPSAMPLE",
+    "analyze",
+    "analyze_file",
+    "analyze_many",
+    "get_engine",
+    "pad_image",
+    "pose_from_landmarks",
+]
+
+BACKENDS = ("auto", "insightface", "dlib")
+PAD_FRACTION = 0.35  # each side, for close-ups that fill the frame
+
+_engines: dict[tuple, FaceEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(
+    backend: str = "auto",
+    *,
+    landmarks: int = 5,
+    insightface_pack: str | os.PathLike | None = None,
+    model_dirs: Sequence[str | os.PathLike] | None = None,
+    providers: Sequence[str] | None = None,
+) -> FaceEngine:
+    """Return the (cached) engine for a backend.
+
+    ``model_dirs`` are extra insightface search roots (the ComfyUI nodes pass ComfyUI's registered folders).
+    ``landmarks`` (dlib only): 5 (default, permissive licence) or 68 (opt-in, non-commercial iBUG weights).
+    """
+    if backend not in BACKENDS:
+        raise IdentityLockError(f"unknown face backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    dirs = tuple(str(d) for d in (model_dirs or ()))
+    key = (backend, landmarks, str(insightface_pack or ""), dirs, tuple(providers or ()))
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is not None:
+            return engine
+        engine = _create_engine(backend, landmarks, insightface_pack, list(dirs), providers)
+        _engines[key] = engine
+        return engine
+
+
+def _create_engine(backend, landmarks, pack, dirs, providers) -> FaceEngine:
+    if backend in ("auto", "insightface"):
+        from .insightface_backend import InsightFaceEngine, find_packs
+
+        if backend == "insightface" or pack or find_packs(dirs):
+            try:
+                return InsightFaceEngine(
+                    pack=pack, extra_dirs=dirs, providers=list(providers) if providers else None
+                )
+            except ModelNotFoundError:
+                if backend == "insightface":
+                    raise
+    from .dlib_backend import DlibEngine
+
+    return DlibEngine(landmarks=landmarks)
+
+
+def clear_engine_cache() -> None:
+    """Forget loaded engines (tests; after the user adds model files)."""
+    with _engines_lock:
+        _engines.clear()
+
+
+def pad_image(image: np.ndarray, fraction: float = PAD_FRACTION) -> tuple[np.ndarray, int, int]:
+    """Pad every side by ``fraction`` of the size with the image's mean colour; returns (image, dx, dy)."""
+    h, w = image.shape[:2]
+    dy, dx = int(round(h * fraction)), int(round(w * fraction))
+    colour = image.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+    out = np.empty((h + 2 * dy, w + 2 * dx, 3), dtype=np.uint8)
+    out[:] = colour
+    out[dy : dy + h, dx : dx + w] = image
+    return out, dx, dy
+
+
+def analyze(
+    image: np.ndarray,
+    engine: FaceEngine | None = None,
+    *,
+    backend: str = "auto",
+    rescue: bool = True,
+    embed: bool = True,
+    max_faces: int | None = None,
+) -> FaceAnalysis:
+    """Detect faces (largest first), with landmarks, pose and identity vectors.
+
+    When nothing is found, climb the rescue ladder: HOG upsampling / larger detector input, padding around the
+    image (close-ups that fill the frame), then the slower detector at reduced size, alone and with padding.
+    The rung that worked is recorded on the result and on each face. A miss is ``result.found == False``.
+    """
+    engine = engine or get_engine(backend)
+    image = array_to_uint8_rgb(image, check=False)
+    h, w = image.shape[:2]
+    ladder = RESCUE_LADDER if rescue else (RUNG_DIRECT,)
+    tried: list[str] = []
+    for rung in ladder:
+        tried.append(rung)
+        if rung in (RUNG_PAD, RUNG_PAD_SLOW):
+            work, dx, dy = pad_image(image)
+            det_rung = RUNG_DIRECT if rung == RUNG_PAD else RUNG_SLOW
+        else:
+            work, dx, dy = image, 0, 0
+            det_rung = rung
+        faces = engine.detect(work, det_rung)
+        if not faces:
+            continue
+        faces.sort(key=lambda f: f.area, reverse=True)
+        if max_faces is not None:
+            faces = faces[:max_faces]
+        if embed:
+            engine.embed(work, faces)
+        mapped = []
+        for f in faces:
+            f.rescue = rung
+            g = f.transformed(1.0, -dx, -dy) if (dx or dy) else f
+            if (dx or dy) and g.landmarks is not None and g.landmark_scheme:
+                g.pose = pose_from_landmarks(g.landmarks, g.landmark_scheme, (w, h)) or g.pose
+            mapped.append(g)
+        return FaceAnalysis(mapped, (w, h), engine.backend, engine.model, tuple(tried), rung)
+    return FaceAnalysis([], (w, h), engine.backend, engine.model, tuple(tried), None)
+
+
+def analyze_file(path: str | os.PathLike, engine: FaceEngine | None = None, **kwargs: Any) -> FaceAnalysis:
+    """``analyze`` on an image file (any mode; see images.load_image for what is rejected)."""
+    return analyze(load_image(path), engine, **kwargs)
+
+
+# -- parallel analysis (dlib holds the GIL, so throughput on several cores needs processes) ---------------
+_worker_engine: FaceEngine | None = None
+_worker_kwargs: dict[str, Any] = {}
+
+
+def _worker_init(engine_kwargs: dict[str, Any], analyze_kwargs: dict[str, Any]) -> None:
+    global _worker_engine, _worker_kwargs
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _worker_engine = get_engine(**engine_kwargs)
+    _worker_kwargs = analyze_kwargs
+
+
+def _worker_run(item: Any) -> tuple[FaceAnalysis | None, str | None]:
+    try:
+        image = load_image(item) if isinstance(item, (str, Path)) else item
+        return analyze(image, _worker_engine, **_worker_kwargs), None
+    except IdentityLockError as exc:
+        return None, str(exc)
+
+
+def analyze_many(
+    items: Iterable[str | os.PathLike | np.ndarray],
+    *,
+    workers: int | None = None,
+    engine_kwargs: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    chunksize: int = 4,
+    **analyze_kwargs: Any,
+) -> list[tuple[FaceAnalysis | None, str | None]]:
+    """Analyse many images (paths or arrays), in order, using ``workers`` processes (default: all cores).
+
+    Returns ``(analysis, None)`` or ``(None, error message)`` per item: one unreadable file never stops a
+    batch. With ``workers=1`` everything runs in this process (what ComfyUI nodes use by default).
+    """
+    items = [Path(i) if isinstance(i, (str, os.PathLike)) else i for i in items]
+    total = len(items)
+    engine_kwargs = dict(engine_kwargs or {})
+    workers = workers or min(os.cpu_count() or 1, max(1, total))
+    results: list[tuple[FaceAnalysis | None, str | None]] = []
+    if workers <= 1 or total <= 1:
+        _worker_init(engine_kwargs, analyze_kwargs)
+        for i, item in enumerate(items):
+            results.append(_worker_run(item))
+            if progress:
+                progress(i + 1, total)
+        return results
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(engine_kwargs, analyze_kwargs)
+    ) as pool:
+        for i, res in enumerate(pool.map(_worker_run, items, chunksize=chunksize)):
+            results.append(res)
+            if progress:
+                progress(i + 1, total)
+    return results

@@ -1,0 +1,216 @@
+"""Statistical convergence detection for training loss streams (numpy/scipy only, no torch).
+
+Why: fixed step counts keep training after likeness has peaked. The controller decides when a phase has stopped
+improving: a least-squares slope over a sliding window of recent losses, its standard error, and a one-sided
+p-value for "the loss is still decreasing" (H1: slope < 0). When that p-value stays above a threshold for
+``patience`` consecutive windows the phase has plateaued. Welford's running mean/variance is kept per phase for
+reports and for the divergence guard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class Welford:
+    """Numerically stable running mean and variance (Welford 1962)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean = 0.0
+        self._m2 = 0.0
+
+    def update(self, x: float) -> None:
+        self.n += 1
+        delta = x - self.mean
+        self.mean += delta / self.n
+        self._m2 += delta * (x - self.mean)
+
+    @property
+    def variance(self) -> float:
+        """Unbiased sample variance (ddof=1); 0 until two values were seen."""
+        return self._m2 / (self.n - 1) if self.n > 1 else 0.0
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.variance)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"n": self.n, "mean": self.mean, "m2": self._m2}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.n, self.mean, self._m2 = int(state["n"]), float(state["mean"]), float(state["m2"])
+
+
+@dataclass
+class SlopeTest:
+    """Least-squares slope of y over x with its standard error and a one-sided p-value for slope < 0."""
+
+    slope: float
+    intercept: float
+    stderr: float
+    p_decreasing: float  # small = strong evidence the loss is still going down
+    n: int
+
+
+def slope_test(y: np.ndarray | list[float], x: np.ndarray | list[float] | None = None) -> SlopeTest:
+    """Ordinary least squares y = a + b x; p = P(T_{n-2} <= b / se(b)) (small when clearly decreasing)."""
+    from scipy import stats
+
+    y = np.asarray(y, dtype=np.float64)
+    n = y.size
+    if n < 3:
+        raise ValueError("slope_test needs at least 3 points")
+    x = np.arange(n, dtype=np.float64) if x is None else np.asarray(x, dtype=np.float64)
+    xm, ym = x.mean(), y.mean()
+    sxx = float(((x - xm) ** 2).sum())
+    if sxx == 0:
+        raise ValueError("slope_test needs at least two distinct x values")
+    sxy = float(((x - xm) * (y - ym)).sum())
+    slope = sxy / sxx
+    intercept = ym - slope * xm
+    resid = y - (intercept + slope * x)
+    sse = float((resid**2).sum())
+    stderr = math.sqrt(sse / (n - 2) / sxx)
+    if stderr == 0.0:
+        p = 0.0 if slope < 0 else 1.0
+    else:
+        p = float(stats.t.cdf(slope / stderr, df=n - 2))
+    return SlopeTest(slope=slope, intercept=intercept, stderr=stderr, p_decreasing=p, n=n)
+
+
+@dataclass
+class ControllerConfig:
+    """When a phase counts as converged.
+
+    window: losses per evaluation window (the slope is fitted over the last ``window`` losses, re-evaluated
+    every ``window`` steps); p_threshold: plateau when the one-sided p-value for "still decreasing" exceeds it;
+    patience: consecutive plateau windows before exiting; min_steps/max_steps bound each phase
+    (the phase's own values win when set); divergence_sigma: exit early when the window mean rises this many
+    standard deviations (of the phase's Welford std) above the best window mean (0 = off).
+    """
+
+    window: int = 50
+    p_threshold: float = 0.2
+    patience: int = 3
+    divergence_sigma: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Decision:
+    """Result of feeding one loss value to the controller."""
+
+    exit_phase: bool = False
+    reason: str = ""
+    evaluated: bool = False
+    test: SlopeTest | None = None
+    plateau_windows: int = 0
+
+
+@dataclass
+class _PhaseStats:
+    steps: int = 0
+    windows: int = 0
+    plateau_windows: int = 0
+    best_window_mean: float = math.inf
+    welford: Welford = field(default_factory=Welford)
+
+
+class ConvergenceController:
+    """Feeds on per-step losses of one phase at a time; says when the phase should end.
+
+    ``update(loss)`` returns a Decision. Exit reasons: "slope plateau" (p above threshold for ``patience``
+    windows), "max steps", "divergence". Never exits before ``min_steps``.
+    """
+
+    def __init__(self, config: ControllerConfig | None = None) -> None:
+        self.config = config or ControllerConfig()
+        self.min_steps = 0
+        self.max_steps = 0
+        self._buf: deque[float] = deque(maxlen=max(3, self.config.window))
+        self._stats = _PhaseStats()
+        self.last_test: SlopeTest | None = None
+
+    def start_phase(self, min_steps: int, max_steps: int) -> None:
+        if max_steps < min_steps:
+            raise ValueError(f"max_steps ({max_steps}) < min_steps ({min_steps})")
+        self.min_steps, self.max_steps = int(min_steps), int(max_steps)
+        self._buf = deque(maxlen=max(3, self.config.window))
+        self._stats = _PhaseStats()
+        self.last_test = None
+
+    @property
+    def stats(self) -> _PhaseStats:
+        return self._stats
+
+    def update(self, loss: float) -> Decision:
+        loss = float(loss)
+        st = self._stats
+        st.steps += 1
+        st.welford.update(loss)
+        self._buf.append(loss)
+        decision = Decision(plateau_windows=st.plateau_windows)
+        cfg = self.config
+        if len(self._buf) >= max(3, cfg.window) and st.steps % max(3, cfg.window) == 0:
+            test = slope_test(np.fromiter(self._buf, dtype=np.float64))
+            self.last_test = test
+            st.windows += 1
+            st.plateau_windows = st.plateau_windows + 1 if test.p_decreasing > cfg.p_threshold else 0
+            window_mean = float(np.mean(self._buf))
+            diverged = (
+                cfg.divergence_sigma > 0
+                and st.welford.n > 1
+                and window_mean > st.best_window_mean + cfg.divergence_sigma * st.welford.std
+            )
+            st.best_window_mean = min(st.best_window_mean, window_mean)
+            decision = Decision(evaluated=True, test=test, plateau_windows=st.plateau_windows)
+            if st.steps >= self.min_steps:
+                if st.plateau_windows >= cfg.patience:
+                    decision.exit_phase, decision.reason = True, "slope plateau"
+                elif diverged:
+                    decision.exit_phase, decision.reason = True, "divergence"
+        if not decision.exit_phase and st.steps >= self.max_steps:
+            decision.exit_phase, decision.reason = True, "max steps"
+            decision.test = decision.test or self.last_test
+        return decision
+
+    def state_dict(self) -> dict[str, Any]:
+        st = self._stats
+        return {
+            "min_steps": self.min_steps,
+            "max_steps": self.max_steps,
+            "buf": list(self._buf),
+            "steps": st.steps,
+            "windows": st.windows,
+            "plateau_windows": st.plateau_windows,
+            "best_window_mean": st.best_window_mean,
+            "welford": st.welford.state_dict(),
+            "last_test": asdict(self.last_test) if self.last_test else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.min_steps, self.max_steps = int(state["min_steps"]), int(state["max_steps"])
+        self._buf = deque((float(v) for v in state["buf"]), maxlen=max(3, self.config.window))
+        st = _PhaseStats(
+            steps=int(state["steps"]),
+            windows=int(state["windows"]),
+            plateau_windows=int(state["plateau_windows"]),
+            best_window_mean=float(state["best_window_mean"]),
+        )
+        st.welford.load_state_dict(state["welford"])
+        self._stats = st
+        self.last_test = SlopeTest(**state["last_test"]) if state.get("last_test") else None
+
+
+def exit_message(phase: str, windows: int, reason: str, test: SlopeTest | None, steps: int) -> str:
+    """The log line printed when a phase ends, e.g. 'Exiting FINAL_FINE after 4 windows (slope plateau, p=0.41)'."""
+    p = f", p={test.p_decreasing:.2f}" if test is not None else ""
+    return f"Exiting {phase} after {windows} windows / {steps} steps ({reason}{p})"

@@ -20,6 +20,7 @@ from .errors import IdentityLockError
 
 COMMAND_MODULES = [
     "face_cli",
+    "comfy_client_cli",
 ]
 
 EXIT_OK = 0

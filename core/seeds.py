@@ -1,0 +1,415 @@
+"""Seed discovery: render the face over many seeds, measure each render's drift, keep the ones that stay the person.
+
+The search works over any ``render(seed) -> image`` callable (diffusers in the CLI, ComfyUI's own sampler in the
+DriftSeedSearch node, stored photos in tests), so the scoring, ranking, early stop and saving are written once.
+
+Ranking (deterministic): renders with a face first, by drift ascending, ties by seed; renders without a face
+("misses") last, by seed. A render that fails to produce an image is recorded with its error and ranked with the
+misses; it never stops the search. Early stop counts locked renders in seed-list order and stops right after the
+K-th, independently of the batch size used to render.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import IdentityLockError
+
+_log = logging.getLogger("IdentityLock.seeds")
+
+REPORT_FORMAT = "identitylock.seed_search"
+PNG_KEY = "identitylock"  # PNG text chunk holding the record as JSON
+MAX_SEED = 2**64 - 1  # ComfyUI's KSampler accepts 0..0xffffffffffffffff
+SAVE_MODES = ("none", "locked", "top", "all")
+
+
+@dataclass
+class SeedRecord:
+    """What one seed produced, as measured. ``drift`` is None for a miss (no face, or the render failed)."""
+
+    seed: int
+    drift: float | None = None
+    locked: bool = False
+    found: bool = False
+    faces: int = 0
+    rescue: str | None = None  # detection rung that found the face; None = miss
+    det_score: float | None = None
+    detector: str | None = None
+    pose: dict[str, Any] | None = None  # yaw / pitch / roll / confidence / method
+    bbox: list[float] | None = None
+    error: str | None = None  # render or scoring failure (the search carries on)
+    rank: int | None = None  # 1 = best, after ranking
+    render_seconds: float = 0.0
+    score_seconds: float = 0.0
+    path: str | None = None  # saved verify image, when saving
+
+    @property
+    def miss(self) -> bool:
+        return self.drift is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["miss"] = self.miss
+        if self.drift is not None:
+            d["drift"] = round(float(self.drift), 6)
+        d["render_seconds"] = round(self.render_seconds, 4)
+        d["score_seconds"] = round(self.score_seconds, 4)
+        return d
+
+
+@dataclass
+class SeedSearchResult:
+    """Ranked records plus the images kept (``images[seed]``, uint8 RGB) and why the search ended."""
+
+    records: list[SeedRecord]  # ranked, best first
+    threshold: float
+    backend: str
+    model: str
+    seeds_requested: int
+    stopped_early: bool = False
+    top_k: int | None = None
+    images: dict[int, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # caller's parameters (prompt, steps, cfg...)
+
+    @property
+    def best(self) -> SeedRecord | None:
+        return self.records[0] if self.records else None
+
+    @property
+    def locked(self) -> list[SeedRecord]:
+        return [r for r in self.records if r.locked]
+
+    @property
+    def misses(self) -> list[SeedRecord]:
+        return [r for r in self.records if r.miss]
+
+    @property
+    def top(self) -> list[SeedRecord]:
+        return self.records[: self.top_k] if self.top_k else list(self.records)
+
+    def to_dict(self) -> dict[str, Any]:
+        render = [r.render_seconds for r in self.records if r.error is None]
+        score = [r.score_seconds for r in self.records if r.error is None]
+        return {
+            "format": REPORT_FORMAT,
+            "backend": self.backend,
+            "model": self.model,
+            "threshold": self.threshold,
+            "drift": "1 - cosine similarity to the reference centroid",
+            "seeds_requested": self.seeds_requested,
+            "seeds_rendered": len(self.records),
+            "stopped_early": self.stopped_early,
+            "locked": len(self.locked),
+            "misses": len(self.misses),
+            "best_seed": self.best.seed if self.best else None,
+            "top_k": self.top_k,
+            "mean_render_seconds": round(float(np.mean(render)), 4) if render else None,
+            "mean_score_seconds": round(float(np.mean(score)), 4) if score else None,
+            "parameters": self.extra,
+            "records": [r.to_dict() for r in self.records],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def table(self) -> str:
+        """Plain-text table for terminals and logs."""
+        lines = [f"{'rank':>4} {'seed':>20} {'drift':>8} {'locked':>6} {'face':>13} {'det':>5} {'yaw':>6}"]
+        for r in self.records:
+            drift_txt = "   miss" if r.drift is None else f"{r.drift:8.4f}"
+            face = r.error and "error" or (r.rescue or "none")
+            det = f"{r.det_score:5.2f}" if r.det_score is not None else "    -"
+            yaw = f"{r.pose['yaw']:6.1f}" if r.pose and r.pose.get("yaw") is not None else "     -"
+            lines.append(
+                f"{r.rank:>4} {r.seed:>20} {drift_txt:>8} {'yes' if r.locked else 'no':>6} {face:>13} {det} {yaw}"
+            )
+        lines.append(
+            f"{len(self.locked)} locked (drift <= {self.threshold:g}, {self.backend}), {len(self.misses)} miss(es), "
+            f"{len(self.records)}/{self.seeds_requested} seeds rendered"
+            + (" (stopped early)" if self.stopped_early else "")
+        )
+        return "\n".join(lines)
+
+
+# -- seeds -----------------------------------------------------------------------------------------------------
+def parse_seeds(spec: str | int | Iterable[int]) -> list[int]:
+    """'0:32' (range, end exclusive), '0:32:4', '5,17,42', '3' or a list -> seeds in the given order, deduplicated."""
+    if isinstance(spec, int):
+        raw: list[int] = [spec]
+    elif isinstance(spec, str):
+        raw = []
+        text = spec.replace(" ", "").replace("\n", ",")
+        if not text:
+            raise IdentityLockError("seed list is empty: give e.g. '0:32' or '5,17,42'")
+        for part in filter(None, text.split(",")):
+            try:
+                if ":" in part:
+                    bits = [int(b) for b in part.split(":")]
+                    if len(bits) not in (2, 3) or (len(bits) == 3 and bits[2] <= 0):
+                        raise ValueError(part)
+                    raw.extend(range(*bits))
+                else:
+                    raw.append(int(part))
+            except ValueError as exc:
+                raise IdentityLockError(
+                    f"cannot read seed spec {part!r}: use 'start:end' (end exclusive), 'start:end:step' or a "
+                    "comma-separated list of integers"
+                ) from exc
+    else:
+        raw = [int(s) for s in spec]
+    seen: set[int] = set()
+    out = []
+    for s in raw:
+        if s < 0 or s > MAX_SEED:
+            raise IdentityLockError(f"seed {s} is out of range 0..{MAX_SEED}")
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    if not out:
+        raise IdentityLockError(f"seed spec {spec!r} gives no seeds")
+    return out
+
+
+def seed_range(start: int, count: int) -> list[int]:
+    if count < 1:
+        raise IdentityLockError("seed count must be at least 1")
+    return parse_seeds(range(int(start), int(start) + int(count)))
+
+
+# -- scoring ---------------------------------------------------------------------------------------------------
+def score_image(
+    image: np.ndarray,
+    reference: Any,
+    engine: Any,
+    *,
+    threshold: float | None = None,
+    rescue: bool = True,
+    seed: int = 0,
+) -> SeedRecord:
+    """Analyse one render and measure its primary face's drift from the reference. No face -> a miss record."""
+    from .faces import analyze
+
+    threshold = reference.lock_threshold if threshold is None else float(threshold)
+    rec = SeedRecord(seed=int(seed))
+    t0 = time.perf_counter()
+    try:
+        res = analyze(image, engine, rescue=rescue, embed=True)
+        rec.faces = len(res.faces)
+        rec.rescue = res.rescue
+        face = res.primary
+        if face is not None and face.embedding is not None:
+            rec.found = True
+            rec.drift = float(reference.drift_of(face.embedding, res.backend, res.model))
+            rec.locked = bool(rec.drift <= threshold + 1e-12)
+            rec.det_score = float(face.det_score)
+            rec.detector = face.detector
+            rec.bbox = [round(float(v), 1) for v in face.bbox]
+            rec.pose = face.pose.to_dict() if face.pose is not None else None
+    except IdentityLockError as exc:
+        if type(exc).__name__ == "BackendMismatchError":
+            raise
+        rec.error = str(exc)
+    rec.score_seconds = time.perf_counter() - t0
+    return rec
+
+
+def rank_records(records: Sequence[SeedRecord]) -> list[SeedRecord]:
+    """Faces by drift (ties by seed), then misses by seed. Assigns ``rank`` (1 = best)."""
+
+    def key(r: SeedRecord):
+        return (1, 0.0, r.seed) if r.drift is None or not math.isfinite(r.drift) else (0, r.drift, r.seed)
+
+    ranked = sorted(records, key=key)
+    for i, r in enumerate(ranked, 1):
+        r.rank = i
+    return ranked
+
+
+# -- saving ----------------------------------------------------------------------------------------------------
+def verify_filename(seed: int, drift: float | None) -> str:
+    """``verify_seed_<seed>_drift_<d>.png`` (4 decimals), ``..._drift_miss.png`` without a face."""
+    return f"verify_seed_{int(seed)}_drift_{'miss' if drift is None else f'{drift:.4f}'}.png"
+
+
+def save_verify_image(
+    image: np.ndarray, record: SeedRecord, out_dir: str | os.PathLike, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write the render with its record (and the search parameters) as JSON in the PNG's text chunk."""
+    from .images import array_to_uint8_rgb, save_png
+
+    payload = {"format": "identitylock.seed_record", **record.to_dict()}
+    payload.pop("path", None)
+    if extra:
+        payload["parameters"] = extra
+    path = Path(out_dir) / verify_filename(record.seed, record.drift)
+    save_png(array_to_uint8_rgb(image, check=False), path, {PNG_KEY: json.dumps(payload)})
+    record.path = str(path)
+    return path
+
+
+def read_verify_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The record stored in a verify PNG (raises when the file has none)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        text = getattr(img, "text", {}) or img.info
+        if PNG_KEY not in text:
+            raise IdentityLockError(f"{path}: no IdentityLock record in this PNG")
+        return json.loads(text[PNG_KEY])
+
+
+# -- the search ------------------------------------------------------------------------------------------------
+RenderFn = Callable[[int], Any]
+RenderBatchFn = Callable[[list[int]], Sequence[Any]]
+
+
+def search_seeds(
+    render: RenderFn | None,
+    seeds: str | Iterable[int],
+    reference: Any,
+    *,
+    engine: Any = None,
+    threshold: float | None = None,
+    stop_after: int | None = None,
+    top_k: int | None = None,
+    rescue: bool = True,
+    batch_size: int = 1,
+    render_batch: RenderBatchFn | None = None,
+    keep_images: str = "top",
+    save: str = "none",
+    out_dir: str | os.PathLike | None = None,
+    extra: dict[str, Any] | None = None,
+    on_result: Callable[[SeedRecord, np.ndarray | None, int, int], None] | None = None,
+    check_cancel: Callable[[], None] | None = None,
+) -> SeedSearchResult:
+    """Render and score seeds in order; rank by drift; optionally stop after ``stop_after`` locked renders.
+
+    ``render(seed)`` returns one image (uint8 or float 0..1 RGB, HxWx3); or give ``render_batch(seeds)`` returning
+    one image per seed, used ``batch_size`` seeds at a time. ``keep_images``: "none", "top" (top-k / best), "all".
+    ``save``: "none", "locked", "top", "all" -> ``verify_seed_<seed>_drift_<d>.png`` in ``out_dir``.
+    ``on_result(record, image, done, total)`` is called after each seed (progress, live status);
+    ``check_cancel()`` between seeds may raise to cancel.
+    """
+    from .images import array_to_uint8_rgb
+
+    if render is None and render_batch is None:
+        raise IdentityLockError("search_seeds needs a render(seed) or render_batch(seeds) callable")
+    if save not in SAVE_MODES:
+        raise IdentityLockError(f"save must be one of {', '.join(SAVE_MODES)}, got {save!r}")
+    if keep_images not in ("none", "top", "all"):
+        raise IdentityLockError(f"keep_images must be none, top or all, got {keep_images!r}")
+    if save != "none" and out_dir is None:
+        raise IdentityLockError("saving verify images needs an output folder (out_dir)")
+    seed_list = parse_seeds(seeds) if isinstance(seeds, str) else parse_seeds(list(seeds))
+    stop_after = int(stop_after) if stop_after else None
+    top_k = int(top_k) if top_k else None
+    if engine is None:
+        from .faces import get_engine
+
+        engine = get_engine(reference.backend)
+    threshold = reference.lock_threshold if threshold is None else float(threshold)
+    batch_size = max(1, int(batch_size))
+    if render_batch is None:
+        batch_size = 1
+
+    records: list[SeedRecord] = []
+    images: dict[int, np.ndarray] = {}
+    locked = 0
+    stopped = False
+    total = len(seed_list)
+    i = 0
+    while i < total and not stopped:
+        if check_cancel is not None:
+            check_cancel()
+        chunk = seed_list[i : i + batch_size]
+        t0 = time.perf_counter()
+        outs: list[Any]
+        errors: list[str | None] = [None] * len(chunk)
+        try:
+            if render_batch is not None:
+                outs = list(render_batch(chunk))
+                if len(outs) != len(chunk):
+                    raise IdentityLockError(
+                        f"render_batch returned {len(outs)} images for {len(chunk)} seeds"
+                    )
+            else:
+                outs = [render(chunk[0])]  # type: ignore[misc]
+        except IdentityLockError as exc:
+            outs, errors = [None] * len(chunk), [str(exc)] * len(chunk)
+        per_render = (time.perf_counter() - t0) / len(chunk)
+        for seed, out, err in zip(chunk, outs, errors):
+            image = None
+            if err is None:
+                try:
+                    image = array_to_uint8_rgb(np.asarray(out), name=f"render(seed={seed})", check=False)
+                except IdentityLockError as exc:
+                    err = str(exc)
+            if image is not None:
+                rec = score_image(image, reference, engine, threshold=threshold, rescue=rescue, seed=seed)
+            else:
+                rec = SeedRecord(seed=seed, error=err)
+            rec.render_seconds = per_render
+            records.append(rec)
+            if image is not None and (keep_images != "none" or save == "top"):
+                images[seed] = image
+            if image is not None and (save == "all" or (save == "locked" and rec.locked)):
+                save_verify_image(image, rec, out_dir, extra)  # type: ignore[arg-type]
+            _log.info(
+                "seed %d: %s",
+                seed,
+                f"drift {rec.drift:.4f}{' (locked)' if rec.locked else ''}"
+                if rec.drift is not None
+                else "miss",
+            )
+            if on_result is not None:
+                on_result(rec, image, len(records), total)
+            if rec.locked:
+                locked += 1
+                if stop_after and locked >= stop_after:
+                    stopped = len(records) < total
+                    break
+            if check_cancel is not None and len(chunk) > 1:
+                check_cancel()
+        i += len(chunk)
+
+    ranked = rank_records(records)
+    result = SeedSearchResult(
+        records=ranked,
+        threshold=threshold,
+        backend=reference.backend,
+        model=reference.model,
+        seeds_requested=total,
+        stopped_early=stopped,
+        top_k=top_k,
+        extra=dict(extra or {}),
+    )
+    if save == "top":
+        for r in result.top:
+            if r.seed in images:
+                save_verify_image(images[r.seed], r, out_dir, extra)  # type: ignore[arg-type]
+    if keep_images == "none":
+        images = {}
+    elif keep_images == "top":
+        keep = {r.seed for r in (result.top if top_k else ranked[:1])}
+        images = {s: im for s, im in images.items() if s in keep}
+    result.images = images
+    return result
+
+
+def write_report(
+    result: SeedSearchResult, out_dir: str | os.PathLike, name: str = "seed_search.json"
+) -> Path:
+    path = Path(out_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(result.to_json())
+    return path

@@ -1,0 +1,166 @@
+"""Seed search over a render(seed) that returns real photos: the reference person must rank first."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from identitylock.core.errors import IdentityLockError
+from identitylock.core.seeds import (
+    SeedRecord,
+    parse_seeds,
+    rank_records,
+    read_verify_metadata,
+    search_seeds,
+    verify_filename,
+)
+
+# seed -> photo. The reference is lisa_1; the other lisa photos are the same person, london* are not.
+SEED_PHOTOS = {
+    0: "london001_1.jpg",
+    1: "lisa_3.jpg",
+    2: "noface_1.jpg",
+    3: "london004_1.jpg",
+    4: "lisa_2.jpg",
+    5: "london025_1.jpg",
+    6: "lisa_4.jpg",
+    7: "london042_2.jpg",
+}
+LISA_SEEDS = {1, 4, 6}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from identitylock.core.faces import get_engine
+
+    return get_engine("dlib")
+
+
+@pytest.fixture(scope="module")
+def photos(faces_dir):
+    from identitylock.core.images import load_image, resize_long_side
+
+    # 512 px on the long side, like an SD1.5 render
+    return {s: resize_long_side(load_image(faces_dir / f), 512)[0] for s, f in SEED_PHOTOS.items()}
+
+
+@pytest.fixture(scope="module")
+def reference(faces_dir, engine):
+    from identitylock.core.faces import analyze_file
+    from identitylock.core.identity import reference_from_analyses
+
+    return reference_from_analyses([analyze_file(faces_dir / "lisa_1.jpg", engine)], ["lisa_1.jpg"])
+
+
+@pytest.fixture(scope="module")
+def full_search(photos, reference, engine):
+    calls = []
+
+    def render(seed):
+        calls.append(seed)
+        return photos[seed]
+
+    return search_seeds(render, "0:8", reference, engine=engine, top_k=3, keep_images="all"), calls
+
+
+def test_parse_seeds():
+    assert parse_seeds("0:4") == [0, 1, 2, 3]
+    assert parse_seeds("0:10:4") == [0, 4, 8]
+    assert parse_seeds("5, 17,42,5") == [5, 17, 42]
+    assert parse_seeds([3, 1, 3]) == [3, 1]
+    for bad in ("", "a:b", "1:2:0", "-1"):
+        with pytest.raises(IdentityLockError):
+            parse_seeds(bad)
+
+
+def test_reference_person_ranks_first_and_noface_is_a_miss(full_search):
+    result, calls = full_search
+    assert calls == list(range(8))
+    ranked = [r.seed for r in result.records]
+    assert set(ranked[:3]) == LISA_SEEDS, result.table()
+    assert all(r.locked for r in result.records[:3])
+    assert not any(r.locked for r in result.records[3:])
+    # the no-face photo is a flagged miss, ranked last, and did not stop the search
+    last = result.records[-1]
+    assert last.seed == 2 and last.miss and not last.found and last.drift is None and last.rescue is None
+    assert [r.rank for r in result.records] == list(range(1, 9))
+    drifts = [r.drift for r in result.records if not r.miss]
+    assert drifts == sorted(drifts)
+    best = result.best
+    assert best.found and best.det_score is not None and best.pose is not None and best.detector
+    assert result.top == result.records[:3]
+    # report round-trips as JSON with every record
+    rep = json.loads(result.to_json())
+    assert rep["best_seed"] == best.seed and rep["locked"] == 3 and rep["misses"] == 1
+    assert len(rep["records"]) == 8 and rep["records"][-1]["miss"] is True
+    assert "miss" in result.table()
+
+
+def test_stop_after_k_locked(photos, reference, engine):
+    calls = []
+
+    def render(seed):
+        calls.append(seed)
+        return photos[seed]
+
+    res = search_seeds(render, "0:8", reference, engine=engine, stop_after=2, rescue=False)
+    assert calls == [0, 1, 2, 3, 4]  # locked at seeds 1 and 4 -> stop
+    assert res.stopped_early and len(res.locked) == 2 and res.seeds_requested == 8
+    assert {r.seed for r in res.records[:2]} == {1, 4}
+
+
+def test_batches_give_the_same_result_as_single_seeds(photos, reference, engine, full_search):
+    """Determinism: same inputs, same ranking; a batched renderer gives the same as one seed at a time."""
+    batches = []
+
+    def render_batch(seeds):
+        batches.append(list(seeds))
+        return [photos[s] for s in seeds]
+
+    res = search_seeds(
+        None, "0:8", reference, engine=engine, render_batch=render_batch, batch_size=3, top_k=3
+    )
+    assert batches == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    single = full_search[0]
+    assert [(r.seed, r.drift) for r in res.records] == [(r.seed, r.drift) for r in single.records]
+    # images kept: only the top-k
+    assert set(res.images) == {r.seed for r in res.records[:3]}
+
+
+def test_render_failures_are_misses_not_crashes(photos, reference, engine):
+    def render(seed):
+        if seed == 1:
+            return np.full((64, 64, 3), np.nan, np.float32)  # broken VAE output
+        return photos[seed]
+
+    res = search_seeds(render, [1, 4], reference, engine=engine, rescue=False)
+    assert [r.seed for r in res.records] == [4, 1]
+    assert res.records[1].miss and "NaN" in res.records[1].error
+
+
+def test_save_verify_images_with_metadata(photos, reference, engine, tmp_path):
+    res = search_seeds(
+        lambda s: photos[s], [0, 4, 2], reference, engine=engine, save="all", out_dir=tmp_path,
+        extra={"prompt": "photo of lisa"},
+    )  # fmt: skip
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    expected = sorted(verify_filename(r.seed, r.drift) for r in res.records)
+    assert names == expected
+    assert "verify_seed_2_drift_miss.png" in names
+    rec4 = next(r for r in res.records if r.seed == 4)
+    assert f"verify_seed_4_drift_{rec4.drift:.4f}.png" in names
+    meta = read_verify_metadata(rec4.path)
+    assert meta["seed"] == 4 and meta["locked"] is True and abs(meta["drift"] - rec4.drift) < 1e-5
+    assert meta["parameters"]["prompt"] == "photo of lisa" and meta["pose"]["yaw"] is not None
+
+
+def test_rank_is_deterministic_with_ties():
+    recs = [
+        SeedRecord(seed=9, drift=0.1),
+        SeedRecord(seed=3, drift=0.1),
+        SeedRecord(seed=1),
+        SeedRecord(seed=0),
+    ]
+    assert [r.seed for r in rank_records(recs)] == [3, 9, 0, 1]
+    assert [r.seed for r in rank_records(list(reversed(recs)))] == [3, 9, 0, 1]

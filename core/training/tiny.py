@@ -96,7 +96,7 @@ def tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike | None = Non
         norm_num_groups=8,
         sample_size=64,
     )
-    tokenizer = CLIPTokenizer.from_pretrained(str(clip_tokenizer_files(tokenizer_dir)))
+    tokenizer = CLIPTokenizer.from_pretrained(str(clip_tokenizer_files(tokenizer_dir)), model_max_length=77)
     scheduler = DDPMScheduler(
         num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
     )

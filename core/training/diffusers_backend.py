@@ -1,0 +1,129 @@
+"""Standalone backend: diffusers UNet + DDPM noise schedule, VAE latent and CLIP text caching, probe rendering.
+
+Loads a local diffusers folder or a single-file SD1.5 checkpoint (with a locally held diffusers config folder
+via ``config``); never downloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ModelNotFoundError
+
+_log = logging.getLogger("IdentityLock.training")
+
+
+class DiffusersBackend:
+    """predict(): add DDPM noise at t = u·T and run the UNet; target is epsilon or v per the scheduler config."""
+
+    def __init__(self, unet, scheduler, device: str | torch.device = "cpu"):
+        self.unet, self.scheduler = unet, scheduler
+        self.device = torch.device(device)
+        self.T = int(scheduler.config.num_train_timesteps)
+        self.prediction_type = getattr(scheduler.config, "prediction_type", "epsilon")
+        self.unet.requires_grad_(False)
+
+    def predict(self, latents, cond, noise, u):
+        t = (u * self.T).long().clamp_(0, self.T - 1)
+        noisy = self.scheduler.add_noise(latents, noise, t)
+        pred = self.unet(noisy, t, cond).sample
+        if self.prediction_type == "v_prediction":
+            return pred, self.scheduler.get_velocity(latents, noise, t)
+        return pred, noise
+
+
+@torch.no_grad()
+def encode_images(vae, images: Sequence[np.ndarray], device="cpu", batch: int = 4) -> torch.Tensor:
+    """uint8 RGB images -> scaled VAE latents (distribution mean, so the cache is deterministic)."""
+    out = []
+    sf = float(getattr(vae.config, "scaling_factor", 0.18215))
+    for s in range(0, len(images), batch):
+        x = torch.from_numpy(np.stack(images[s : s + batch])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        out.append(vae.encode(x.to(device, vae.dtype)).latent_dist.mean.float().cpu() * sf)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_text(tokenizer, text_encoder, captions: Sequence[str], device="cpu") -> torch.Tensor:
+    ids = tokenizer(
+        list(captions),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    return text_encoder(ids.to(device))[0].float().cpu()
+
+
+def load_pipeline(model: str | os.PathLike, config: str | os.PathLike | None = None, dtype=torch.float32):
+    """A StableDiffusionPipeline from a local diffusers folder or single .safetensors/.ckpt file, offline."""
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(model)
+    if not path.exists():
+        raise ModelNotFoundError(
+            f"base model {path} not found (give a diffusers folder or an SD1.5 .safetensors)"
+        )
+    kw = {"torch_dtype": dtype, "local_files_only": True, "safety_checker": None}
+    if path.is_dir():
+        return StableDiffusionPipeline.from_pretrained(str(path), **kw)
+    if config is None:
+        raise ModelNotFoundError(
+            "a single-file checkpoint needs its diffusers config folder (model_index.json, unet/config.json, "
+            "tokenizer/...) given with --config, because nothing is downloaded"
+        )
+    return StableDiffusionPipeline.from_single_file(str(path), config=str(config), **kw)
+
+
+def base_model_hash(model: str | os.PathLike) -> str:
+    """sha256 of the checkpoint file, or of the UNet weights file of a diffusers folder."""
+    from .lora_format import file_sha256
+
+    path = Path(model)
+    if path.is_file():
+        return "sha256:" + file_sha256(path)
+    for cand in sorted((path / "unet").glob("diffusion_pytorch_model*.safetensors")) + sorted(
+        (path / "unet").glob("*.bin")
+    ):
+        return "sha256(unet):" + file_sha256(cand)
+    return "unknown"
+
+
+def render_probe_images(
+    pipe, prompt: str, seeds: Sequence[int], steps: int = 20, guidance: float = 5.8, size: int | None = None
+) -> list[np.ndarray]:
+    """K fixed-seed samples with the LoRA currently attached to ``pipe.unet``."""
+    images = []
+    for s in seeds:
+        g = torch.Generator(device="cpu").manual_seed(int(s))
+        out = pipe(
+            prompt, num_inference_steps=steps, guidance_scale=guidance, generator=g, height=size, width=size,
+            output_type="np",
+        )  # fmt: skip
+        images.append((np.clip(out.images[0], 0, 1) * 255 + 0.5).astype(np.uint8))
+    return images
+
+
+def accelerate_grad_sync():
+    """(grad_sync, rank, is_main) under ``accelerate launch`` with several processes, else (None, 0, True)."""
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        return None, 0, True
+    state = PartialState()
+    if state.num_processes <= 1:
+        return None, 0, True
+    import torch.distributed as dist
+
+    def sync(grads):
+        for g in grads:
+            dist.all_reduce(g, op=dist.ReduceOp.SUM)
+            g.div_(state.num_processes)
+
+    return sync, state.process_index, state.is_main_process

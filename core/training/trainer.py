@@ -1,0 +1,416 @@
+"""The training loop shared by every backend: phases, convergence exits, validation, probes, checkpoints.
+
+A backend only has to turn (latents, conditioning, noise, timestep fraction) into (prediction, target); the
+diffusers backend predicts epsilon/v with a DDPM schedule, the ComfyUI backend predicts x0 through the model's
+own sampling object. Randomness is derived from (seed, step), so a resumed run repeats exactly what an
+uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .convergence import ConvergenceController, exit_message
+from .losses import make_loss
+from .network import LoRANetwork
+from .optimizers import make_optimizer
+from .phases import Phase
+from .presets import TrainConfig
+from .probe import ProbeTracker
+
+_log = logging.getLogger("IdentityLock.training")
+
+VAL_TIMESTEP_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+class Backend(Protocol):
+    device: torch.device
+
+    def predict(
+        self, latents: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor, u: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """u in [0, 1): timestep fraction (0 = clean). Returns (model prediction, training target)."""
+        ...
+
+
+@dataclass
+class TrainData:
+    """Cached latents and text conditioning; one row per (augmented) training image."""
+
+    latents: torch.Tensor
+    cond: torch.Tensor
+    val_latents: torch.Tensor
+    val_cond: torch.Tensor
+    captions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PhaseExit:
+    phase: str
+    step: int
+    steps_in_phase: int
+    windows: int
+    reason: str
+    p_value: float | None
+    slope: float | None
+    loss_mean: float
+    loss_std: float
+    val_loss: float | None
+
+    def message(self) -> str:
+        p = f", p={self.p_value:.2f}" if self.p_value is not None else ""
+        return f"Exiting {self.phase} after {self.windows} windows / {self.steps_in_phase} steps ({self.reason}{p})"
+
+
+@dataclass
+class StepInfo:
+    step: int
+    phase: str
+    phase_index: int
+    step_in_phase: int
+    loss: float
+    lr: float
+    slope: float | None
+    p_value: float | None
+    eta_seconds: float
+    max_total_steps: int
+    val_loss: float | None = None
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    exits: list[PhaseExit]
+    losses: list[float]
+    val_losses: list[tuple[int, float]]
+    phase_starts: list[tuple[int, str]]
+    final_val_loss: float
+    probes: ProbeTracker
+    seconds: float
+    controller_seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "exits": [asdict(e) for e in self.exits],
+            "final_val_loss": self.final_val_loss,
+            "val_losses": self.val_losses,
+            "phase_starts": self.phase_starts,
+            "probe_curve": self.probes.curve(),
+            "best_probe": asdict(self.probes.best) if self.probes.best else None,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+class Trainer:
+    """Runs a Schedule over a LoRANetwork attached to a model through ``backend``."""
+
+    def __init__(
+        self,
+        network: LoRANetwork,
+        backend: Backend,
+        data: TrainData,
+        config: TrainConfig,
+        *,
+        on_step: Callable[[StepInfo], None] | None = None,
+        check_cancel: Callable[[], None] | None = None,
+        checkpoint_path: str | Path | None = None,
+        probe: Callable[[], list] | None = None,
+        grad_sync: Callable[[list[torch.Tensor]], None] | None = None,
+        rank_offset: int = 0,
+    ):
+        if data.latents.shape[0] < 1:
+            raise ValueError("no training images")
+        if data.val_latents.shape[0] < 1:
+            raise ValueError("no validation images")
+        self.network, self.backend, self.data, self.config = network, backend, data, config
+        self.phases: list[Phase] = list(config.schedule.phases)
+        self.on_step, self.check_cancel, self.probe = on_step, check_cancel, probe
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.grad_sync, self.rank_offset = grad_sync, rank_offset
+        self.controller = ConvergenceController(config.controller)
+        self.probes = ProbeTracker()
+        self.step = 0
+        self.phase_index = 0
+        self.phase_started = False
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.losses: list[float] = []
+        self.val_losses: list[tuple[int, float]] = []
+        self.exits: list[PhaseExit] = []
+        self.phase_starts: list[tuple[int, str]] = []
+        self.controller_seconds = 0.0
+        self._val_noise, self._val_u = self._make_val_noise()
+
+    # -- randomness ------------------------------------------------------------------------------------------
+    def _step_seed(self, step: int) -> int:
+        return (int(self.config.seed) * 1_000_003 + step * 7919 + self.rank_offset * 104_729) % (2**63 - 1)
+
+    def _make_val_noise(self) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(int(self.config.seed) + 12_345)
+        k = len(VAL_TIMESTEP_FRACTIONS)
+        m = self.data.val_latents.shape[0]
+        noise = torch.randn((m * k, *self.data.val_latents.shape[1:]), generator=g)
+        u = torch.tensor(VAL_TIMESTEP_FRACTIONS, dtype=torch.float32).repeat(m)
+        return noise, u
+
+    # -- phases ---------------------------------------------------------------------------------------------
+    @property
+    def phase(self) -> Phase:
+        return self.phases[self.phase_index]
+
+    def _start_phase(self) -> None:
+        ph = self.phase
+        self.network.set_alpha(ph.alpha if ph.alpha is not None else self.config.alpha)
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(
+            ph.optimizer, params, ph.lr, ph.weight_decay, str(self.backend.device)
+        )
+        if self.config.schedule.adaptive:
+            self.controller.start_phase(ph.min_steps, ph.max_steps)
+        else:
+            self.controller.start_phase(ph.max_steps, ph.max_steps)
+        self.phase_started = True
+        self.phase_starts.append((self.step, ph.name))
+        _log.info(
+            "Phase %s: lr %g, alpha %g (scale %.4g), loss %s, optimizer %s",
+            ph.name, ph.lr, self.network.alpha, self.network.alpha / self.network.rank, ph.loss, ph.optimizer,
+        )  # fmt: skip
+
+    def max_total_steps(self) -> int:
+        return self.step + sum(
+            p.max_steps - (self.controller.stats.steps if i == self.phase_index and self.phase_started else 0)
+            for i, p in enumerate(self.phases)
+            if i >= self.phase_index
+        )
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def _train_step(self) -> float:
+        ph, cfg, dev = self.phase, self.config, self.backend.device
+        loss_fn = make_loss(ph.loss, ph.huber_delta, ph.charbonnier_eps)
+        seed = self._step_seed(self.step)
+        g = torch.Generator().manual_seed(seed)
+        n = self.data.latents.shape[0]
+        fork_devices = [dev] if getattr(dev, "type", str(dev)) == "cuda" else []
+        self.network.train()
+        total = 0.0
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            for _ in range(cfg.grad_accum):
+                idx = torch.randint(0, n, (cfg.batch_size,), generator=g)
+                lat = self.data.latents[idx]
+                noise = torch.randn(lat.shape, generator=g)
+                u = torch.rand(cfg.batch_size, generator=g)
+                pred, target = self.backend.predict(
+                    lat.to(dev), self.data.cond[idx].to(dev), noise.to(dev, lat.dtype), u.to(dev)
+                )
+                loss = loss_fn(pred, target) / cfg.grad_accum
+                loss.backward()
+                total += float(loss.detach())
+        if self.grad_sync is not None:
+            self.grad_sync([p.grad for p in self.network.parameters() if p.grad is not None])
+        lr = ph.lr_at(self.controller.stats.steps, ph.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._last_lr = lr
+        return total
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """MSE at fixed timesteps and fixed noise on the held-out images (comparable across phases and runs)."""
+        dev = self.backend.device
+        self.network.eval()
+        k = len(VAL_TIMESTEP_FRACTIONS)
+        lat = self.data.val_latents.repeat_interleave(k, dim=0)
+        cond = self.data.val_cond.repeat_interleave(k, dim=0)
+        total, count = 0.0, 0
+        for s in range(0, lat.shape[0], 8):
+            pred, target = self.backend.predict(
+                lat[s : s + 8].to(dev),
+                cond[s : s + 8].to(dev),
+                self._val_noise[s : s + 8].to(dev, lat.dtype),
+                self._val_u[s : s + 8].to(dev),
+            )
+            total += float(torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="sum"))
+            count += pred.numel()
+        self.network.train()
+        return total / count
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "phase_index": self.phase_index,
+            "phase_started": self.phase_started,
+            "network": {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()},
+            "alpha": self.network.alpha,
+            "optimizer": self.optimizer.state_dict() if (self.optimizer and self.phase_started) else None,
+            "controller": self.controller.state_dict(),
+            "losses": list(self.losses),
+            "val_losses": list(self.val_losses),
+            "exits": [asdict(e) for e in self.exits],
+            "phase_starts": list(self.phase_starts),
+            "probes": self.probes.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != 1:
+            raise ValueError("checkpoint version not supported")
+        self.step = int(state["step"])
+        self.phase_index = int(state["phase_index"])
+        self.network.alpha = float(state["alpha"])
+        for lora in self.network.loras.values():
+            lora.alpha = self.network.alpha
+        self.network.load_state_dict(state["network"])
+        self.controller.load_state_dict(state["controller"])
+        self.losses = list(state["losses"])
+        self.val_losses = [tuple(v) for v in state["val_losses"]]
+        self.exits = [PhaseExit(**e) for e in state["exits"]]
+        self.phase_starts = [tuple(v) for v in state["phase_starts"]]
+        self.probes.load_state_dict(state["probes"])
+        torch.set_rng_state(state["rng"])
+        self.phase_started = False
+        if state["phase_started"] and self.phase_index < len(self.phases):
+            ph = self.phase
+            params = [p for p in self.network.parameters() if p.requires_grad]
+            self.optimizer = make_optimizer(
+                ph.optimizer, params, ph.lr, ph.weight_decay, str(self.backend.device)
+            )
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.phase_started = True
+
+    def save_checkpoint(self) -> Path | None:
+        if self.checkpoint_path is None:
+            return None
+        return save_checkpoint(self.checkpoint_path, self.state_dict())
+
+    def resume(self, path: str | Path | None = None) -> None:
+        self.load_state_dict(load_checkpoint(path or self.checkpoint_path))
+        _log.info(
+            "Resumed at step %d (phase %s)",
+            self.step,
+            self.phase.name if self.phase_index < len(self.phases) else "done",
+        )
+
+    # -- loop -----------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.config
+        t0 = time.perf_counter()
+        step_times: list[float] = []
+        try:
+            while self.phase_index < len(self.phases):
+                if self.check_cancel is not None:
+                    self.check_cancel()
+                if not self.phase_started:
+                    self._start_phase()
+                ts = time.perf_counter()
+                loss = self._train_step()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss became {loss} at step {self.step + 1} in phase {self.phase.name}: lower the learning rate"
+                    )
+                self.step += 1
+                self.losses.append(loss)
+                tc = time.perf_counter()
+                decision = self.controller.update(loss)
+                self.controller_seconds += time.perf_counter() - tc
+                val = None
+                if cfg.val_every and self.step % cfg.val_every == 0:
+                    val = self.validation_loss()
+                    self.val_losses.append((self.step, val))
+                if self.probe is not None and cfg.probe_every and self.step % cfg.probe_every == 0:
+                    self._run_probe()
+                step_times.append(time.perf_counter() - ts)
+                if self.on_step is not None:
+                    test = self.controller.last_test
+                    recent = step_times[-50:]
+                    self.on_step(
+                        StepInfo(
+                            step=self.step,
+                            phase=self.phase.name,
+                            phase_index=self.phase_index,
+                            step_in_phase=self.controller.stats.steps,
+                            loss=loss,
+                            lr=self._last_lr,
+                            slope=test.slope if test else None,
+                            p_value=test.p_decreasing if test else None,
+                            eta_seconds=(self.max_total_steps() - self.step) * (sum(recent) / len(recent)),
+                            max_total_steps=self.max_total_steps(),
+                            val_loss=val,
+                        )
+                    )
+                if decision.exit_phase:
+                    self._exit_phase(decision)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+        except BaseException:
+            # cancel / crash between steps: keep everything done so far
+            if self.checkpoint_path is not None and self.phase_index <= len(self.phases):
+                self.save_checkpoint()
+                _log.info("Checkpoint saved at step %d: %s", self.step, self.checkpoint_path)
+            raise
+        final_val = self.validation_loss()
+        if not self.val_losses or self.val_losses[-1][0] != self.step:
+            self.val_losses.append((self.step, final_val))
+        if self.checkpoint_path is not None:
+            self.save_checkpoint()
+        return TrainResult(
+            steps=self.step,
+            exits=list(self.exits),
+            losses=list(self.losses),
+            val_losses=list(self.val_losses),
+            phase_starts=list(self.phase_starts),
+            final_val_loss=final_val,
+            probes=self.probes,
+            seconds=time.perf_counter() - t0,
+            controller_seconds=self.controller_seconds,
+        )
+
+    def _exit_phase(self, decision) -> None:
+        st = self.controller.stats
+        test = decision.test
+        val = self.validation_loss()
+        ex = PhaseExit(
+            phase=self.phase.name,
+            step=self.step,
+            steps_in_phase=st.steps,
+            windows=st.windows,
+            reason=decision.reason,
+            p_value=test.p_decreasing if test else None,
+            slope=test.slope if test else None,
+            loss_mean=st.welford.mean,
+            loss_std=st.welford.std,
+            val_loss=val,
+        )
+        self.exits.append(ex)
+        _log.info("%s", exit_message(ex.phase, ex.windows, ex.reason, test, ex.steps_in_phase))
+        self.phase_index += 1
+        self.phase_started = False
+        self.optimizer = None
+
+    def _run_probe(self) -> None:
+        self.network.eval()
+        try:
+            drifts = self.probe()
+        finally:
+            self.network.train()
+        best = self.probes.record(
+            self.step, self.phase.name, drifts, state_fn=lambda: self.network.kohya_state_dict()
+        )
+        rec = self.probes.records[-1]
+        _log.info(
+            "Probe at step %d: median drift %.3f%s", self.step, rec.median, " (best so far)" if best else ""
+        )

@@ -1,0 +1,32 @@
+"""2-D identity map (t-SNE) of face vectors: tight clusters = consistent identity, scatter = drift."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def identity_map(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Project ``[N, D]`` L2-normalised vectors to ``[N, 2]`` with cosine t-SNE (PCA for fewer than 5 points).
+
+    Perplexity follows the sample size (t-SNE needs perplexity < N); the seed makes the map reproducible.
+    """
+    v = np.asarray(vectors, dtype=np.float64)
+    n = len(v)
+    if n == 0:
+        return np.zeros((0, 2))
+    if n < 5:
+        centred = v - v.mean(axis=0)
+        if n == 1 or not np.any(centred):
+            return np.zeros((n, 2))
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        out = centred @ vt[:2].T
+        if out.shape[1] < 2:
+            out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+        return out
+    from sklearn.manifold import TSNE
+
+    perplexity = float(max(2.0, min(30.0, (n - 1) / 3.0)))
+    tsne = TSNE(
+        n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed, n_jobs=1
+    )
+    return tsne.fit_transform(v.astype(np.float32))

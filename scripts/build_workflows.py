@@ -1,0 +1,565 @@
+#!/usr/bin/env python
+"""Build the bundled workflow templates: workflows/<name>.json (UI format) and workflows/api/<name>.json
+(API format) from ONE graph description each, so the two versions cannot diverge.
+
+Node schemas come from ComfyUI's /object_info (``--object-info``, default ../shared/comfyui/object_info.json)
+merged with IdentityLock's own nodes. Templates whose nodes are not importable yet are skipped with a warning.
+Also writes core/data/object_info_subset.json: the schemas of the ComfyUI core / IPAdapter_plus classes the
+templates use, so ``identitylock validate-workflow`` works offline.
+
+    python scripts/build_workflows.py            # rebuild everything
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+from identitylock.core.workflow_validate import (  # noqa: E402
+    _input_order,
+    _spec,
+    is_widget,
+    merged_schemas,
+    our_object_info,
+    widget_slots,
+)
+
+# Names a user replaces with their own files (model-file combos are not validated).
+CKPT = "realisticVisionV60B1_v51HyperVAE.safetensors"
+REALISM_CKPT = "epicrealism_naturalSinRC1VAE.safetensors"
+LORA = "identitylock_person.safetensors"
+TRIGGER = "ilkperson"
+REFERENCE = "reference_face.png"
+NEGATIVE = (
+    "multiple people, different person, inconsistent face, deformed, (deformed iris, deformed pupils), "
+    "cartoon, drawing, text, cropped, out of frame, worst quality, low quality, jpeg artifacts"
+)
+EXTRA_SUBSET_CLASSES = ("PreviewImage", "LoadImage", "SaveImage", "VAEEncode", "VAEDecode", "KSampler")
+
+
+class Out:
+    def __init__(self, node: Node, slot: int):
+        self.node, self.slot = node, slot
+
+
+class Node:
+    def __init__(self, graph: Graph, nid: int, cls: str, title: str, inputs: dict[str, Any]):
+        self.graph, self.id, self.cls, self.title, self.inputs = graph, nid, cls, title, inputs
+
+    def __getitem__(self, slot: int) -> Out:
+        return Out(self, slot)
+
+
+class Graph:
+    def __init__(self, name: str, description: str):
+        self.name, self.description = name, description
+        self.nodes: list[Node] = []
+        self.notes: list[str] = [description]
+
+    def add(self, cls: str, title: str | None = None, **inputs: Any) -> Node:
+        node = Node(self, len(self.nodes) + 1, cls, title or cls, inputs)
+        self.nodes.append(node)
+        return node
+
+    # -- API format
+    def api(self, schemas: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for n in self.nodes:
+            schema = schemas[n.cls]
+            inputs: dict[str, Any] = {}
+            for name in _input_order(schema):
+                spec, _ = _spec(schema, name)
+                if name in n.inputs:
+                    v = n.inputs[name]
+                    inputs[name] = [str(v.node.id), v.slot] if isinstance(v, Out) else v
+                elif is_widget(spec):
+                    inputs[name] = _default(n.cls, name, spec)
+            unknown = set(n.inputs) - set(_input_order(schema))
+            if unknown:
+                raise SystemExit(f"{self.name}: {n.cls} has no inputs {sorted(unknown)}")
+            out[str(n.id)] = {"inputs": inputs, "class_type": n.cls, "_meta": {"title": n.title}}
+        return out
+
+    # -- UI format
+    def ui(self, schemas: dict[str, Any]) -> dict[str, Any]:
+        api = self.api(schemas)
+        depth = self._depths()
+        links: list[list[Any]] = []
+        ui_nodes: dict[int, dict[str, Any]] = {}
+        rows: dict[int, int] = {}
+        for n in self.nodes:
+            schema = schemas[n.cls]
+            d = depth[n.id]
+            row = rows.get(d, 0)
+            inputs = []
+            for name in _input_order(schema):
+                spec, _ = _spec(schema, name)
+                linked = isinstance(n.inputs.get(name), Out)
+                if is_widget(spec) and not linked:
+                    continue
+                entry: dict[str, Any] = {"name": name, "type": _type_name(spec), "link": None}
+                if is_widget(spec):
+                    entry["widget"] = {"name": name}
+                inputs.append(entry)
+            outputs = [
+                {"name": oname, "type": otype, "links": [], "slot_index": i}
+                for i, (otype, oname) in enumerate(
+                    zip(schema["output"], schema.get("output_name", schema["output"]))
+                )
+            ]
+            values = []
+            for slot in widget_slots(schema):
+                if slot is None:
+                    values.append("image" if values and n.cls.startswith("LoadImage") else "fixed")
+                else:
+                    values.append(
+                        api[str(n.id)]["inputs"][slot]
+                        if not isinstance(n.inputs.get(slot), Out)
+                        else _default(n.cls, slot, _spec(schema, slot)[0])
+                    )
+            height = 46 + 24 * (len(inputs) + len([s for s in widget_slots(schema) if s]) + len(outputs))
+            ui_nodes[n.id] = {
+                "id": n.id,
+                "type": n.cls,
+                "pos": [40 + d * 400, 40 + row],
+                "size": [340, height],
+                "flags": {},
+                "order": 0,
+                "mode": 0,
+                "inputs": inputs,
+                "outputs": outputs,
+                "title": n.title,
+                "properties": {"Node name for S&R": n.cls},
+                "widgets_values": values,
+            }
+            rows[d] = row + height + 50
+        order = sorted(self.nodes, key=lambda n: (depth[n.id], n.id))
+        for i, n in enumerate(order):
+            ui_nodes[n.id]["order"] = i
+        for n in self.nodes:
+            node = ui_nodes[n.id]
+            for slot_i, entry in enumerate(node["inputs"]):
+                v = n.inputs.get(entry["name"])
+                if not isinstance(v, Out):
+                    continue
+                lid = len(links) + 1
+                otype = schemas[v.node.cls]["output"][v.slot]
+                links.append([lid, v.node.id, v.slot, n.id, slot_i, otype])
+                entry["link"] = lid
+                ui_nodes[v.node.id]["outputs"][v.slot]["links"].append(lid)
+        nid = len(self.nodes)
+        max_y = max((r for r in rows.values()), default=0)
+        for k, text in enumerate(self.notes):
+            nid += 1
+            ui_nodes[nid] = {
+                "id": nid,
+                "type": "Note",
+                "pos": [40 + k * 420, max_y + 60] if k else [40, -260],
+                "size": [760 if not k else 400, 220],
+                "flags": {},
+                "order": len(order) + k,
+                "mode": 0,
+                "inputs": [],
+                "outputs": [],
+                "title": "About this workflow" if not k else "Note",
+                "properties": {"text": ""},
+                "widgets_values": [text],
+                "color": "#432",
+                "bgcolor": "#653",
+            }
+        return {
+            "id": f"identitylock-{self.name}",
+            "revision": 0,
+            "last_node_id": nid,
+            "last_link_id": len(links),
+            "nodes": [ui_nodes[k] for k in sorted(ui_nodes)],
+            "links": links,
+            "groups": [],
+            "config": {},
+            "extra": {"ds": {"scale": 0.75, "offset": [0, 300]}, "identitylock": {"template": self.name}},
+            "version": 0.4,
+        }
+
+    def _depths(self) -> dict[int, int]:
+        depth: dict[int, int] = {}
+
+        def d(n: Node) -> int:
+            if n.id not in depth:
+                srcs = [v.node for v in n.inputs.values() if isinstance(v, Out)]
+                depth[n.id] = 1 + max((d(s) for s in srcs), default=-1)
+            return depth[n.id]
+
+        for n in self.nodes:
+            d(n)
+        return depth
+
+
+def _type_name(spec: list[Any]) -> str:
+    return "COMBO" if isinstance(spec[0], list) else str(spec[0])
+
+
+def _default(cls: str, name: str, spec: list[Any]) -> Any:
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if "default" in opts:
+        return opts["default"]
+    if isinstance(spec[0], list):
+        if not spec[0]:
+            raise SystemExit(f"{cls}.{name}: a file list with no default; the template must set it")
+        return spec[0][0]
+    if spec[0] == "COMBO":
+        return (opts.get("options") or [""])[0]
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The templates
+
+
+def base_model(g: Graph, lora_strength: float = 0.7, ckpt: str = CKPT):
+    ckpt_n = g.add("CheckpointLoaderSimple", "Checkpoint", ckpt_name=ckpt)
+    lora = g.add(
+        "LoraLoader",
+        "Identity LoRA",
+        model=ckpt_n[0],
+        clip=ckpt_n[1],
+        lora_name=LORA,
+        strength_model=lora_strength,
+        strength_clip=lora_strength,
+    )
+    return ckpt_n, lora
+
+
+def sampler(
+    g: Graph,
+    title: str,
+    model,
+    pos,
+    neg,
+    latent,
+    *,
+    seed: int,
+    steps: int,
+    cfg: float,
+    denoise: float = 1.0,
+    sampler_name: str = "dpmpp_2m",
+    scheduler: str = "karras",
+) -> Node:
+    return g.add(
+        "KSampler",
+        title,
+        model=model,
+        positive=pos,
+        negative=neg,
+        latent_image=latent,
+        seed=seed,
+        steps=steps,
+        cfg=cfg,
+        sampler_name=sampler_name,
+        scheduler=scheduler,
+        denoise=denoise,
+    )
+
+
+def prep_and_embed() -> Graph:
+    g = Graph(
+        "01_prep_and_embed",
+        (
+            "IdentityLock — prep & embed\n\nLoad one or more photos of the person (Reference). FaceCropPrep removes "
+            "the background, centres the face at 768x768 and adds the rotation / scaled centre-crop augmentations; "
+            "IdentityEmbed turns the prepped faces into the identity reference (512-D vectors + centroid) and saves it "
+            f"under models/identitylock/<save_name>.json for the other workflows (load it with IdentityLoad).\n\n"
+            f"Upload your photo into the Reference node (the template expects {REFERENCE})."
+        ),
+    )
+    ref = g.add("LoadImage", "Reference", image=REFERENCE)
+    prep = g.add("FaceCropPrep", "FaceCropPrep", images=ref[0])
+    emb = g.add("IdentityEmbed", "IdentityEmbed", images=prep[0], save_name="person")
+    g.add("PreviewImage", "Prepped faces", images=prep[0])
+    g.add("PreviewAny", "Identity summary", source=emb[1])
+    return g
+
+
+def lora_ipadapter(
+    name: str, title: str, prompt: str, extra: str, batch: int = 1, seed: int = 1187891159
+) -> Graph:
+    g = Graph(
+        name,
+        (
+            f"IdentityLock — {title}\n\nLoRA + IPAdapter character consistency: identity LoRA at 0.7 (model and clip), "
+            "IPAdapter (ComfyUI_IPAdapter_plus, PLUS FACE preset) at 0.6 from the reference photo, cfg 7, 25 steps, "
+            f"dpmpp_2m / karras. The positive prompt starts with the LoRA trigger word ({TRIGGER}); change it to the "
+            "one you trained with. Balanced strengths: LoRA 0.6–0.8, IPAdapter 0.5–0.7. Without a LoRA set the LoRA "
+            "strength to 0 and raise IPAdapter to 0.8 (cfg 8, 30 steps); without a reference, bypass the IPAdapter "
+            f"nodes and use LoRA 0.8 (cfg 7.5, 30 steps).\n\n{extra}"
+        ),
+    )
+    ckpt, lora = base_model(g, 0.7)
+    ip_loader = g.add(
+        "IPAdapterUnifiedLoader", "IPAdapter loader", model=lora[0], preset="PLUS FACE (portraits)"
+    )
+    ref = g.add("LoadImage", "Reference", image=REFERENCE)
+    ip = g.add(
+        "IPAdapterAdvanced",
+        "IPAdapter",
+        model=ip_loader[0],
+        ipadapter=ip_loader[1],
+        image=ref[0],
+        weight=0.6,
+        weight_type="linear",
+        combine_embeds="concat",
+        start_at=0.0,
+        end_at=1.0,
+        embeds_scaling="V only",
+    )
+    pos = g.add("CLIPTextEncode", "Positive", clip=lora[1], text=prompt)
+    neg = g.add("CLIPTextEncode", "Negative", clip=lora[1], text=NEGATIVE)
+    lat = g.add("EmptyLatentImage", "Latent", width=512, height=768, batch_size=batch)
+    ks = sampler(g, "Sampler", ip[0], pos[0], neg[0], lat[0], seed=seed, steps=25, cfg=7.0)
+    dec = g.add("VAEDecode", "Decode", samples=ks[0], vae=ckpt[2])
+    g.add("SaveImage", "Save", images=dec[0], filename_prefix=f"identitylock/{name[3:]}")
+    return g
+
+
+def lora_ipadapter_faceid() -> Graph:
+    g = Graph(
+        "04_lora_ipadapter_faceid",
+        (
+            "IdentityLock — LoRA + IPAdapter FaceID\n\nThe FaceID variant of the base workflow: IPAdapter FaceID Plus V2 "
+            "reads the face with insightface (buffalo_l — the same models IdentityLock's insightface backend uses, "
+            "in models/insightface) instead of CLIP vision alone. LoRA 0.7, FaceID weight 0.6 (faceidv2 1.0), "
+            "FaceID LoRA 0.6, cfg 7, 25 steps, dpmpp_2m / karras. Needs the FaceID model files of "
+            "ComfyUI_IPAdapter_plus; set the provider to CUDA on a GPU."
+        ),
+    )
+    ckpt, lora = base_model(g, 0.7)
+    ip_loader = g.add(
+        "IPAdapterUnifiedLoaderFaceID",
+        "IPAdapter FaceID loader",
+        model=lora[0],
+        preset="FACEID PLUS V2",
+        lora_strength=0.6,
+        provider="CPU",
+    )
+    ref = g.add("LoadImage", "Reference", image=REFERENCE)
+    ip = g.add(
+        "IPAdapterFaceID",
+        "IPAdapter FaceID",
+        model=ip_loader[0],
+        ipadapter=ip_loader[1],
+        image=ref[0],
+        weight=0.6,
+        weight_faceidv2=1.0,
+        weight_type="linear",
+        combine_embeds="concat",
+        start_at=0.0,
+        end_at=1.0,
+        embeds_scaling="V only",
+    )
+    pos = g.add(
+        "CLIPTextEncode",
+        "Positive",
+        clip=lora[1],
+        text=f"{TRIGGER}, portrait photo of a person, natural window light, 85mm, detailed skin",
+    )
+    neg = g.add("CLIPTextEncode", "Negative", clip=lora[1], text=NEGATIVE)
+    lat = g.add("EmptyLatentImage", "Latent", width=512, height=768, batch_size=1)
+    ks = sampler(g, "Sampler", ip[0], pos[0], neg[0], lat[0], seed=1187891159, steps=25, cfg=7.0)
+    dec = g.add("VAEDecode", "Decode", samples=ks[0], vae=ckpt[2])
+    g.add("SaveImage", "Save", images=dec[0], filename_prefix="identitylock/faceid")
+    return g
+
+
+def stylized_3pass() -> Graph:
+    g = Graph(
+        "09_stylized_3pass",
+        (
+            "IdentityLock — 3-pass stylized render\n\n"
+            "| pass | LoRA α | cfg | denoise | role |\n|---|---|---|---|---|\n"
+            "| 1 | 1.0 | 5.8 | 1.0 | identity lock |\n| 2 | 0.85 | 6.3 | 0.55 | scene composition |\n"
+            "| 3 | 0.90 | 6.8 | 0.35 | realism |\n\n"
+            "Then a 30 % rescue blend of the pass-1 (identity-locked) image back into the pass-3 result. Use a seed "
+            "that DriftSeedSearch marked locked (08_seed_discovery). Passes 2 and 3 are img2img on the previous pass's "
+            "latent; the denoise values are IdentityLock's defaults (the pass table fixes α and cfg only). Check each "
+            "pass's drift with 14_identity_metrics if the face changes."
+        ),
+    )
+    ckpt = g.add("CheckpointLoaderSimple", "Checkpoint", ckpt_name=CKPT)
+    passes = []
+    for i, alpha in enumerate((1.0, 0.85, 0.90), start=1):
+        passes.append(
+            g.add(
+                "LoraLoader",
+                f"Pass {i} LoRA α{alpha}",
+                model=ckpt[0],
+                clip=ckpt[1],
+                lora_name=LORA,
+                strength_model=alpha,
+                strength_clip=alpha,
+            )
+        )
+    p1_text = f"{TRIGGER}, portrait photo of a person, neutral background, soft light"
+    scene = f"{TRIGGER}, spa garden at dusk, candle-lit, 85mm, f/2.8"
+    real = f"{TRIGGER}, spa garden at dusk, candle-lit, photorealistic, detailed skin texture, 85mm, f/2.8"
+    texts = (p1_text, scene, real)
+    lat = g.add("EmptyLatentImage", "Latent", width=512, height=768, batch_size=1)
+    prev = lat[0]
+    decoded = []
+    for i, (lora, cfg, denoise, text) in enumerate(
+        zip(passes, (5.8, 6.3, 6.8), (1.0, 0.55, 0.35), texts), start=1
+    ):
+        pos = g.add("CLIPTextEncode", f"Pass {i} prompt", clip=lora[1], text=text)
+        neg = g.add("CLIPTextEncode", f"Pass {i} negative", clip=lora[1], text=NEGATIVE)
+        ks = sampler(
+            g,
+            f"Pass {i} sampler",
+            lora[0],
+            pos[0],
+            neg[0],
+            prev,
+            seed=1187891159,
+            steps=25,
+            cfg=cfg,
+            denoise=denoise,
+        )
+        prev = ks[0]
+        decoded.append(g.add("VAEDecode", f"Pass {i} decode", samples=ks[0], vae=ckpt[2]))
+    g.add("PreviewImage", "Pass 1 (identity lock)", images=decoded[0][0])
+    blend = g.add(
+        "ImageBlend",
+        "Rescue blend 30 %",
+        image1=decoded[2][0],
+        image2=decoded[0][0],
+        blend_factor=0.3,
+        blend_mode="normal",
+    )
+    g.add("SaveImage", "Save", images=blend[0], filename_prefix="identitylock/stylized_3pass")
+    return g
+
+
+def export_2pass() -> Graph:
+    g = Graph(
+        "10_export_2pass",
+        (
+            "IdentityLock — 2-pass export stylizer\n\nFast portrait export: pass 1 is the LoRA anchor (identity LoRA "
+            "1.0, cfg 5.8, 25 steps) on your usual checkpoint; pass 2 re-renders it img2img (denoise 0.35, cfg 6.5) "
+            "with a high-fidelity realism checkpoint and no LoRA, so skin and light come from the realism base while "
+            "the face comes from pass 1. Every prompt and parameter is stored in the PNG metadata by SaveImage."
+        ),
+    )
+    ckpt, lora = base_model(g, 1.0)
+    pos = g.add(
+        "CLIPTextEncode",
+        "Anchor prompt",
+        clip=lora[1],
+        text=f"{TRIGGER}, portrait photo of a person, urban rooftop, natural light, shallow depth of field",
+    )
+    neg = g.add("CLIPTextEncode", "Anchor negative", clip=lora[1], text=NEGATIVE)
+    lat = g.add("EmptyLatentImage", "Latent", width=512, height=768, batch_size=1)
+    ks1 = sampler(g, "Anchor sampler", lora[0], pos[0], neg[0], lat[0], seed=1187891159, steps=25, cfg=5.8)
+    real = g.add("CheckpointLoaderSimple", "Realism base", ckpt_name=REALISM_CKPT)
+    dec1 = g.add("VAEDecode", "Anchor decode", samples=ks1[0], vae=ckpt[2])
+    enc = g.add("VAEEncode", "Encode for realism pass", pixels=dec1[0], vae=real[2])
+    pos2 = g.add(
+        "CLIPTextEncode",
+        "Realism prompt",
+        clip=real[1],
+        text="portrait photo of a person, urban rooftop, natural light, photorealistic, detailed skin",
+    )
+    neg2 = g.add("CLIPTextEncode", "Realism negative", clip=real[1], text=NEGATIVE)
+    ks2 = sampler(
+        g,
+        "Realism sampler",
+        real[0],
+        pos2[0],
+        neg2[0],
+        enc[0],
+        seed=1187891159,
+        steps=25,
+        cfg=6.5,
+        denoise=0.35,
+    )
+    dec2 = g.add("VAEDecode", "Realism decode", samples=ks2[0], vae=real[2])
+    g.add("PreviewImage", "Anchor", images=dec1[0])
+    g.add("SaveImage", "Save", images=dec2[0], filename_prefix="identitylock/export_2pass")
+    return g
+
+
+TEMPLATES: list[Callable[[], Graph]] = [
+    prep_and_embed,
+    lambda: lora_ipadapter(
+        "03_lora_ipadapter_base",
+        "LoRA + IPAdapter base",
+        f"{TRIGGER}, portrait photo of a person, natural window light, 85mm, detailed skin",
+        "The base template: outfit, background and pose variations (05–07) are this graph with another prompt.",
+    ),
+    lora_ipadapter_faceid,
+    lambda: lora_ipadapter(
+        "05_outfit_variation",
+        "outfit variation",
+        f"{TRIGGER}, wearing a navy wool coat and red scarf, white background, full body",
+        "Outfit variation: describe the outfit after 'wearing', keep the white background and full body framing "
+        "so only the clothes change. Batch of 4 on one seed.",
+        batch=4,
+    ),
+    lambda: lora_ipadapter(
+        "06_background_variation",
+        "background variation",
+        f"{TRIGGER}, standing in a rainy Tokyo street at night, neon reflections, same outfit",
+        "Background variation: describe the place after 'standing in' and keep 'same outfit'. Batch of 4.",
+        batch=4,
+    ),
+    lambda: lora_ipadapter(
+        "07_pose_variation",
+        "pose variation",
+        f"{TRIGGER}, sitting on stone steps looking over the shoulder, same outfit, same appearance",
+        "Pose variation: describe the pose first and keep 'same outfit, same appearance'. Batch of 4.",
+        batch=4,
+    ),
+    stylized_3pass,
+    export_2pass,
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--object-info", default=str(REPO.parent / "shared" / "comfyui" / "object_info.json"))
+    ap.add_argument("--out", default=str(REPO / "workflows"))
+    ap.add_argument(
+        "--no-subset", action="store_true", help="do not rewrite core/data/object_info_subset.json"
+    )
+    args = ap.parse_args(argv)
+    full = json.loads(Path(args.object_info).read_text())
+    schemas = merged_schemas(full)
+    ours = set(our_object_info())
+    out = Path(args.out)
+    (out / "api").mkdir(parents=True, exist_ok=True)
+    used: set[str] = set(EXTRA_SUBSET_CLASSES)
+    for build in TEMPLATES:
+        g = build()
+        missing = [n.cls for n in g.nodes if n.cls not in schemas]
+        if missing:
+            print(f"skip {g.name}: nodes not available yet: {sorted(set(missing))}")
+            continue
+        api = g.api(schemas)
+        ui = g.ui(schemas)
+        (out / f"{g.name}.json").write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n")
+        (out / "api" / f"{g.name}.json").write_text(json.dumps(api, indent=1, ensure_ascii=False) + "\n")
+        used.update(n.cls for n in g.nodes if n.cls not in ours)
+        print(f"wrote {g.name}: {len(g.nodes)} nodes")
+    if args.no_subset:
+        return 0
+    subset = {k: full[k] for k in sorted(used) if k in full}
+    dest = REPO / "core" / "data" / "object_info_subset.json"
+    dest.write_text(json.dumps(subset, indent=0, sort_keys=True) + "\n")
+    print(f"wrote {dest.relative_to(REPO)} ({len(subset)} classes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

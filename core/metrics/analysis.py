@@ -76,18 +76,21 @@ class ImageRow:
     tsne_x: float | None = None
     tsne_y: float | None = None
     path: str | None = None
+    bbox: tuple[float, float, float, float] | None = None  # primary face, image pixels
     embedding: np.ndarray | None = field(default=None, repr=False)
+    pixels: np.ndarray | None = field(default=None, repr=False)  # array inputs (nodes), for thumbnails
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("embedding")
+        d = {k: getattr(self, k) for k in CSV_FIELDS}
+        if d["bbox"] is not None:
+            d["bbox"] = [round(float(x), 1) for x in d["bbox"]]
         for k, v in d.items():
             if isinstance(v, float):
                 d[k] = None if not math.isfinite(v) else round(v, 5)
         return d
 
 
-CSV_FIELDS = [f for f in ImageRow.__dataclass_fields__ if f != "embedding"]
+CSV_FIELDS = [f for f in ImageRow.__dataclass_fields__ if f not in ("embedding", "pixels")]
 
 
 @dataclass
@@ -394,6 +397,7 @@ def _face_shape(face) -> float | None:
 
 def _row_from(item: AnalysedImage, index: int, group: str, kind: str) -> ImageRow:
     row = ImageRow(index=index, group=group, kind=kind, name=item.name, status="error", path=item.path)
+    row.pixels = item.image
     res = item.analysis
     if res is None:
         row.error = item.error or "could not be analysed"
@@ -409,6 +413,7 @@ def _row_from(item: AnalysedImage, index: int, group: str, kind: str) -> ImageRo
     row.rescue = res.rescue
     row.det_score = float(f.det_score)
     w, h = f.width, f.height
+    row.bbox = tuple(float(x) for x in f.bbox)
     row.face_aspect = float(h / w) if w > 0 else None
     row.face_shape = _face_shape(f)
     iw, ih = res.image_size
@@ -630,10 +635,8 @@ def build_metrics(
         warnings.append(f"no face in reference image(s): {', '.join(failed_refs)}")
     for g in stats.values():
         warnings.extend(g.warnings)
-    face_ratio_metric = "face_aspect"
-    aspects = [r.face_aspect for r in rows if r.face_aspect is not None]
-    if aspects and float(np.ptp(aspects)) < 1e-3:
-        face_ratio_metric = "face_shape"  # dlib's HOG boxes are square: use the landmark ratio instead
+    # dlib's HOG/MMOD boxes are square, so their aspect ratio says nothing: use the landmark ratio instead.
+    face_ratio_metric = "face_shape" if backend == "dlib" else "face_aspect"
     return MetricsResult(
         backend=backend,
         model=ref.model,

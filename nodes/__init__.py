@@ -15,6 +15,7 @@ _log = logging.getLogger("IdentityLock")
 NODE_MODULES = [
     "prep",
     "identity",
+    "routes",
 ]
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}

@@ -1,0 +1,377 @@
+"""Grouping and selection: image embeddings, near-duplicate removal, K-Means and seed-diverse selection.
+
+Embeddings come from CLIP when the user has a model (ComfyUI's CLIP_VISION in the node, a local open_clip
+checkpoint in the core) or from the embedded fallback, which needs no weights and costs ~2 ms per image:
+
+* colour layout: the image at 8x8 in CIE Lab (192 values) — background, clothing colour, lighting;
+* edge layout: gradient-orientation histograms on a 4x4 grid, 8 bins each (128 values) — composition, framing;
+* face geometry: yaw, pitch, roll, face size and face centre (6 values, weighted up) — pose and shot type.
+
+Each block is standardised and L2-normalised, so no block dominates by its length. Compared with CLIP it sees
+layout and pose rather than meaning ("beach" vs "office" only through colour and structure), which is what
+separates generated portrait variations in practice; CLIP is better when scenes differ in content but share
+a palette. Near-duplicates are found with a 64-bit DCT perceptual hash (Hamming distance), or with cosine
+similarity of the embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SELECTION_STRATEGIES = ("quality-first", "balanced", "diversity-first")
+FALLBACK_NAME = "embedded-layout-v1"
+FACE_BLOCK_WEIGHT = 1.0
+
+
+# -- embedded fallback features ------------------------------------------------------------------------------
+def fallback_features(image: np.ndarray, analysis: Any = None) -> np.ndarray:
+    """Weight-free embedding of a uint8 RGB image (see module doc); float32, length 326."""
+    import cv2
+
+    small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(cv2.resize(small, (8, 8), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2LAB)
+    colour = lab.astype(np.float32).reshape(-1) / 255.0
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    mag = np.hypot(gx, gy)
+    ang = (np.arctan2(gy, gx) % np.pi) / np.pi * 8.0  # unsigned orientation, 8 bins
+    bins = np.minimum(ang.astype(np.int32), 7)
+    edges = np.zeros((4, 4, 8), np.float32)
+    cell = 16
+    for i in range(4):
+        for j in range(4):
+            b = bins[i * cell : (i + 1) * cell, j * cell : (j + 1) * cell].ravel()
+            m = mag[i * cell : (i + 1) * cell, j * cell : (j + 1) * cell].ravel()
+            edges[i, j] = np.bincount(b, weights=m, minlength=8)[:8]
+    edges = np.sqrt(edges.reshape(-1))
+    face = np.zeros(6, np.float32)
+    faces = getattr(analysis, "faces", None) or []
+    if faces:
+        f = faces[0]
+        h, w = image.shape[:2]
+        cx, cy = f.center
+        pose = f.pose
+        face[:] = (
+            (pose.yaw / 90.0) if pose else 0.0,
+            (pose.pitch / 90.0) if pose else 0.0,
+            (pose.roll / 90.0) if pose else 0.0,
+            f.width / w,
+            cx / w - 0.5,
+            cy / h - 0.5,
+        )
+    blocks = [_unit(colour - colour.mean()), _unit(edges), face * FACE_BLOCK_WEIGHT]
+    return np.concatenate(blocks).astype(np.float32)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-12 else v
+
+
+def phash(image: np.ndarray) -> int:
+    """64-bit DCT perceptual hash (robust to resizing, mild blur and recompression; not to flips or crops)."""
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    dct = cv2.dct(small)[:8, :8].reshape(-1)
+    med = np.median(dct[1:])
+    bits = dct > med
+    return int(sum(1 << i for i, b in enumerate(bits) if b))
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def hamming(a: int, hashes: np.ndarray) -> np.ndarray:
+    """Hamming distances between one 64-bit hash and an array of them (uint64)."""
+    x = np.bitwise_xor(hashes, np.uint64(a & 0xFFFFFFFFFFFFFFFF))
+    return _POPCOUNT[x.view(np.uint8).reshape(-1, 8)].sum(axis=1)
+
+
+def near_duplicates(
+    scores: Sequence[float],
+    *,
+    hashes: Sequence[int] | None = None,
+    embeddings: np.ndarray | None = None,
+    max_hamming: int = 6,
+    min_cosine: float = 0.97,
+) -> dict[int, int]:
+    """Map duplicate index -> the index it duplicates; the best-scoring image of each group is kept.
+
+    With ``hashes``: pHash Hamming distance <= ``max_hamming``. With ``embeddings``: cosine >= ``min_cosine``.
+    Both may be given (either test marks a duplicate). Memory is O(n): each image is compared with the kept ones.
+    """
+    n = len(scores)
+    if n < 2:
+        return {}
+    h = None if hashes is None else np.array([int(x) & 0xFFFFFFFFFFFFFFFF for x in hashes], dtype=np.uint64)
+    e = None
+    if embeddings is not None:
+        e = np.asarray(embeddings, dtype=np.float32)
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    kept: list[int] = []
+    dup: dict[int, int] = {}
+    for i in order:
+        i = int(i)
+        if kept:
+            idx = np.array(kept)
+            close = np.zeros(len(kept), dtype=bool)
+            if h is not None:
+                close |= hamming(int(h[i]), h[idx]) <= max_hamming
+            if e is not None:
+                close |= (e[idx] @ e[i]) >= min_cosine
+            hit = np.flatnonzero(close)
+            if len(hit):
+                dup[i] = kept[int(hit[0])]
+                continue
+        kept.append(i)
+    return dup
+
+
+# -- clustering -----------------------------------------------------------------------------------------------
+@dataclass
+class Clustering:
+    labels: np.ndarray
+    k: int
+    silhouette: float | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _prepare(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def cluster(
+    embeddings: np.ndarray,
+    k: int | str = 8,
+    *,
+    k_range: tuple[int, int] = (2, 12),
+    random_state: int = 42,
+) -> Clustering:
+    """K-Means on centred, L2-normalised embeddings (cosine geometry). ``k='auto'`` picks k by silhouette.
+
+    k larger than the number of distinct images is reduced (with a note); fewer than 2 images gives one cluster.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    x = _prepare(embeddings)
+    n = len(x)
+    notes: list[str] = []
+    if n == 0:
+        return Clustering(np.zeros(0, dtype=int), 0, None, ["no images to cluster"])
+    distinct = len(np.unique(np.round(x, 6), axis=0))
+    if n < 3 or distinct < 2:
+        return Clustering(np.zeros(n, dtype=int), 1, None, [f"{n} image(s): one cluster"])
+
+    def fit(kk: int) -> np.ndarray:
+        return KMeans(n_clusters=kk, n_init=4, random_state=random_state).fit_predict(x)
+
+    if isinstance(k, str):
+        if k != "auto":
+            raise ValueError(f"k must be a positive integer or 'auto', got {k!r}")
+        lo, hi = max(2, k_range[0]), min(k_range[1], distinct - 1, n - 1)
+        best: tuple[float, int, np.ndarray] | None = None
+        rng = np.random.default_rng(random_state)
+        sample = rng.choice(n, size=min(n, 1000), replace=False)
+        for kk in range(lo, max(lo, hi) + 1):
+            labels = fit(kk)
+            if len(set(labels[sample])) < 2:
+                continue
+            s = float(silhouette_score(x[sample], labels[sample]))
+            if best is None or s > best[0] + 1e-9:
+                best = (s, kk, labels)
+        if best is None:
+            return Clustering(np.zeros(n, dtype=int), 1, None, ["silhouette found no structure: one cluster"])
+        notes.append(
+            f"k chosen by silhouette over {lo}..{max(lo, hi)}: k={best[1]} (silhouette {best[0]:.3f})"
+        )
+        return Clustering(best[2], best[1], best[0], notes)
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k > distinct:
+        notes.append(f"k={k} is more than the {distinct} distinct images; using k={distinct}")
+        k = distinct
+    labels = fit(k) if k > 1 else np.zeros(n, dtype=int)
+    sil = float(silhouette_score(x, labels)) if 1 < k < n else None
+    return Clustering(labels, k, sil, notes)
+
+
+# -- selection -------------------------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    index: int  # caller's index
+    score: float
+    cluster: int
+    seed: int | None
+
+
+def _seed_key(c: Candidate) -> Any:
+    # images without a seed each count as their own seed group
+    return c.seed if c.seed is not None else ("noseed", c.index)
+
+
+def select(candidates: Sequence[Candidate], target: int, strategy: str = "balanced") -> list[int]:
+    """Pick up to ``target`` candidates (returns their ``index`` values, best first).
+
+    * quality-first: each cluster contributes its top ceil(target/k) by quality, seeds ignored; the rest of the
+      target is filled by the best remaining images.
+    * balanced (default): clusters take turns (best cluster first); each turn takes the cluster's best image
+      whose seed is not yet used in that cluster and, while possible, not used more than its fair share overall.
+    * diversity-first: seeds take turns; each turn takes the seed's best image from a cluster that seed has not
+      covered yet, so every seed and every cluster is represented before any repeats.
+    """
+    if strategy not in SELECTION_STRATEGIES:
+        raise ValueError(
+            f"unknown selection strategy {strategy!r}; choose one of {', '.join(SELECTION_STRATEGIES)}"
+        )
+    target = int(target)
+    if target <= 0 or not candidates:
+        return []
+    ranked = sorted(candidates, key=lambda c: (-c.score, c.index))
+    if target >= len(ranked):
+        return [c.index for c in ranked]
+    by_cluster: dict[int, list[Candidate]] = defaultdict(list)
+    for c in ranked:
+        by_cluster[c.cluster].append(c)
+    cluster_order = sorted(by_cluster, key=lambda k: (-by_cluster[k][0].score, k))
+    chosen: list[Candidate] = []
+    taken: set[int] = set()
+
+    def take(c: Candidate) -> None:
+        chosen.append(c)
+        taken.add(c.index)
+
+    if strategy == "quality-first":
+        quota = math.ceil(target / len(by_cluster))
+        for k in cluster_order:
+            for c in by_cluster[k][:quota]:
+                take(c)
+        chosen.sort(key=lambda c: (-c.score, c.index))
+        chosen = chosen[:target]
+        taken = {c.index for c in chosen}
+        for c in ranked:
+            if len(chosen) >= target:
+                break
+            if c.index not in taken:
+                take(c)
+    elif strategy == "balanced":
+        n_seeds = len({_seed_key(c) for c in ranked})
+        fair = max(1, math.ceil(target / n_seeds))
+        seed_count: dict[Any, int] = defaultdict(int)
+        cluster_seeds: dict[int, set] = defaultdict(set)
+        while len(chosen) < target:
+            progressed = False
+            for k in cluster_order:
+                if len(chosen) >= target:
+                    break
+                pool = [c for c in by_cluster[k] if c.index not in taken]
+                if not pool:
+                    continue
+                pick = (
+                    next(
+                        (
+                            c
+                            for c in pool
+                            if _seed_key(c) not in cluster_seeds[k] and seed_count[_seed_key(c)] < fair
+                        ),
+                        None,
+                    )
+                    or next((c for c in pool if _seed_key(c) not in cluster_seeds[k]), None)
+                    or next((c for c in pool if seed_count[_seed_key(c)] < fair), None)
+                    or pool[0]
+                )
+                take(pick)
+                cluster_seeds[k].add(_seed_key(pick))
+                seed_count[_seed_key(pick)] += 1
+                progressed = True
+            if not progressed:
+                break
+    else:  # diversity-first
+        by_seed: dict[Any, list[Candidate]] = defaultdict(list)
+        for c in ranked:
+            by_seed[_seed_key(c)].append(c)
+        seed_order = sorted(by_seed, key=lambda s: (-by_seed[s][0].score, str(s)))
+        covered: dict[Any, set] = defaultdict(set)
+        cluster_count: dict[int, int] = defaultdict(int)
+        while len(chosen) < target:
+            progressed = False
+            for s in seed_order:
+                if len(chosen) >= target:
+                    break
+                pool = [c for c in by_seed[s] if c.index not in taken]
+                if not pool:
+                    continue
+                fresh = [c for c in pool if c.cluster not in covered[s]]
+                # prefer the least-represented cluster, then quality
+                pick = min(fresh or pool, key=lambda c: (cluster_count[c.cluster], -c.score, c.index))
+                take(pick)
+                covered[s].add(pick.cluster)
+                cluster_count[pick.cluster] += 1
+                progressed = True
+            if not progressed:
+                break
+    chosen.sort(key=lambda c: (-c.score, c.index))
+    return [c.index for c in chosen[:target]]
+
+
+# -- CLIP embeddings ---------------------------------------------------------------------------------------------
+class ClipEmbedder:
+    """Image embeddings from an open_clip model (a local checkpoint; never downloaded).
+
+    ``ClipEmbedder.from_open_clip("ViT-B-32", "/models/clip/ViT-B-32.pt")`` or wrap a model you built:
+    ``ClipEmbedder(model, preprocess)``. ``config`` is an optional open_clip model-config JSON (custom models).
+    """
+
+    def __init__(
+        self, model: Any, preprocess: Callable[[Any], Any], name: str = "open_clip", batch_size: int = 32
+    ):
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.name = name
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_open_clip(
+        cls, model_name: str, checkpoint: str | None, config: str | None = None, device: str = "cpu"
+    ) -> ClipEmbedder:
+        import open_clip
+
+        if config:
+            open_clip.add_model_config(config)
+        if checkpoint is None:
+            raise ValueError(
+                "a local CLIP checkpoint path is required (IdentityLock never downloads weights)"
+            )
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=checkpoint, device=device
+        )
+        return cls(model, preprocess, name=f"open_clip:{model_name}")
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 RGB arrays -> L2-normalised float32 [n, d]."""
+        import torch
+        from PIL import Image
+
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            batch = torch.stack(
+                [self.preprocess(Image.fromarray(im)) for im in images[i : i + self.batch_size]]
+            )
+            with torch.no_grad():
+                e = self.model.encode_image(batch).float()
+            e = e / e.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            out.append(e.cpu().numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)

@@ -21,6 +21,7 @@ from .errors import IdentityLockError
 COMMAND_MODULES = [
     "face_cli",
     "comfy_client_cli",
+    "metrics_cli",
 ]
 
 EXIT_OK = 0

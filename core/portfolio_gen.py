@@ -263,6 +263,8 @@ def plan_jobs(
                     scen,
                 )
     header = {
+        # Generation-side catalog (curate's own output catalog is identitylock.master_image_catalog/1).
+        "schema": "identitylock.generation_catalog/1",
         "session_info": {
             "timestamp": datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S"),
             "character_name": name,

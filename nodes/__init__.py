@@ -15,6 +15,8 @@ _log = logging.getLogger("IdentityLock")
 NODE_MODULES = [
     "prep",
     "identity",
+    "seeds",
+    "metrics",
     "routes",
 ]
 

@@ -1,0 +1,174 @@
+"""DriftSeedSearch end to end, with a stand-in for ComfyUI's sampler and VAE that returns real photos per seed.
+
+ComfyUI is not installable in CI; the stand-in replaces only ``DriftSeedSearch.sampling`` (sample + decode). The
+latents it returns carry the seed, the "VAE" decodes them to the photo for that seed, and everything after that
+(tensor conversion, scoring with dlib, ranking, early stop, outputs, status messages) is the real code.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+# seed -> photo (same mapping as tests/test_seeds.py); reference lisa_1, the other lisa photos are the same person.
+SEED_PHOTOS = {
+    0: "london001_1.jpg",
+    1: "lisa_3.jpg",
+    2: "noface_1.jpg",
+    3: "london004_1.jpg",
+    4: "lisa_2.jpg",
+    5: "london025_1.jpg",
+    6: "lisa_4.jpg",
+    7: "london042_2.jpg",
+}
+LISA_SEEDS = {1, 4, 6}
+
+
+class PhotoSampling:
+    """sample(): one latent per seed, filled with the seed; decode(): latent -> that seed's photo [B,H,W,3]."""
+
+    def __init__(self, photos):
+        self.photos = photos
+        self.batches = []
+
+    def sample(self, model, seeds, latent, positive, negative, steps, cfg, sampler_name, scheduler, denoise):
+        import torch
+
+        self.batches.append(list(seeds))
+        h, w = latent["samples"].shape[-2:]
+        return torch.stack([torch.full((4, h, w), float(s)) for s in seeds])
+
+    def decode(self, vae, samples):
+        import torch
+
+        seeds = [int(round(float(x[0, 0, 0]))) for x in samples]
+        return torch.from_numpy(np.stack([self.photos[s] for s in seeds]).astype(np.float32) / 255.0)
+
+
+@pytest.fixture(scope="module")
+def photos(faces_dir):
+    from identitylock.core.images import load_image, resize_long_side
+
+    out = {}
+    for s, f in SEED_PHOTOS.items():
+        img = load_image(faces_dir / f)
+        side = min(img.shape[:2])
+        y0, x0 = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
+        out[s] = resize_long_side(np.ascontiguousarray(img[y0 : y0 + side, x0 : x0 + side]), 384)[0]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(faces_dir):
+    from identitylock.core.faces import analyze_file, get_engine
+    from identitylock.core.identity import reference_from_analyses
+
+    return reference_from_analyses(
+        [analyze_file(faces_dir / "lisa_1.jpg", get_engine("dlib"))], ["lisa_1.jpg"]
+    )
+
+
+@pytest.fixture()
+def node(photos, monkeypatch):
+    import identitylock.nodes.seeds as mod
+
+    sent = []
+    monkeypatch.setattr(
+        mod, "send_status", lambda event, data, node_id=None: sent.append((event, data, node_id))
+    )
+    n = mod.DriftSeedSearch()
+    n.sampling = PhotoSampling(photos)
+    return n, sent, mod
+
+
+def _run(node, reference, **kw):
+    args = dict(
+        model=object(), positive=[], negative=[], vae=object(), identity=reference, seed_start=0, seed_count=8,
+        steps=20, cfg=5.8, sampler_name="euler", scheduler="normal", denoise=1.0, width=384, height=384,
+        threshold=0.0, stop_after=0, top_k=4, seeds_per_batch=3, save="none", unique_id="7",
+    )  # fmt: skip
+    args.update(kw)
+    return node.search(**args)
+
+
+def test_registered_with_tooltips():
+    from identitylock.nodes import NODE_CLASS_MAPPINGS
+    from identitylock.nodes.seeds import DriftSeedSearch
+
+    assert NODE_CLASS_MAPPINGS["DriftSeedSearch"] is DriftSeedSearch
+    spec = DriftSeedSearch.INPUT_TYPES()
+    for group in ("required", "optional"):
+        for name, (_, opts) in spec[group].items():
+            assert opts.get("tooltip"), name
+    assert DriftSeedSearch.RETURN_TYPES == ("IMAGE", "INT", "LATENT", "IMAGE", "STRING")
+
+
+def test_node_end_to_end_with_photos(node, reference, photos):
+    n, sent, _ = node
+    out = _run(n, reference)
+    best_image, best_seed, best_latent, candidates, report = out["result"]
+    rep = json.loads(report)
+    assert best_seed in LISA_SEEDS
+    assert tuple(best_image.shape) == (1, 384, 384, 3)
+    assert np.allclose(best_image[0].numpy(), photos[best_seed] / 255.0, atol=1 / 255)
+    assert float(best_latent["samples"][0, 0, 0, 0]) == best_seed and best_latent["samples"].shape == (
+        1,
+        4,
+        48,
+        48,
+    )
+    assert tuple(candidates.shape) == (4, 384, 384, 3)
+    assert {r["seed"] for r in rep["records"][:3]} == LISA_SEEDS and rep["locked"] == 3
+    assert rep["records"][-1]["seed"] == 2 and rep["records"][-1]["miss"] is True
+    assert n.sampling.batches == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    # status: a start message, one per scored seed, then the final ranks
+    assert sent[0][1]["event"] == "start" and all(s[0] == "seed" and s[2] == "7" for s in sent)
+    live = [d for _, d, _ in sent[1:9]]
+    assert [d["seed"] for d in live] == list(range(8))
+    assert next(d for d in live if d["seed"] == 2)["drift"] is None
+    ranks = {d["seed"]: d["rank"] for _, d, _ in sent[9:]}
+    assert ranks[2] == 8 and {s for s, r in ranks.items() if r <= 3} == LISA_SEEDS
+
+
+def test_node_stop_after_seed_list_and_save(node, reference, tmp_path, monkeypatch):
+    n, sent, mod = node
+    monkeypatch.setattr(mod, "output_directory", lambda: str(tmp_path))
+    out = _run(n, reference, seed_list="3,4,5,6", stop_after=1, seeds_per_batch=1, save="locked")
+    rep = json.loads(out["result"][4])
+    assert n.sampling.batches == [[3], [4]] and rep["stopped_early"] is True
+    assert out["result"][1] == 4
+    saved = list((tmp_path / "identitylock" / "seeds").glob("verify_seed_4_drift_*.png"))
+    assert len(saved) == 1
+
+
+def test_node_honours_cancel(node, reference, monkeypatch):
+    n, _, mod = node
+
+    class Interrupted(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def cancel():
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise Interrupted()
+
+    monkeypatch.setattr(mod, "check_interrupted", cancel)
+    with pytest.raises(Interrupted):
+        _run(n, reference, seeds_per_batch=1)
+    assert len(n.sampling.batches) == 2
+
+
+def test_node_rejects_bad_inputs(node, reference):
+    from identitylock.core.errors import IdentityLockError
+
+    n, _, _ = node
+    with pytest.raises(IdentityLockError, match="IDENTITY"):
+        _run(n, "not an identity")
+    with pytest.raises(IdentityLockError, match="LATENT"):
+        _run(n, reference, denoise=0.5)
+    with pytest.raises(IdentityLockError):
+        _run(n, reference, seed_list="1:x")

@@ -19,13 +19,21 @@ from .lora_format import kohya_name
 class LoRAModule(nn.Module):
     """One low-rank adapter for a Linear layer of shape [out, in]."""
 
-    def __init__(self, in_features: int, out_features: int, rank: int, alpha: float, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         self.rank = int(rank)
         self.alpha = float(alpha)
         self.down = nn.Parameter(torch.empty(self.rank, in_features))
         self.up = nn.Parameter(torch.zeros(out_features, self.rank))
-        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5), generator=generator)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     @property
@@ -69,9 +77,11 @@ def target_linears(root: nn.Module, suffixes: Iterable[str]) -> list[tuple[str, 
 class LoRANetwork(nn.Module):
     """All adapters of one LoRA, keyed by kohya name; ``set_alpha`` implements the per-phase alpha change."""
 
-    def __init__(self, rank: int, alpha: float, dropout: float = 0.0):
+    def __init__(self, rank: int, alpha: float, dropout: float = 0.0, seed: int = 0):
         super().__init__()
         self.rank, self.alpha, self.dropout = int(rank), float(alpha), float(dropout)
+        # adapters are initialised from their own generator: same seed + same model = same start, always
+        self._gen = torch.Generator().manual_seed(int(seed))
         self.loras = nn.ModuleDict()
         self._handles: list = []
 
@@ -79,7 +89,7 @@ class LoRANetwork(nn.Module):
     def add(self, name: str, in_features: int, out_features: int) -> LoRAModule:
         if name in self.loras:
             raise ValueError(f"duplicate LoRA module {name}")
-        mod = LoRAModule(in_features, out_features, self.rank, self.alpha, self.dropout)
+        mod = LoRAModule(in_features, out_features, self.rank, self.alpha, self.dropout, self._gen)
         self.loras[name] = mod
         return mod
 

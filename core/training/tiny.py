@@ -98,7 +98,12 @@ def tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike | None = Non
     )
     tokenizer = CLIPTokenizer.from_pretrained(str(clip_tokenizer_files(tokenizer_dir)), model_max_length=77)
     scheduler = DDPMScheduler(
-        num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        clip_sample=False,
     )
     for m in (unet, text_encoder, vae):
         m.eval()

@@ -1,0 +1,357 @@
+"""LoRA file format and the trainer on a tiny randomly initialised SD-shaped UNet (CPU, offline).
+
+Trains on a few shared face crops (lisa_* only, CC0, per SOURCES.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from identitylock.core.errors import IdentityLockError, ImageInputError  # noqa: E402
+from identitylock.core.training import dataset as ds  # noqa: E402
+from identitylock.core.training import diffusers_backend as db  # noqa: E402
+from identitylock.core.training.lora_format import (  # noqa: E402
+    check_lora_name,
+    kohya_name,
+    read_metadata,
+    save_lora,
+)
+from identitylock.core.training.network import LoRANetwork, target_linears  # noqa: E402
+from identitylock.core.training.phases import Phase, Schedule  # noqa: E402
+from identitylock.core.training.presets import TARGETS, TrainConfig  # noqa: E402
+from identitylock.core.training.probe import ProbeTracker, make_probe  # noqa: E402
+from identitylock.core.training.trainer import Trainer  # noqa: E402
+
+KEYMAP = Path(__file__).resolve().parents[2] / "shared" / "comfyui" / "lora_keymap_sd15.json"
+
+
+@pytest.fixture(scope="module")
+def comps(tmp_path_factory):
+    from identitylock.core.training.tiny import tiny_components
+
+    return tiny_components(0, tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def face_crops(faces_dir):
+    from identitylock.core.images import load_image
+
+    out = []
+    for f in sorted(faces_dir.glob("lisa_*.jpg")):
+        im = load_image(f)
+        h, w = im.shape[:2]
+        s = min(h, w)
+        y, x = (h - s) // 2, (w - s) // 2
+        out.append(ds.resize_square(im[y : y + s, x : x + s], 64))
+    assert len(out) >= 3
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(comps, face_crops):
+    caps = ds.make_captions(len(face_crops), "lsaperson")
+    return ds.prepare_data(
+        face_crops,
+        caps,
+        lambda ims: db.encode_images(comps["vae"], ims),
+        lambda cs: db.encode_text(comps["tokenizer"], comps["text_encoder"], cs),
+        flip=True,
+        jitter=0.1,
+    )
+
+
+def _trainer(comps, data, cfg, **kw):
+    net = LoRANetwork(cfg.rank, cfg.alpha, cfg.dropout, seed=cfg.seed)
+    net.attach_hooks(comps["unet"], TARGETS[cfg.target_modules])
+    return net, Trainer(net, db.DiffusersBackend(comps["unet"], comps["scheduler"]), data, cfg, **kw)
+
+
+def _two_phase(max_a=20, max_b=20, window=5):
+    from identitylock.core.training.convergence import ControllerConfig
+
+    return TrainConfig(
+        rank=4,
+        alpha=4,
+        dropout=0.1,
+        schedule=Schedule(
+            [
+                Phase(
+                    "COARSE", lr=2e-3, alpha=8, loss="mse", optimizer="adamw", min_steps=5, max_steps=max_a
+                ),
+                Phase(
+                    "FINE",
+                    lr=5e-4,
+                    alpha=2,
+                    loss="charbonnier",
+                    optimizer="adamp",
+                    min_steps=5,
+                    max_steps=max_b,
+                ),
+            ]
+        ),
+        controller=ControllerConfig(window=window, patience=2, p_threshold=0.2),
+        val_every=10,
+        seed=7,
+    )
+
+
+# -- file format ------------------------------------------------------------------------------------------------
+def test_sd15_key_names_are_all_accepted_by_comfyui():
+    if not KEYMAP.exists():
+        pytest.skip(f"{KEYMAP} not present (shared ComfyUI capture)")
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+    from identitylock.core.training.tiny import SD15_UNET_CONFIG
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
+    assert next(unet.parameters()).device.type == "meta"
+    accepted = set(json.loads(KEYMAP.read_text()))
+    for targets, expected in (("attn_ff", 16 * 10), ("attn", 16 * 8)):
+        names = [kohya_name(p) for p, _ in target_linears(unet, TARGETS[targets])]
+        assert len(names) == expected
+        missing = [n for n in names if n not in accepted]
+        assert not missing, missing[:5]
+    net = LoRANetwork(4, 4)
+    for p, m in target_linears(unet, TARGETS["attn_ff"]):
+        net.add(kohya_name(p), m.weight.shape[1], m.weight.shape[0])
+    keys = net.kohya_state_dict().keys()
+    assert len(keys) == 480 and all(k.rsplit(".", 2)[0].split(".")[0] in accepted for k in keys)
+
+
+def test_lora_names_are_validated():
+    assert check_lora_name("lisa_v1") == "lisa_v1.safetensors"
+    for bad in ("../x", "a/b", "a\\b", "", "  ", "..", ".hidden"):
+        with pytest.raises(IdentityLockError):
+            check_lora_name(bad)
+
+
+def test_saved_file_reproduces_trained_model_and_loads_in_diffusers(comps, data, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    cfg = _two_phase(max_a=8, max_b=8)
+    net, tr = _trainer(comps, data, cfg)
+    unet = comps["unet"]
+    try:
+        res = tr.run()
+        assert [p for _, p in res.phase_starts] == ["COARSE", "FINE"] and net.alpha == 2
+        x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+        t = torch.tensor([50, 700])
+        e = data.cond[:2]
+        net.eval()
+        with torch.no_grad():
+            trained = unet(x, t, e).sample
+            net.detach_hooks()
+            base = unet(x, t, e).sample
+    finally:
+        net.detach_hooks()
+    assert (trained - base).abs().max() > 1e-3, "training changed nothing"
+    path = save_lora(
+        tmp_path / "tiny.safetensors",
+        net.kohya_state_dict(),
+        {"rank": 4, "alpha": net.alpha, "trigger_word": "lsaperson"},
+    )
+    assert read_metadata(path)["trigger_word"] == "lsaperson"
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    assert (
+        all(k.startswith("lora_unet_") for k in sd)
+        and float(sd[next(k for k in sd if k.endswith(".alpha"))]) == 2.0
+    )
+
+    # our own reload reproduces it exactly
+    net2 = LoRANetwork(4, 1.0)
+    net2.attach_hooks(unet, TARGETS["attn_ff"])
+    try:
+        net2.load_kohya_state_dict(sd)
+        net2.eval()
+        with torch.no_grad():
+            again = unet(x, t, e).sample
+    finally:
+        net2.detach_hooks()
+    assert torch.allclose(again, trained, atol=1e-6)
+
+    # diffusers load_lora_weights on a pipeline around the same base weights
+    pipe = StableDiffusionPipeline(
+        vae=comps["vae"], text_encoder=comps["text_encoder"], tokenizer=comps["tokenizer"], unet=unet,
+        scheduler=comps["scheduler"], safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.load_lora_weights(str(tmp_path), weight_name="tiny.safetensors")
+    try:
+        with torch.no_grad():
+            loaded = pipe.unet(x, t, e).sample
+    finally:
+        pipe.unload_lora_weights()
+    assert torch.allclose(loaded, trained, atol=1e-5), float((loaded - trained).abs().max())
+    with torch.no_grad():
+        assert torch.allclose(unet(x, t, e).sample, base, atol=1e-6)
+
+
+def test_alpha_change_keeps_output_and_changes_scale(comps):
+    net = LoRANetwork(4, 8)
+    net.attach_hooks(comps["unet"], TARGETS["attn_ff"])
+    try:
+        for lora in net.loras.values():
+            lora.up.data.normal_(0, 0.2)
+        x, t, e = torch.randn(1, 4, 8, 8), torch.tensor([300]), torch.randn(1, 77, 32)
+        with torch.no_grad():
+            before = comps["unet"](x, t, e).sample
+            net.set_alpha(1.0)
+            after = comps["unet"](x, t, e).sample
+        assert torch.allclose(before, after, atol=1e-5)
+        assert all(m.scale == 0.25 for m in net.loras.values())
+    finally:
+        net.detach_hooks()
+
+
+# -- trainer ----------------------------------------------------------------------------------------------------
+def test_training_tiny_unet_lowers_validation_loss(comps, data):
+    from identitylock.core.training.convergence import ControllerConfig
+
+    cfg = TrainConfig(
+        rank=4,
+        alpha=4,
+        schedule=Schedule([Phase("COARSE", lr=2e-3, alpha=4, min_steps=40, max_steps=40)], adaptive=False),
+        controller=ControllerConfig(window=20),
+        val_every=20,
+    )
+    net, tr = _trainer(comps, data, cfg)
+    try:
+        before = tr.validation_loss()
+        res = tr.run()
+    finally:
+        net.detach_hooks()
+    assert res.steps == 40
+    assert res.final_val_loss < before * 0.97, (before, res.final_val_loss)
+
+
+def test_phase_switch_changes_lr_loss_optimizer(comps, data):
+    from pytorch_optimizer import AdamP
+
+    seen = []
+    cfg = _two_phase(max_a=6, max_b=6)
+    holder = {}
+
+    def on_step(info):
+        seen.append((info.phase, info.lr, type(holder["tr"].optimizer).__name__, holder["tr"].phase.loss))
+
+    net, tr = _trainer(comps, data, cfg, on_step=on_step)
+    holder["tr"] = tr
+    try:
+        res = tr.run()
+    finally:
+        net.detach_hooks()
+    first = [s for s in seen if s[0] == "COARSE"]
+    second = [s for s in seen if s[0] == "FINE"]
+    assert first and second
+    assert {s[1] for s in first} == {2e-3} and {s[1] for s in second} == {5e-4}
+    assert {s[2] for s in first} == {"AdamW"} and {s[2] for s in second} == {AdamP.__name__}
+    assert {s[3] for s in first} == {"mse"} and {s[3] for s in second} == {"charbonnier"}
+    assert [e.phase for e in res.exits] == ["COARSE", "FINE"]
+    assert all(e.message().startswith(f"Exiting {e.phase} after ") for e in res.exits)
+
+
+def test_resume_after_interrupt_matches_uninterrupted_run(comps, data, tmp_path):
+    cfg = _two_phase(max_a=8, max_b=8, window=3)
+    net_a, tr_a = _trainer(comps, data, cfg)
+    try:
+        res_a = tr_a.run()
+        full = {k: v.clone() for k, v in net_a.kohya_state_dict().items()}
+    finally:
+        net_a.detach_hooks()
+
+    class Stop(Exception):
+        pass
+
+    count = {"n": 0}
+
+    def cancel_at_11():
+        count["n"] += 1
+        if count["n"] == 11:
+            raise Stop
+
+    ckpt = tmp_path / "state.pt"
+    net_b, tr_b = _trainer(comps, data, cfg, check_cancel=cancel_at_11, checkpoint_path=ckpt)
+    try:
+        with pytest.raises(Stop):
+            tr_b.run()
+    finally:
+        net_b.detach_hooks()
+    assert ckpt.exists() and tr_b.step == 10
+
+    net_c, tr_c = _trainer(comps, data, cfg, checkpoint_path=ckpt)
+    try:
+        tr_c.resume()
+        assert tr_c.step == 10
+        res_c = tr_c.run()
+        resumed = net_c.kohya_state_dict()
+    finally:
+        net_c.detach_hooks()
+    assert res_c.steps == res_a.steps
+    assert res_c.losses == res_a.losses
+    assert [e.phase for e in res_c.exits] == [e.phase for e in res_a.exits]
+    for k, v in full.items():
+        assert torch.equal(v, resumed[k]), k
+    assert res_c.final_val_loss == res_a.final_val_loss
+
+
+def test_bad_inputs_have_clear_messages(face_crops):
+    with pytest.raises(ImageInputError, match="no training images"):
+        ds.check_images([])
+    with pytest.raises(ImageInputError, match="only one training image"):
+        ds.check_images(face_crops[:1])
+    with pytest.raises(ImageInputError, match="different sizes"):
+        ds.check_images([face_crops[0], np.zeros((32, 32, 3), np.uint8)])
+    for bad in ("", "   ", None):
+        with pytest.raises(IdentityLockError, match="trigger word"):
+            ds.make_captions(2, bad)
+    caps = ds.make_captions(
+        3, "lsa", captions=["smiling woman", None, "lsa at the beach"], template="photo of {trigger}"
+    )
+    assert caps == ["lsa, smiling woman", "photo of lsa", "lsa at the beach"]
+    tr, va = ds.split_indices(10)
+    assert len(va) == 2 and sorted(tr + va) == list(range(10))
+
+
+def test_probe_selection_keeps_best_median_drift():
+    tracker = ProbeTracker()
+    # step -> per-sample drifts; None = no face found (counts as 1.0)
+    probes = {
+        100: [0.40, 0.35, 0.50],
+        200: [0.20, 0.25, 0.90],  # median 0.25: best despite one bad sample
+        300: [0.22, None, None],  # faces lost: median 1.0
+        400: [0.30, 0.26, 0.28],
+    }
+    for step, drifts in probes.items():
+        tracker.record(step, "COARSE", drifts, state_fn=lambda s=step: {"step": s})
+    assert tracker.best.step == 200 and tracker.best_state == {"step": 200}
+    assert tracker.curve() == [(100, 0.40), (200, 0.25), (300, 1.0), (400, 0.28)]
+    assert tracker.records[2].faces_found == 1
+    # with a score(image)->drift callable
+    images = {"a": 0.3, "b": 0.1, "c": 0.2}
+    probe = make_probe(lambda: list(images), images.get)
+    t2 = ProbeTracker()
+    t2.record(1, "MID", probe())
+    assert t2.best.median == pytest.approx(0.2)
+
+
+def test_trainer_runs_probe_and_keeps_best_state(comps, data):
+    cfg = _two_phase(max_a=6, max_b=6)
+    cfg.probe_every = 3
+    drifts = iter([[0.5], [0.2], [0.3], [0.4]])
+    net, tr = _trainer(comps, data, cfg, probe=lambda: next(drifts))
+    try:
+        res = tr.run()
+    finally:
+        net.detach_hooks()
+    assert [r.step for r in res.probes.records] == [3, 6, 9, 12]
+    assert res.probes.best.step == 6
+    assert set(res.probes.best_state) == set(net.kohya_state_dict())

@@ -20,6 +20,7 @@ from .errors import IdentityLockError
 
 COMMAND_MODULES = [
     "face_cli",
+    "seeds_cli",
     "comfy_client_cli",
     "metrics_cli",
 ]

@@ -1,0 +1,187 @@
+"""``identitylock seeds`` / ``identitylock render`` / ``identitylock profile``: seed search and stylized renders
+with diffusers, outside ComfyUI. Heavy imports happen inside the command functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import IdentityLockError
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--model", help="local diffusers folder or SD1.5 .safetensors/.ckpt single file")
+    g.add_argument("--tiny", action="store_true", help="tiny random pipeline (smoke tests / timing only)")
+    p.add_argument(
+        "--config", help="diffusers config folder for a single-file model (default: bundled SD1.5)"
+    )
+    p.add_argument("--lora", help="LoRA .safetensors (kohya or diffusers format)")
+    p.add_argument("--sampler", default="default", help="default | ddim | euler | euler_a | dpmpp_2m | pndm")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--fp16", action="store_true", help="half precision (GPU)")
+    p.add_argument("--negative", default="", help="negative prompt")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--width", type=int, default=None, help="default: the model's native size")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--backend", default=None, help="face backend (default: the reference's backend)")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "seeds",
+        help="render a prompt over many seeds and rank them by identity drift",
+        description="Render over seeds with diffusers, score each render's drift from the reference, keep the "
+        "locked ones. Prints a table; writes seed_search.json and verify_seed_<seed>_drift_<d>.png to --out.",
+    )
+    _model_args(p)
+    p.add_argument("--reference", required=True, help="identity reference .safetensors (identitylock embed)")
+    p.add_argument("--prompt", required=True, help="prompt (include the LoRA trigger word)")
+    p.add_argument("--seeds", default="0:32", help="'start:end' (end exclusive), 'a:b:step' or '5,17,42'")
+    p.add_argument("--stop-after", type=int, default=0, help="stop after K locked seeds (0 = all)")
+    p.add_argument("--top-k", type=int, default=8)
+    p.add_argument("--cfg", type=float, default=5.8)
+    p.add_argument("--lora-scale", type=float, default=1.0)
+    p.add_argument("--threshold", type=float, default=None, help="lock threshold (default: the backend's)")
+    p.add_argument("--batch", type=int, default=1, help="seeds per batch")
+    p.add_argument("--save", choices=("none", "locked", "top", "all"), default="top")
+    p.add_argument(
+        "--no-rescue", action="store_true", help="skip the detection rescue ladder (faster misses)"
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_seeds)
+
+    r = subparsers.add_parser(
+        "render",
+        help="stylized render: 3-pass (identity lock, scene, realism + rescue) or 2-pass export",
+        description="Render with drift measured after every pass; all prompts and parameters go into the PNG "
+        "metadata and render.json.",
+    )
+    _model_args(r)
+    r.add_argument("--passes", type=int, choices=(2, 3), default=3)
+    r.add_argument("--reference", help="identity reference .safetensors (drift per pass)")
+    r.add_argument("--prompt", required=True, help="identity prompt with the trigger word (3-pass: pass 1)")
+    r.add_argument("--scene", default="", help="scene prompt (3-pass pass 2), e.g. 'urban rooftop at sunset'")
+    r.add_argument("--realism-prompt", default=None)
+    r.add_argument("--realism-model", default=None, help="2-pass: realism checkpoint (default: --model)")
+    r.add_argument("--seed", type=int, default=0, help="seed of pass 1 (use a locked seed from `seeds`)")
+    r.add_argument("--rescue", type=float, default=0.30, help="3-pass rescue blend toward pass 1")
+    r.add_argument("--rescue-mode", choices=("always", "if-better", "off"), default="always")
+    r.add_argument("--out", required=True)
+    r.add_argument("--name", default="render", help="file stem")
+    r.set_defaults(func=cmd_render)
+
+    q = subparsers.add_parser(
+        "profile",
+        help="pick lora_ipadapter / lora_only / ipadapter_only / img2img from a character's assets",
+    )
+    q.add_argument("--lora")
+    q.add_argument("--identity", help="identity reference .safetensors")
+    q.add_argument("--image", help="reference image (needed for IPAdapter or img2img)")
+    q.add_argument("--ipadapter", help="IPAdapter model file")
+    q.set_defaults(func=cmd_profile)
+
+
+def _renderer(args, model: str | None = None, lora: str | None = None):
+    import torch
+
+    from .diffusion import DiffusersRenderer, build_tiny_pipeline, load_pipeline
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.tiny and model is None:
+        pipe = build_tiny_pipeline().to(device)
+    else:
+        dtype = torch.float16 if args.fp16 else torch.float32
+        pipe = load_pipeline(model or args.model, config=args.config, dtype=dtype, device=device)
+    return DiffusersRenderer(pipe, lora=lora, sampler=args.sampler)
+
+
+def _reference(path: str | None):
+    if not path:
+        return None
+    from .identity import IdentityReference
+
+    return IdentityReference.load(path)
+
+
+def _engine(args, reference):
+    if reference is None:
+        return None
+    from .faces import get_engine
+
+    return get_engine(args.backend or reference.backend)
+
+
+def cmd_seeds(args) -> int:
+    from .seeds import parse_seeds, search_seeds, write_report
+
+    seeds = parse_seeds(args.seeds)
+    reference = _reference(args.reference)
+    engine = _engine(args, reference)
+    renderer = _renderer(args, lora=args.lora)
+    kw = {"negative": args.negative, "steps": args.steps, "cfg": args.cfg, "width": args.width,
+          "height": args.height, "lora_scale": args.lora_scale}  # fmt: skip
+    render, render_batch = renderer.seed_renderer(args.prompt, **kw)
+    params = {"model": "tiny" if args.tiny else str(args.model), "lora": args.lora, "prompt": args.prompt, **kw,
+              "sampler": args.sampler}  # fmt: skip
+
+    def on_result(rec, image, done, total):
+        d = "miss" if rec.drift is None else f"{rec.drift:.4f}{' locked' if rec.locked else ''}"
+        print(f"[{done}/{total}] seed {rec.seed}: {d}", file=sys.stderr, flush=True)
+
+    result = search_seeds(
+        render, seeds, reference, engine=engine, threshold=args.threshold, stop_after=args.stop_after or None,
+        top_k=args.top_k, rescue=not args.no_rescue, batch_size=args.batch,
+        render_batch=render_batch if args.batch > 1 else None, keep_images="none", save=args.save,
+        out_dir=args.out, extra=params, on_result=on_result,
+    )  # fmt: skip
+    report = write_report(result, args.out)
+    print(result.table())
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from .profile import consistency_profile
+    from .render import render_three_pass, render_two_pass
+
+    if args.passes == 3 and not args.scene.strip():
+        raise IdentityLockError("--passes 3 needs --scene (the scene prompt of pass 2)")
+    reference = _reference(args.reference)
+    engine = _engine(args, reference)
+    profile = consistency_profile(lora=args.lora, identity=args.reference)
+    if not args.lora:
+        print("note: no --lora given; the LoRA scales of each pass have no effect", file=sys.stderr)
+    renderer = _renderer(args, lora=args.lora)
+    extra = {"model": "tiny" if args.tiny else str(args.model), "lora": Path(args.lora).name if args.lora else None,
+             "consistency_method": profile.method, "sampler": args.sampler}  # fmt: skip
+    common = {"reference": reference, "engine": engine, "width": args.width, "height": args.height,
+              "negative": args.negative, "seed": args.seed, "steps": args.steps, "extra": extra}  # fmt: skip
+    if args.passes == 3:
+        res = render_three_pass(
+            renderer, args.prompt, args.scene, realism_prompt=args.realism_prompt, rescue=args.rescue,
+            rescue_mode=args.rescue_mode, **common,
+        )  # fmt: skip
+    else:
+        realism = None
+        if args.realism_model:
+            realism = _renderer(args, model=args.realism_model)
+            realism.name = Path(args.realism_model).name
+        res = render_two_pass(renderer, args.prompt, realism_renderer=realism, realism_prompt=args.realism_prompt,
+                              **common)  # fmt: skip
+    paths = res.save(args.out, args.name)
+    print(res.table())
+    print(f"wrote {paths[0]} (+ per-pass PNGs and {paths[-1].name})")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from .profile import consistency_profile
+
+    prof = consistency_profile(lora=args.lora, identity=args.identity, reference_image=args.image,
+                               ipadapter=args.ipadapter)  # fmt: skip
+    print(json.dumps(prof.to_dict(), indent=2))
+    return 0

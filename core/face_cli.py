@@ -1,0 +1,202 @@
+"""CLI commands of the foundation: prep, embed, drift, doctor."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .cli import EXIT_BAD_INPUT, EXIT_OK
+
+BACKENDS = ("auto", "dlib", "insightface")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prep", help="prepare photos: background removal, face crop, resize, augmentation")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, default=768)
+    p.add_argument("--face-fraction", type=float, default=0.40, help="face width / output width")
+    p.add_argument("--background", choices=("auto", "matting", "grabcut", "none"), default="auto")
+    p.add_argument("--no-augment", action="store_true", help="write only the main prepared image per photo")
+    p.add_argument("--multiple-faces", choices=("largest", "error"), default="largest")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.set_defaults(func=cmd_prep)
+
+    e = sub.add_parser("embed", help="build an identity reference (.safetensors) from photos of one person")
+    e.add_argument("images", nargs="+", help="image files or folders")
+    e.add_argument("--out", required=True, help="output .safetensors file")
+    e.add_argument("--backend", choices=BACKENDS, default="auto")
+    e.set_defaults(func=cmd_embed)
+
+    d = sub.add_parser("drift", help="measure identity drift of images against a reference")
+    d.add_argument("reference", help="identity .safetensors made by `identitylock embed`")
+    d.add_argument("images", nargs="+", help="image files or folders")
+    d.add_argument("--threshold", type=float, default=None, help="lock threshold (default: the backend's)")
+    d.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    d.set_defaults(func=cmd_drift)
+
+    doc = sub.add_parser("doctor", help="check backends, model files, onnxruntime flavour and providers")
+    doc.add_argument("--json", action="store_true")
+    doc.add_argument(
+        "--model-dir", action="append", default=[], help="extra insightface / rembg model folder"
+    )
+    doc.set_defaults(func=cmd_doctor)
+
+
+def _files(paths: list[str]) -> list[Path]:
+    from .images import iter_image_files
+
+    files = list(iter_image_files(paths))
+    return files
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def cmd_prep(args) -> int:
+    from .errors import IdentityLockError
+    from .faces import get_engine
+    from .images import load_image, save_png
+    from .prep import PrepOptions, prepare_image
+
+    files = _files(args.images)
+    if not files:
+        _warn("no image files found in " + ", ".join(args.images))
+        return EXIT_BAD_INPUT
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    opts = PrepOptions(
+        size=args.size,
+        face_fraction=args.face_fraction,
+        background=args.background,
+        augment=not args.no_augment,
+        multiple_faces=args.multiple_faces,
+    )
+    engine = get_engine(args.backend)
+    failures, records = 0, []
+    for f in files:
+        try:
+            prepared = prepare_image(load_image(f), opts, engine)
+        except (IdentityLockError, ValueError) as exc:
+            failures += 1
+            _warn(str(exc) if str(f) in str(exc) else f"{f}: {exc}")
+            records.append({"file": str(f), "ok": False, "error": str(exc)})
+            continue
+        for p in prepared:
+            name = f"{f.stem}_{p.meta['variant']}.png"
+            save_png(p.image, out / name, {"identitylock": json.dumps(p.meta)})
+            records.append({"file": str(f), "ok": True, "output": name, **p.meta})
+        print(
+            f"{f}: {len(prepared)} image(s), background={prepared[0].meta['background']}, face found by {prepared[0].meta['face_rescue']}"
+        )
+    (out / "prep_metadata.json").write_text(json.dumps(records, indent=1))
+    print(f"wrote {sum(1 for r in records if r['ok'])} image(s) to {out}")
+    return EXIT_BAD_INPUT if failures else EXIT_OK
+
+
+def cmd_embed(args) -> int:
+    from .errors import IdentityLockError
+    from .faces import analyze, get_engine
+    from .identity import reference_from_analyses
+    from .images import load_image
+
+    files = _files(args.images)
+    if not files:
+        _warn("no image files found in " + ", ".join(args.images))
+        return EXIT_BAD_INPUT
+    engine = get_engine(args.backend)
+    analyses, names, failures = [], [], 0
+    for f in files:
+        try:
+            res = analyze(load_image(f), engine, max_faces=1)
+        except IdentityLockError as exc:
+            failures += 1
+            _warn(str(exc))
+            continue
+        if not res.found:
+            failures += 1
+            _warn(f"{f}: no face found (tried {', '.join(res.tried)})")
+            continue
+        analyses.append(res)
+        names.append(f.name)
+    if not analyses:
+        _warn("no usable face in any input; nothing written")
+        return EXIT_BAD_INPUT
+    ref = reference_from_analyses(analyses, names)
+    path = ref.save(args.out)
+    print(ref.summary())
+    print(f"saved {path}")
+    return EXIT_BAD_INPUT if failures else EXIT_OK
+
+
+def engine_for_reference(ref):
+    """The engine that made a reference's vectors (so drift compares like with like)."""
+    from .faces import get_engine
+
+    if ref.backend == "insightface":
+        return get_engine("insightface", insightface_pack=ref.model)
+    return get_engine(ref.backend)
+
+
+def measure_drift(ref, files: list[Path], threshold: float | None = None) -> list[dict]:
+    """Rows of ``{"file","face_found","drift","locked","rescue"}`` (+ "error" for unreadable files)."""
+    from .errors import IdentityLockError
+    from .faces import analyze
+    from .images import load_image
+
+    engine = engine_for_reference(ref)
+    limit = ref.lock_threshold if threshold is None else threshold
+    rows = []
+    for f in files:
+        row = {"file": str(f), "face_found": False, "drift": None, "locked": False, "rescue": None}
+        try:
+            res = analyze(load_image(f), engine, max_faces=1)
+        except IdentityLockError as exc:
+            row["error"] = str(exc)
+            rows.append(row)
+            continue
+        if res.found:
+            d = ref.drift_of(res.primary.embedding, res.backend, res.model)
+            row.update(face_found=True, drift=round(d, 5), locked=bool(d <= limit), rescue=res.rescue)
+        rows.append(row)
+    return rows
+
+
+def cmd_drift(args) -> int:
+    from .identity import IdentityReference
+
+    ref = IdentityReference.load(args.reference)
+    files = _files(args.images)
+    if not files:
+        _warn("no image files found in " + ", ".join(args.images))
+        return EXIT_BAD_INPUT
+    rows = measure_drift(ref, files, args.threshold)
+    limit = ref.lock_threshold if args.threshold is None else args.threshold
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"reference: {args.reference} ({ref.backend}/{ref.model}, lock threshold {limit:.3f})")
+        print(f"{'drift':>8}  {'locked':6}  {'found by':14}  file")
+        for r in rows:
+            if r.get("error"):
+                print(f"{'-':>8}  {'-':6}  {'unreadable':14}  {r['file']}")
+            elif not r["face_found"]:
+                print(f"{'MISS':>8}  {'no':6}  {'-':14}  {r['file']}")
+            else:
+                print(f"{r['drift']:8.4f}  {'yes' if r['locked'] else 'no':6}  {r['rescue']:14}  {r['file']}")
+    for r in rows:
+        if r.get("error"):
+            _warn(r["error"])
+        elif not r["face_found"]:
+            _warn(f"{r['file']}: no face found (a miss, not a drift)")
+    return EXIT_BAD_INPUT if any(not r["face_found"] for r in rows) else EXIT_OK
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import check, format_report
+
+    report = check(args.model_dir or None)
+    print(json.dumps(report, indent=1, default=str) if args.json else format_report(report))
+    return EXIT_OK

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "seeds_cli",
     "comfy_client_cli",
     "metrics_cli",
+    "curation_cli",
 ]
 
 EXIT_OK = 0

@@ -166,11 +166,11 @@ def cluster(
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
-    x = _prepare(embeddings)
-    n = len(x)
+    n = len(embeddings)
     notes: list[str] = []
     if n == 0:
         return Clustering(np.zeros(0, dtype=int), 0, None, ["no images to cluster"])
+    x = _prepare(embeddings)
     distinct = len(np.unique(np.round(x, 6), axis=0))
     if n < 3 or distinct < 2:
         return Clustering(np.zeros(n, dtype=int), 1, None, [f"{n} image(s): one cluster"])

@@ -602,8 +602,8 @@ def build_catalogs(
                 "seeds": len({records[i].seed for i in picked}),
             }
         )
-    seeds_all = Counter(str(records[i].seed) for i in sel.ranks)
-    seeds_sel = Counter(str(records[i].seed) for i in sel.selected)
+    seeds_all = Counter(records[i].seed for i in sel.ranks if records[i].seed is not None)
+    seeds_sel = Counter(records[i].seed for i in sel.selected if records[i].seed is not None)
     scores = [records[i].quality.total for i in sel.ranks]
     report = {
         "schema": "identitylock.selection_report/1",
@@ -626,6 +626,7 @@ def build_catalogs(
             "distinct_passing": len(seeds_all),
             "distinct_selected": len(seeds_sel),
             "max_selected_per_seed": max(seeds_sel.values(), default=0),
+            "selected_without_seed": sum(1 for i in sel.selected if records[i].seed is None),
         },
         "score_distribution": {
             "passing_min": round(min(scores), 2) if scores else None,

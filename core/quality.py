@@ -343,8 +343,8 @@ def calibrate(
     """Curves and minimums from images the user knows are good (the seed's 'recalibrate on real data').
 
     Sharpness and contrast curves are re-anchored on the reference's percentiles (p10 -> poor, p50 -> good,
-    p90 -> excellent, p10/5 -> very poor); minimums are set so that ``keep_fraction`` of the reference passes
-    each one. Needs at least 3 single-face reference images.
+    p90 -> excellent, p10/5 -> very poor); minimums are the highest common percentile at which ``keep_fraction``
+    of the reference passes all of them together. Needs at least 3 single-face reference images.
     """
     base = base or QualityConfig()
     ref = [m for m in reference if m.faces == 1 and m.sharpness_face is not None]
@@ -368,13 +368,16 @@ def calibrate(
         edge_cut_fraction=base.edge_cut_fraction,
     )
     totals = np.array([score(m, provisional).total for m in ref])
-    provisional.thresholds = Thresholds(
-        "calibrated",
-        float(np.percentile(sharp, q)),
-        float(np.percentile(contrast, q)),
-        float(np.percentile(conf, q)),
-        float(np.percentile(totals, q)),
-    )
+    columns = (sharp, contrast, conf, totals)
+    # lower the per-measure quantile until ``keep_fraction`` of the reference passes all minimums together
+    for qq in np.linspace(q, 0.0, 21):
+        mins = [float(np.percentile(col, qq)) for col in columns]
+        ok = np.ones(len(ref), dtype=bool)
+        for col, lo in zip(columns, mins):
+            ok &= col >= lo
+        if ok.mean() >= keep_fraction:
+            break
+    provisional.thresholds = Thresholds("calibrated", *mins)
     return provisional
 
 

@@ -15,6 +15,7 @@ _log = logging.getLogger("IdentityLock")
 NODE_MODULES = [
     "prep",
     "identity",
+    "curation",
     "seeds",
     "metrics",
     "routes",

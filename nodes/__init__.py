@@ -17,6 +17,7 @@ NODE_MODULES = [
     "identity",
     "curation",
     "seeds",
+    "portrait",
     "metrics",
     "routes",
 ]

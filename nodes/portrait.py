@@ -1,0 +1,358 @@
+"""MatchedPortrait: re-render the scene's face as the IDENTITY, matched in pose and light, checked, composited.
+
+Thin adapter: the loop, checks, colour matching and compositing live in core/portrait. The only ComfyUI glue
+is ``ComfyInpaint`` (VAE encode -> sampler with a noise mask -> VAE decode), kept as a class attribute so tests
+can swap in a stand-in sampler.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ._comfy import (
+    CATEGORY,
+    Progress,
+    check_interrupted,
+    image_to_numpy,
+    model_folder_paths,
+    numpy_to_image,
+    numpy_to_mask,
+    send_status,
+)
+
+FALLBACK_SAMPLERS = [
+    "euler",
+    "euler_ancestral",
+    "heun",
+    "dpm_2",
+    "lms",
+    "dpmpp_2m",
+    "dpmpp_sde",
+    "ddim",
+    "uni_pc",
+]
+FALLBACK_SCHEDULERS = ["simple", "normal", "karras", "exponential", "sgm_uniform", "beta"]
+
+
+def _sampler_lists() -> tuple[list[str], list[str]]:
+    try:
+        import comfy.samplers  # type: ignore[import-not-found]
+
+        return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
+    except ImportError:
+        return FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS
+
+
+class ComfyInpaint:
+    """Inpaint one crop with ComfyUI's sampler: like VAEEncode + SetLatentNoiseMask + KSampler + VAEDecode."""
+
+    def __call__(self, model, positive, negative, vae, pixels, mask, seed: int, steps: int, cfg: float,
+                 sampler_name: str, scheduler: str, denoise: float):  # fmt: skip
+        import comfy.sample  # type: ignore[import-not-found]
+
+        latent = vae.encode(pixels[:, :, :, :3])
+        latent = comfy.sample.fix_empty_latent_channels(model, latent)
+        noise = comfy.sample.prepare_noise(latent, int(seed))
+        noise_mask = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
+        samples = comfy.sample.sample(
+            model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=denoise,
+            noise_mask=noise_mask, disable_pbar=True, seed=int(seed),
+        )  # fmt: skip
+        images = vae.decode(samples)
+        if images.ndim == 5:
+            images = images.reshape(-1, *images.shape[-3:])
+        return images
+
+
+def _encode_text(clip, text: str):
+    tokens = clip.tokenize(text)
+    if hasattr(clip, "encode_from_tokens_scheduled"):
+        return clip.encode_from_tokens_scheduled(tokens)
+    cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+    return [[cond, {"pooled_output": pooled}]]
+
+
+def _engine_for(reference):
+    from ..core.faces import get_engine
+
+    kw: dict[str, Any] = {"model_dirs": model_folder_paths("insightface")}
+    if reference.backend == "insightface":
+        kw["insightface_pack"] = reference.model
+    return get_engine(reference.backend, **kw)
+
+
+class MatchedPortrait:
+    DESCRIPTION = (
+        "Put the IDENTITY into a scene: finds the scene's face, crops head and shoulders, inpaints the face with "
+        "your MODEL/conditioning (LoRA / IPAdapter applied upstream), checks each render (mirror: the nose must "
+        "point to the same frame edge; pose tolerance; identity drift) and retries with the next seed, then "
+        "colour-matches and composites it back. Pixels outside the feathered mask are left untouched."
+    )
+    CATEGORY = f"{CATEGORY}/portrait"
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "STRING")
+    RETURN_NAMES = ("image", "portrait", "mask", "report")
+    OUTPUT_TOOLTIPS = (
+        "The scene with the re-rendered face composited in.",
+        "The chosen render at working size (colour-matched, blended into the crop).",
+        "The full-scene feathered face mask used for compositing.",
+        "JSON report: scene pose, portrait pose, mirrored?, drift, attempts, face fraction, light direction.",
+    )
+    inpaint: Any = ComfyInpaint()
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        samplers, schedulers = _sampler_lists()
+        return {
+            "required": {
+                "scene": (
+                    "IMAGE",
+                    {"tooltip": "The scene with a face to replace (first image of the batch)."},
+                ),
+                "model": (
+                    "MODEL",
+                    {"tooltip": "Your model, with the identity LoRA and/or IPAdapter applied upstream."},
+                ),
+                "positive": (
+                    "CONDITIONING",
+                    {"tooltip": "Positive prompt conditioning (describe the person)."},
+                ),
+                "negative": ("CONDITIONING", {"tooltip": "Negative prompt conditioning."}),
+                "vae": ("VAE", {"tooltip": "VAE used to encode the crop and decode the render."}),
+                "identity": (
+                    "IDENTITY",
+                    {
+                        "tooltip": "Identity reference from IdentityEmbed / IdentityLoad; each render's drift is checked against it."
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 0xFFFFFFFFFFFFFFFF,
+                        "tooltip": "First seed; retries use seed+1, seed+2...",
+                    },
+                ),
+                "attempts": (
+                    "INT",
+                    {
+                        "default": 4,
+                        "min": 1,
+                        "max": 64,
+                        "tooltip": "Renders to try before returning the best with the failure stated.",
+                    },
+                ),
+                "denoise": (
+                    "FLOAT",
+                    {
+                        "default": 0.75,
+                        "min": 0.05,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "How much of the masked face is re-rendered (1.0 = from noise).",
+                    },
+                ),
+                "steps": ("INT", {"default": 25, "min": 1, "max": 200, "tooltip": "Sampler steps."}),
+                "cfg": (
+                    "FLOAT",
+                    {
+                        "default": 6.0,
+                        "min": 0.0,
+                        "max": 30.0,
+                        "step": 0.1,
+                        "tooltip": "Classifier-free guidance scale.",
+                    },
+                ),
+                "sampler_name": (samplers, {"tooltip": "ComfyUI sampler."}),
+                "scheduler": (schedulers, {"tooltip": "ComfyUI scheduler."}),
+                "mask_feather": (
+                    "FLOAT",
+                    {
+                        "default": 0.06,
+                        "min": 0.0,
+                        "max": 0.5,
+                        "step": 0.01,
+                        "tooltip": "Feather (Gaussian sigma) as a fraction of the face width.",
+                    },
+                ),
+            },
+            "optional": {
+                "work_size": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 256,
+                        "max": 2048,
+                        "step": 64,
+                        "tooltip": "Working resolution of the head-and-shoulders crop (512 for SD1.5, 1024 for SDXL).",
+                    },
+                ),
+                "yaw_tolerance": (
+                    "FLOAT",
+                    {
+                        "default": 15.0,
+                        "min": 1.0,
+                        "max": 90.0,
+                        "tooltip": "Maximum yaw difference (deg) between scene and render.",
+                    },
+                ),
+                "drift_threshold": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 2.0,
+                        "step": 0.005,
+                        "tooltip": "Maximum identity drift; 0 = the IDENTITY's lock threshold.",
+                    },
+                ),
+                "colour_match": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.05,
+                        "tooltip": "LAB mean/std match of the new face to the scene inside the mask (0 = off).",
+                    },
+                ),
+                "seamless": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Poisson (seamless) blending before the feathered composite.",
+                    },
+                ),
+                "face_index": (
+                    "INT",
+                    {
+                        "default": -1,
+                        "min": -1,
+                        "max": 64,
+                        "tooltip": "-1 = the largest face; otherwise faces counted from the frame's left edge (0 = leftmost).",
+                    },
+                ),
+                "clip": (
+                    "CLIP",
+                    {
+                        "tooltip": "Optional: to add extra_prompt and the scene's measured pose/light phrases to the positive conditioning."
+                    },
+                ),
+                "extra_prompt": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": "Extra positive text (needs clip); the scene's pose/light fragments are appended.",
+                    },
+                ),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def run(self, scene, model, positive, negative, vae, identity, seed, attempts, denoise, steps, cfg,
+            sampler_name, scheduler, mask_feather, work_size=512, yaw_tolerance=15.0, drift_threshold=0.0,
+            colour_match=1.0, seamless=False, face_index=-1, clip=None, extra_prompt="", unique_id=None):  # fmt: skip
+        import torch
+
+        from ..core.errors import IdentityLockError
+        from ..core.portrait.pipeline import PortraitSettings, matched_portrait
+        from ..core.portrait.scene import analyze_scene
+
+        if identity is None:
+            raise IdentityLockError(
+                "MatchedPortrait needs an IDENTITY (connect IdentityEmbed or IdentityLoad)"
+            )
+        image = image_to_numpy(scene, "scene")[0]
+        engine = _engine_for(identity)
+        settings = PortraitSettings(
+            seed=int(seed),
+            attempts=int(attempts),
+            work_size=int(work_size) // 8 * 8,
+            mask_feather=float(mask_feather),
+            yaw_tolerance=float(yaw_tolerance),
+            drift_threshold=float(drift_threshold) if drift_threshold > 0 else None,
+            colour_match=float(colour_match),
+            seamless=bool(seamless),
+            face_index=None if face_index < 0 else int(face_index),
+        )
+        analysis = analyze_scene(image, engine, face_index=settings.face_index)
+        if clip is not None:
+            text = ", ".join([t for t in [extra_prompt.strip()] if t] + analysis.face.prompt_fragments())
+            positive = list(positive) + _encode_text(clip, text)
+
+        progress = Progress(settings.attempts)
+        sampler = self.inpaint
+
+        def inpaint(crop: np.ndarray, mask: np.ndarray, s: int) -> np.ndarray:
+            check_interrupted()
+            pixels = numpy_to_image([crop])
+            m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+            out = sampler(
+                model, positive, negative, vae, pixels, m, s, steps, cfg, sampler_name, scheduler, denoise
+            )
+            return image_to_numpy(out, "render")[0]
+
+        def on_progress(done: int, total: int) -> None:
+            progress(done, total)
+
+        res = matched_portrait(image, inpaint, identity, engine=engine, settings=settings, analysis=analysis,
+                               progress=on_progress)  # fmt: skip
+        rep = res.report
+        send_status("portrait", _status(rep), unique_id)
+        text = json.dumps(rep, indent=1, default=_json_default)
+        return {
+            "ui": {"text": [_summary(rep)]},
+            "result": (
+                numpy_to_image([res.image]),
+                numpy_to_image([res.portrait]),
+                numpy_to_mask([res.mask]),
+                text,
+            ),
+        }
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _status(rep: dict) -> dict:
+    """The message for the web readout (web/lib/logic.js portraitLines)."""
+    scene = rep["scene"]["face"]
+    return {
+        "view": f"{scene['view']} · key light {rep['light_direction']}",
+        "reference": {"yaw": rep["scene_pose"]["yaw"], "pitch": rep["scene_pose"]["pitch"]},
+        "result": {
+            "yaw": rep["portrait_pose"]["yaw"],
+            "pitch": rep["portrait_pose"]["pitch"],
+            "face_ratio": rep["face_fraction"],
+        },
+        "drift": rep["drift"],
+        "locked": bool(rep["passed"]),
+        "mirrored": bool(rep["mirrored"]),
+        "warning": rep["failure"] or (rep["warnings"][0] if rep["warnings"] else None),
+    }
+
+
+def _summary(rep: dict) -> str:
+    status = "passed" if rep["passed"] else f"NOT passed: {rep['failure']}"
+    drift = "n/a" if rep["drift"] is None else f"{rep['drift']:.4f}"
+    return (
+        f"{status}\nseed {rep['chosen_seed']} ({rep['attempts_used']}/{rep['attempts_allowed']} attempts), "
+        f"drift {drift}, scene yaw {rep['scene_pose']['yaw']:+.0f} -> render yaw "
+        f"{(rep['portrait_pose']['yaw'] or 0):+.0f}, light {rep['light_direction']}, "
+        f"face {rep['face_fraction']:.0%} of width"
+    )
+
+
+NODE_CLASS_MAPPINGS = {"MatchedPortrait": MatchedPortrait}
+NODE_DISPLAY_NAME_MAPPINGS = {"MatchedPortrait": "Matched Portrait (IdentityLock)"}

@@ -1,0 +1,188 @@
+"""MatchedPortrait node end to end with a stand-in for ComfyUI's sampler that returns a real face photo.
+
+The stand-in replaces only ``MatchedPortrait.inpaint`` (VAE encode -> sampler -> decode); everything else (tensor
+conversion, scene analysis, the checks and retries, compositing, the report) runs for real. Identities: lisa_*.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+logging.getLogger("IdentityLock").setLevel(logging.CRITICAL)
+
+
+def _turn(img, bbox, deg):
+    import cv2
+
+    h, w = img.shape[:2]
+    x0, _, x1, _ = bbox
+    cx, radius = (x0 + x1) / 2, (x1 - x0) * 0.75
+    xs = np.arange(w, dtype=np.float32)
+    phi = np.arcsin(np.clip((xs - cx) / radius, -1, 1)) - np.radians(deg)
+    src = np.where(np.abs(xs - cx) < radius, cx + radius * np.sin(phi), xs).astype(np.float32)
+    return cv2.remap(
+        img,
+        np.repeat(src[None], h, 0),
+        np.repeat(np.arange(h, dtype=np.float32)[:, None], w, 1),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
+    )
+
+
+class StandInSampler:
+    """Returns a real face photo at the crop size: mirrored for the first ``mirrored_calls`` calls."""
+
+    def __init__(self, photo: np.ndarray, mirrored_calls: int = 1):
+        self.photo = photo
+        self.mirrored_calls = mirrored_calls
+        self.calls: list[dict] = []
+
+    def __call__(
+        self, model, positive, negative, vae, pixels, mask, seed, steps, cfg, sampler_name, scheduler, denoise
+    ):
+        import cv2
+
+        assert pixels.ndim == 4 and pixels.shape[-1] == 3 and pixels.dtype == torch.float32
+        assert mask.shape == pixels.shape[:3] and float(mask.max()) == 1.0
+        self.calls.append(
+            {"seed": seed, "size": tuple(pixels.shape[1:3]), "positive": positive, "denoise": denoise}
+        )
+        h, w = pixels.shape[1:3]
+        img = cv2.resize(self.photo, (w, h), interpolation=cv2.INTER_AREA)
+        if len(self.calls) <= self.mirrored_calls:
+            img = np.ascontiguousarray(img[:, ::-1])
+        return torch.from_numpy(img.astype(np.float32) / 255.0)[None]
+
+
+@pytest.fixture(scope="module")
+def setup(faces_dir):
+    from identitylock.core.faces import analyze, get_engine
+    from identitylock.core.identity import reference_from_analyses
+    from identitylock.core.images import load_image
+
+    eng = get_engine("dlib")
+    lisa1 = load_image(faces_dir / "lisa_1.jpg")
+    scene = _turn(lisa1, analyze(lisa1, eng, embed=False).primary.bbox, 30)  # nose toward the RIGHT edge
+    ref = reference_from_analyses(
+        [analyze(load_image(faces_dir / n), eng) for n in ("lisa_1.jpg", "lisa_4.jpg")]
+    )
+    return scene, ref
+
+
+def _run(node, scene, ref, **kw):
+    args = dict(
+        scene=torch.from_numpy(scene.astype(np.float32) / 255.0)[None],
+        model=object(),
+        positive=[["pos", {}]],
+        negative=[["neg", {}]],
+        vae=object(),
+        identity=ref,
+        seed=10,
+        attempts=3,
+        denoise=0.7,
+        steps=4,
+        cfg=5.0,
+        sampler_name="euler",
+        scheduler="normal",
+        mask_feather=0.06,
+        work_size=384,
+        drift_threshold=0.12,
+    )
+    args.update(kw)
+    return node.run(**args)
+
+
+def test_registered_and_contract():
+    from identitylock.nodes import NODE_CLASS_MAPPINGS
+    from identitylock.nodes.portrait import MatchedPortrait
+
+    assert NODE_CLASS_MAPPINGS["MatchedPortrait"] is MatchedPortrait
+    spec = MatchedPortrait.INPUT_TYPES()
+    for group in ("required", "optional"):
+        for name, (_, opts) in spec[group].items():
+            assert opts.get("tooltip"), name
+    assert MatchedPortrait.RETURN_TYPES == ("IMAGE", "IMAGE", "MASK", "STRING")
+    assert MatchedPortrait.OUTPUT_NODE and MatchedPortrait.CATEGORY.startswith("IdentityLock/")
+
+
+def test_node_end_to_end_rejects_mirrored_candidate(setup, monkeypatch):
+    from identitylock.nodes import portrait as mod
+
+    scene, ref = setup
+    sent = []
+    monkeypatch.setattr(
+        mod, "send_status", lambda event, data, node_id=None: sent.append((event, data, node_id))
+    )
+    node = mod.MatchedPortrait()
+    photo = scene[100:700]
+    node.inpaint = StandInSampler(photo, mirrored_calls=1)
+    out = _run(node, scene, ref, unique_id="7")
+    image, portrait, mask, report = out["result"]
+    rep = json.loads(report)
+    assert [c["seed"] for c in node.inpaint.calls] == [10, 11]
+    assert node.inpaint.calls[0]["size"] == (384, 384)
+    assert rep["attempts"][0]["mirrored"] is True and rep["passed"] and rep["chosen_seed"] == 11
+    assert rep["drift"] <= 0.12 and rep["mirrored"] is False
+    assert tuple(image.shape) == (1, *scene.shape) and tuple(portrait.shape) == (1, 384, 384, 3)
+    assert tuple(mask.shape) == (1, *scene.shape[:2])
+    # outside the mask the output is the scene, to the 8-bit value
+    got = (image[0].numpy() * 255 + 0.5).astype(np.uint8)
+    outside = mask[0].numpy() == 0
+    assert np.array_equal(got[outside], scene[outside])
+    assert sent and sent[0][0] == "portrait" and sent[0][2] == "7"
+    msg = sent[0][1]
+    assert msg["mirrored"] is False and msg["reference"]["yaw"] > 8 and msg["result"]["yaw"] > 8
+    assert "passed" in out["ui"]["text"][0]
+
+
+def test_node_all_mirrored_returns_best_with_failure(setup, monkeypatch):
+    from identitylock.nodes import portrait as mod
+
+    scene, ref = setup
+    monkeypatch.setattr(mod, "send_status", lambda *a, **k: None)
+    node = mod.MatchedPortrait()
+    node.inpaint = StandInSampler(scene[100:700], mirrored_calls=99)
+    rep = json.loads(_run(node, scene, ref, attempts=2)["result"][3])
+    assert not rep["passed"] and "mirrored" in rep["failure"] and rep["attempts_used"] == 2
+
+
+def test_extra_prompt_is_encoded_with_scene_fragments(setup, monkeypatch):
+    from identitylock.nodes import portrait as mod
+
+    scene, ref = setup
+    monkeypatch.setattr(mod, "send_status", lambda *a, **k: None)
+
+    class FakeClip:
+        def __init__(self):
+            self.texts = []
+
+        def tokenize(self, text):
+            self.texts.append(text)
+            return text
+
+        def encode_from_tokens_scheduled(self, tokens):
+            return [["enc:" + tokens, {}]]
+
+    clip = FakeClip()
+    node = mod.MatchedPortrait()
+    node.inpaint = StandInSampler(scene[100:700], mirrored_calls=0)
+    _run(node, scene, ref, attempts=1, clip=clip, extra_prompt="cinematic")
+    assert clip.texts[0].startswith("cinematic, ") and "RIGHT edge of the frame" in clip.texts[0]
+    assert len(node.inpaint.calls[0]["positive"]) == 2
+
+
+def test_no_face_scene_is_a_clear_error(faces_dir, setup):
+    from identitylock.core.errors import NoFaceError
+    from identitylock.core.images import load_image
+    from identitylock.nodes.portrait import MatchedPortrait
+
+    _, ref = setup
+    node = MatchedPortrait()
+    node.inpaint = StandInSampler(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(NoFaceError, match="no face found in the scene"):
+        _run(node, load_image(faces_dir / "noface_2.jpg"), ref)

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "comfy_client_cli",
     "metrics_cli",
     "curation_cli",
+    "training_cli",
 ]
 
 EXIT_OK = 0

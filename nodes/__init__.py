@@ -16,6 +16,7 @@ NODE_MODULES = [
     "prep",
     "identity",
     "curation",
+    "train",
     "seeds",
     "portrait",
     "metrics",

@@ -355,3 +355,99 @@ def test_trainer_runs_probe_and_keeps_best_state(comps, data):
     assert [r.step for r in res.probes.records] == [3, 6, 9, 12]
     assert res.probes.best.step == 6
     assert set(res.probes.best_state) == set(net.kohya_state_dict())
+
+
+def test_comfy_weight_wrapper_mechanism_matches_hooks_and_trains(comps, data):
+    """ComfyUI applies our LoRA as weight wrappers (w -> w + ΔW) on a ModelPatcher; emulate that on the tiny UNet."""
+    import torch.nn.functional as F
+    from identitylock.core.training.comfy_backend import SigmaBackend, ldm_to_diffusers_map, name_mapper
+
+    unet = comps["unet"]
+    x, t, e = torch.randn(1, 4, 8, 8), torch.tensor([400]), data.cond[:1]
+    net = LoRANetwork(4, 4, seed=3)
+    wrappers = net.weight_wrappers(unet, TARGETS["attn_ff"])
+    mods = dict(unet.named_modules())
+    for path, fn in wrappers:
+        m = mods[path[: -len(".weight")]]
+        m.forward = lambda inp, m=m, fn=fn: F.linear(inp, fn(m.weight), m.bias)
+    try:
+        for lora in net.loras.values():
+            lora.up.data.normal_(0, 0.2)
+        with torch.no_grad():
+            wrapped = unet(x, t, e).sample
+        cfg = _two_phase(max_a=5, max_b=5)
+        sig = lambda p: float(14.6 ** (1 - p) * 0.03**p)  # noqa: E731
+        backend = SigmaBackend(
+            lambda xt, s, c: (
+                xt
+                - s.view(-1, 1, 1, 1)
+                * unet(xt / (s**2 + 1).sqrt().view(-1, 1, 1, 1), (s * 50).long(), c).sample
+            ),
+            sig,
+            lambda s, n, x0: x0 + s.view(-1, 1, 1, 1) * n,
+        )
+        before = {k: v.clone() for k, v in net.kohya_state_dict().items()}
+        res = Trainer(net, backend, data, cfg).run()
+        assert res.steps >= 2 and all(np.isfinite(res.losses))
+        after = net.kohya_state_dict()
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("lora_up.weight"))
+    finally:
+        for path, _ in wrappers:
+            del mods[path[: -len(".weight")]].__dict__["forward"]
+    net2 = LoRANetwork(4, 4, seed=3)
+    net2.attach_hooks(unet, TARGETS["attn_ff"])
+    try:
+        net2.load_kohya_state_dict(before)
+        with torch.no_grad():
+            hooked = unet(x, t, e).sample
+    finally:
+        net2.detach_hooks()
+    assert torch.allclose(hooked, wrapped, atol=1e-5)
+    # ComfyUI's unet_to_diffusers map, inverted, turns LDM module paths into diffusers kohya names
+    m = ldm_to_diffusers_map(
+        {
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight": "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+        }
+    )
+    f = name_mapper(m)
+    assert (
+        kohya_name(f("input_blocks.1.1.transformer_blocks.0.attn1.to_q"))
+        == "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    )
+    assert f("middle_block.1.x") == "middle_block.1.x"
+
+
+def test_cli_train_end_to_end(comps, face_crops, tmp_path, capsys):
+    from diffusers import StableDiffusionPipeline
+    from identitylock.core.cli import main
+    from PIL import Image
+
+    model = tmp_path / "tiny_sd"
+    StableDiffusionPipeline(
+        vae=comps["vae"], text_encoder=comps["text_encoder"], tokenizer=comps["tokenizer"], unet=comps["unet"],
+        scheduler=comps["scheduler"], safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    ).save_pretrained(model)  # fmt: skip
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, im in enumerate(face_crops[:3]):
+        Image.fromarray(im).save(imgs / f"lisa_{i}.png")
+    (imgs / "lisa_0.txt").write_text("smiling woman")
+    phases = json.dumps([{"name": "ONLY", "lr": 1e-3, "alpha": 4, "min_steps": 3, "max_steps": 3}])
+    out = tmp_path / "out" / "lisa.safetensors"
+    args = ["train", "--images", str(imgs), "--model", str(model), "--trigger", "lsaperson", "--out", str(out),
+            "--preset", "TINY_TEST", "--phases", phases, "--resolution", "64", "--device", "cpu", "--window", "3"]  # fmt: skip
+    assert main(args) == 0
+    meta = read_metadata(out)
+    assert (
+        meta["trigger_word"] == "lsaperson"
+        and meta["steps"] == 3
+        and meta["base_model_hash"].startswith("sha256")
+    )
+    assert meta["exits"][0]["phase"] == "ONLY" and meta["preset"] == "TINY_TEST"
+    assert "Exiting ONLY after" in capsys.readouterr().out
+    bad = list(args)
+    bad[bad.index("--out") + 1] = str(tmp_path / "x" / "..bad.safetensors")
+    assert main(bad) == 2
+    bad2 = list(args)
+    bad2[bad2.index("--trigger") + 1] = " "
+    assert main(bad2) == 2

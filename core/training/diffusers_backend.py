@@ -127,3 +127,111 @@ def accelerate_grad_sync():
             g.div_(state.num_processes)
 
     return sync, state.process_index, state.is_main_process
+
+
+def train_diffusers(
+    pipe,
+    images: Sequence[np.ndarray],
+    captions: Sequence[str],
+    config,
+    out_path: str | os.PathLike,
+    *,
+    trigger: str,
+    base_hash: str = "unknown",
+    resolution: int = 512,
+    flip: bool = False,
+    jitter: float = 0.0,
+    checkpoint_path: str | os.PathLike | None = None,
+    resume: bool = False,
+    probe_reference=None,
+    probe_seeds: Sequence[int] = (1, 2, 3, 4),
+    probe_steps: int = 20,
+    keep_best_probe: bool = True,
+    device: str | None = None,
+    show_progress: bool = True,
+):
+    """Train a LoRA on ``pipe.unet`` (standalone, diffusers), write it atomically to ``out_path``.
+
+    Returns (TrainResult, path, report text). Runs one process or several under ``accelerate launch``
+    (gradients all-reduced, data order differs per rank, only the main process writes files).
+    """
+    from . import dataset as ds
+    from .lora_format import save_lora
+    from .network import LoRANetwork
+    from .presets import TARGETS
+    from .probe import drift_scorer, make_probe
+    from .report import lora_metadata, report_text
+    from .trainer import Trainer
+
+    if config.train_text_encoder:
+        raise ValueError("text-encoder LoRA training is not supported yet; use a unet-only preset")
+    grad_sync, rank, is_main = accelerate_grad_sync()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if grad_sync is not None and dev.type == "cuda":
+        dev = torch.device("cuda", rank % max(1, torch.cuda.device_count()))
+    pipe.to(dev)
+    ds.check_images(images)
+    images = [ds.resize_square(im, resolution) for im in images]
+    data = ds.prepare_data(
+        images,
+        captions,
+        lambda ims: encode_images(pipe.vae, ims, dev),
+        lambda caps: encode_text(pipe.tokenizer, pipe.text_encoder, caps, dev),
+        flip=flip,
+        jitter=jitter,
+        seed=config.seed,
+    )
+    net = LoRANetwork(config.rank, config.alpha, config.dropout, seed=config.seed)
+    net.attach_hooks(pipe.unet, TARGETS[config.target_modules])
+    net.to(dev)
+    probe = None
+    if probe_reference is not None and config.probe_every:
+        score = drift_scorer(probe_reference)
+        prompt = captions[0]
+        probe = make_probe(
+            lambda: render_probe_images(pipe, prompt, probe_seeds, probe_steps, size=resolution), score
+        )
+    bar = None
+    if show_progress and is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="LoRA", unit="step")
+
+    def on_step(info):
+        if bar is not None:
+            bar.total = info.max_total_steps
+            bar.update(1)
+            p = f"{info.p_value:.2f}" if info.p_value is not None else "-"
+            bar.set_postfix_str(f"{info.phase} loss {info.loss:.4f} p {p}")
+
+    trainer = Trainer(
+        net,
+        DiffusersBackend(pipe.unet, pipe.scheduler, dev),
+        data,
+        config,
+        on_step=on_step,
+        checkpoint_path=checkpoint_path if is_main else None,
+        probe=probe,
+        grad_sync=grad_sync,
+        rank_offset=rank,
+    )
+    if resume:
+        if checkpoint_path is None or not Path(checkpoint_path).exists():
+            raise FileNotFoundError(f"--resume: checkpoint {checkpoint_path} does not exist")
+        trainer.resume(checkpoint_path)
+    try:
+        result = trainer.run()
+    finally:
+        if bar is not None:
+            bar.close()
+    state = net.kohya_state_dict()
+    extra = {}
+    if keep_best_probe and result.probes.best_state is not None:
+        state = result.probes.best_state
+        extra["selected"] = f"best identity probe at step {result.probes.best.step}"
+    extra["alpha"] = float(next(v for k, v in state.items() if k.endswith(".alpha")))
+    path = None
+    if is_main:
+        path = save_lora(out_path, state, lora_metadata(result, config, trigger, base_hash, **extra))
+    net.detach_hooks()
+    return result, path, report_text(result, config, str(path) if path else None)

@@ -82,3 +82,19 @@ def make_probe(
         return [score(img) for img in render()]
 
     return probe
+
+
+def drift_scorer(reference: Any, engine: Any | None = None) -> Callable[[Any], float | None]:
+    """score(image) -> drift from an IdentityReference using the lead's face engine (None when no face)."""
+    from ..seeds import score_image
+
+    if engine is None:
+        from ..faces import get_engine
+
+        engine = get_engine(reference.backend)
+
+    def score(image) -> float | None:
+        rec = score_image(image, reference, engine)
+        return rec.drift if rec.found else None
+
+    return score

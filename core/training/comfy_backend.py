@@ -1,0 +1,53 @@
+"""Backend pieces for training inside ComfyUI that do not import comfy (the glue is nodes/train.py).
+
+ComfyUI 0.8's own trainer (comfy_extras/nodes_train.py) patches LoRA deltas into the model with
+``ModelPatcher.add_weight_wrapper`` and trains an x0 objective through the model's ``model_sampling``:
+x_t = noise_scaling(sigma, noise, x0), prediction = apply_model(x_t, sigma, c_crossattn=cond) (denoised x0),
+target = x0. We do the same, driven by our core Trainer instead of a sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+class SigmaBackend:
+    """predict() for k-diffusion style models: u (0 = clean) -> percent 1-u -> sigma; x0 prediction vs x0."""
+
+    def __init__(
+        self,
+        apply_model: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        percent_to_sigma: Callable[[float], float],
+        noise_scaling: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        device: torch.device | str = "cpu",
+    ):
+        self.apply_model, self.percent_to_sigma, self.noise_scaling = (
+            apply_model,
+            percent_to_sigma,
+            noise_scaling,
+        )
+        self.device = torch.device(device)
+
+    def predict(self, latents, cond, noise, u):
+        sigma = torch.tensor([float(self.percent_to_sigma(1.0 - float(x))) for x in u], device=latents.device)
+        xt = self.noise_scaling(sigma, noise, latents)
+        return self.apply_model(xt, sigma, cond), latents
+
+
+def ldm_to_diffusers_map(unet_to_diffusers: dict[str, str]) -> dict[str, str]:
+    """Invert ComfyUI's ``comfy.utils.unet_to_diffusers(unet_config)`` (diffusers key -> LDM key) for module paths."""
+    out = {}
+    for diff_key, ldm_key in unet_to_diffusers.items():
+        if diff_key.endswith(".weight") and ldm_key.endswith(".weight"):
+            out[ldm_key[: -len(".weight")]] = diff_key[: -len(".weight")]
+    return out
+
+
+def name_mapper(ldm_map: dict[str, str]) -> Callable[[str], str]:
+    """Module path in ComfyUI's diffusion_model -> diffusers path when known, else the LDM path.
+
+    Both kohya spellings load in ComfyUI (shared/comfyui/LORA_KEYS.md); the diffusers one also loads in diffusers.
+    """
+    return lambda path: ldm_map.get(path, path)

@@ -1,0 +1,129 @@
+"""``identitylock train``: adaptive LoRA training outside ComfyUI (diffusers + our core trainer).
+
+Runs on one device, or under ``accelerate launch identitylock train ...`` on several GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+_log = logging.getLogger("IdentityLock.training")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a LoRA that stops on statistical convergence",
+        description="Train a kohya-format LoRA (loads in ComfyUI and diffusers) with the 4-phase adaptive schedule.",
+    )
+    p.add_argument(
+        "--images", required=True, help="folder of prepared images (FaceCropPrep output); NAME.txt = caption"
+    )
+    p.add_argument(
+        "--model", required=True, help="base model: local diffusers folder or SD1.5 .safetensors file"
+    )
+    p.add_argument(
+        "--config", help="diffusers config folder for a single-file checkpoint (nothing is downloaded)"
+    )
+    p.add_argument("--trigger", required=True, help="trigger word put in every caption, e.g. lsaperson")
+    p.add_argument("--out", required=True, help="output LoRA file, e.g. loras/lisa.safetensors")
+    p.add_argument(
+        "--preset", default="EXP_FACIAL_UNET_FOCUS_HIGH", help="built-in preset name or preset .json"
+    )
+    p.add_argument(
+        "--schedule",
+        choices=["adaptive", "fixed"],
+        default="adaptive",
+        help="4-phase adaptive or the preset's fixed steps",
+    )
+    p.add_argument("--phases", help="custom phases: JSON file or JSON string (list of phases)")
+    p.add_argument("--rank", type=int, help="override the preset's rank")
+    p.add_argument(
+        "--caption-template", help="caption for images without a .txt, e.g. 'a photo of {trigger}'"
+    )
+    p.add_argument("--resolution", type=int, default=512, help="training resolution (square)")
+    p.add_argument("--flip", action="store_true", help="add horizontally flipped copies")
+    p.add_argument(
+        "--color-jitter",
+        type=float,
+        default=0.0,
+        help="add colour-jittered copies with this strength (e.g. 0.1)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window", type=int, default=50, help="convergence window (steps)")
+    p.add_argument("--patience", type=int, default=3, help="plateau windows before a phase exits")
+    p.add_argument(
+        "--p-threshold", type=float, default=0.2, help="plateau when p(still decreasing) exceeds this"
+    )
+    p.add_argument("--checkpoint", help="training-state file (default: OUT.state.pt)")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument(
+        "--identity", help="IDENTITY reference .json for the drift probe (from `identitylock face embed`)"
+    )
+    p.add_argument(
+        "--probe-every", type=int, default=0, help="render K fixed-seed samples and score drift every N steps"
+    )
+    p.add_argument("--device", help="cpu / cuda / cuda:1 (default: cuda if available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .errors import IdentityLockError
+    from .training import dataset as ds
+    from .training.convergence import ControllerConfig
+    from .training.diffusers_backend import base_model_hash, load_pipeline, train_diffusers
+    from .training.lora_format import check_lora_name
+    from .training.presets import config_for, get_preset, load_schedule
+
+    trigger = ds.check_trigger(args.trigger)
+    from pathlib import Path
+
+    out = Path(args.out)
+    check_lora_name(out.name)
+    try:
+        preset = get_preset(args.preset)
+        phases = load_schedule(args.phases).phases if args.phases else None
+    except ValueError as exc:
+        raise IdentityLockError(str(exc)) from exc
+    images, given = ds.load_folder(args.images)
+    ds.check_images(images)
+    captions = ds.make_captions(len(images), trigger, given, args.caption_template)
+    cfg = config_for(
+        preset,
+        len(images),
+        adaptive=args.schedule == "adaptive",
+        phases=phases,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        probe_every=args.probe_every,
+        controller=ControllerConfig(window=args.window, patience=args.patience, p_threshold=args.p_threshold),
+    )
+    if args.rank:
+        cfg.rank = cfg.alpha = args.rank
+    reference = None
+    if args.identity:
+        from .identity import IdentityReference
+
+        reference = IdentityReference.load(args.identity)
+    pipe = load_pipeline(args.model, args.config)
+    result, path, report = train_diffusers(
+        pipe,
+        images,
+        captions,
+        cfg,
+        out,
+        trigger=trigger,
+        base_hash=base_model_hash(args.model),
+        resolution=args.resolution,
+        flip=args.flip,
+        jitter=args.color_jitter,
+        checkpoint_path=args.checkpoint or str(out) + ".state.pt",
+        resume=args.resume,
+        probe_reference=reference,
+        device=args.device,
+    )
+    print(report, file=sys.stdout)
+    return 0

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "metrics_cli",
     "curation_cli",
     "training_cli",
+    "portrait_cli",
 ]
 
 EXIT_OK = 0

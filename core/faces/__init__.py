@@ -38,6 +38,7 @@ __all__ = [
     "BACKENDS",
     "Face",
     "FaceAnalysis",
+    "FacePool",
     "FaceEngine",
     "Pose",
     "RESCUE_LADDER",
@@ -193,6 +194,62 @@ def _worker_run(item: Any) -> tuple[FaceAnalysis | None, str | None]:
         return None, str(exc)
 
 
+def _worker_ready(_: int) -> bool:
+    return _worker_engine is not None
+
+
+class FacePool:
+    """A pool of worker processes, each holding its own engine: for analysing many images on every core.
+
+    dlib holds the GIL, so threads do not scale; processes do. Creating the pool costs about a second per
+    worker (imports + model load), paid once: keep one pool for a whole job. ``spawn`` is used so the pool is
+    safe inside servers that already initialised CUDA (ComfyUI).
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        engine_kwargs: dict[str, Any] | None = None,
+        warm: bool = True,
+        **analyze_kwargs: Any,
+    ):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = max(1, workers or (os.cpu_count() or 1))
+        self._executor = ProcessPoolExecutor(
+            self.workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(dict(engine_kwargs or {}), analyze_kwargs),
+        )
+        if warm:  # start every worker and load its engine now, not inside the first timed batch
+            list(self._executor.map(_worker_ready, range(self.workers * 2), chunksize=1))
+
+    def map(
+        self,
+        items: Iterable[str | os.PathLike | np.ndarray],
+        progress: Callable[[int, int], None] | None = None,
+        chunksize: int = 4,
+    ) -> list[tuple[FaceAnalysis | None, str | None]]:
+        items = [Path(i) if isinstance(i, (str, os.PathLike)) else i for i in items]
+        results = []
+        for i, res in enumerate(self._executor.map(_worker_run, items, chunksize=chunksize)):
+            results.append(res)
+            if progress:
+                progress(i + 1, len(items))
+        return results
+
+    def close(self) -> None:
+        self._executor.shutdown()
+
+    def __enter__(self) -> FacePool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def analyze_many(
     items: Iterable[str | os.PathLike | np.ndarray],
     *,
@@ -211,23 +268,13 @@ def analyze_many(
     total = len(items)
     engine_kwargs = dict(engine_kwargs or {})
     workers = workers or min(os.cpu_count() or 1, max(1, total))
-    results: list[tuple[FaceAnalysis | None, str | None]] = []
     if workers <= 1 or total <= 1:
         _worker_init(engine_kwargs, analyze_kwargs)
+        results: list[tuple[FaceAnalysis | None, str | None]] = []
         for i, item in enumerate(items):
             results.append(_worker_run(item))
             if progress:
                 progress(i + 1, total)
         return results
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_worker_init, initargs=(engine_kwargs, analyze_kwargs)
-    ) as pool:
-        for i, res in enumerate(pool.map(_worker_run, items, chunksize=chunksize)):
-            results.append(res)
-            if progress:
-                progress(i + 1, total)
-    return results
+    with FacePool(workers, engine_kwargs, warm=False, **analyze_kwargs) as pool:
+        return pool.map(items, progress, chunksize)

@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=50, help="convergence window (steps)")
     p.add_argument("--patience", type=int, default=3, help="plateau windows before a phase exits")
     p.add_argument(
-        "--p-threshold", type=float, default=0.2, help="plateau when p(still decreasing) exceeds this"
+        "--p-threshold", type=float, default=0.5, help="plateau when p(still decreasing) exceeds this"
     )
     p.add_argument("--checkpoint", help="training-state file (default: OUT.state.pt)")
     p.add_argument("--checkpoint-every", type=int, default=100)

@@ -168,7 +168,7 @@ class LoRATrainAdaptive:
                 "p_threshold": (
                     "FLOAT",
                     {
-                        "default": 0.2,
+                        "default": 0.5,
                         "min": 0.001,
                         "max": 0.999,
                         "step": 0.001,
@@ -208,7 +208,7 @@ class LoRATrainAdaptive:
 
     def train(self, model, clip, vae, images, trigger_word, lora_name, preset, schedule, seed, identity=None,
               probe_every=0, probe_samples=4, rank=0, caption_template="", flip=False, color_jitter=0.0,
-              phases_json="", window=50, patience=3, p_threshold=0.2, checkpoint_every=100, resume=False,
+              phases_json="", window=50, patience=3, p_threshold=0.5, checkpoint_every=100, resume=False,
               unique_id=None):  # fmt: skip
         import comfy.model_management as mm  # type: ignore[import-not-found]
         import comfy.utils  # type: ignore[import-not-found]

@@ -96,7 +96,7 @@ class ControllerConfig:
     """
 
     window: int = 50
-    p_threshold: float = 0.2
+    p_threshold: float = 0.5
     patience: int = 3
     divergence_sigma: float = 0.0
 

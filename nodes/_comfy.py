@@ -111,6 +111,30 @@ def _as_float(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+FALLBACK_SAMPLERS = [
+    "euler",
+    "euler_ancestral",
+    "heun",
+    "dpm_2",
+    "lms",
+    "dpmpp_2m",
+    "dpmpp_sde",
+    "ddim",
+    "uni_pc",
+]
+FALLBACK_SCHEDULERS = ["simple", "normal", "karras", "exponential", "sgm_uniform", "beta"]
+
+
+def sampler_choices() -> tuple[list[str], list[str]]:
+    """ComfyUI's live sampler and scheduler lists (a representative fallback outside ComfyUI, for tests)."""
+    try:
+        import comfy.samplers  # type: ignore[import-not-found]
+
+        return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
+    except ImportError:
+        return list(FALLBACK_SAMPLERS), list(FALLBACK_SCHEDULERS)
+
+
 def check_interrupted() -> None:
     """Honour ComfyUI's cancel button (no-op outside ComfyUI)."""
     try:

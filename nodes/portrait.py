@@ -20,30 +20,9 @@ from ._comfy import (
     model_folder_paths,
     numpy_to_image,
     numpy_to_mask,
+    sampler_choices,
     send_status,
 )
-
-FALLBACK_SAMPLERS = [
-    "euler",
-    "euler_ancestral",
-    "heun",
-    "dpm_2",
-    "lms",
-    "dpmpp_2m",
-    "dpmpp_sde",
-    "ddim",
-    "uni_pc",
-]
-FALLBACK_SCHEDULERS = ["simple", "normal", "karras", "exponential", "sgm_uniform", "beta"]
-
-
-def _sampler_lists() -> tuple[list[str], list[str]]:
-    try:
-        import comfy.samplers  # type: ignore[import-not-found]
-
-        return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
-    except ImportError:
-        return FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS
 
 
 class ComfyInpaint:
@@ -106,7 +85,7 @@ class MatchedPortrait:
 
     @classmethod
     def INPUT_TYPES(cls):
-        samplers, schedulers = _sampler_lists()
+        samplers, schedulers = sampler_choices()
         return {
             "required": {
                 "scene": (

@@ -89,7 +89,7 @@ def _preview(images: list[np.ndarray], records, cols: int = 4, cell: int = 256) 
 _STRATEGY_CHOICES = ["B balanced", "A conservative", "C aggressive"]
 
 
-class IdentityLockQualityScore:
+class QualityScore:
     DESCRIPTION = (
         "Scores each image 0-100 (sharpness, contrast, face confidence) and rejects images without exactly one "
         "whole face or below the strategy's minimums. Outputs the passing and rejected batches, per-image scores "
@@ -184,7 +184,7 @@ class IdentityLockQualityScore:
         )
 
 
-class IdentityLockClusterSelect:
+class ClusterSelect:
     DESCRIPTION = (
         "Picks a diverse, high-quality training set: removes near-duplicates, groups images with K-Means on CLIP "
         "embeddings (connect a CLIP_VISION model) or on built-in layout/pose features, then takes the best images "
@@ -318,10 +318,10 @@ def clip_vision_embeddings(clip_vision, images, indices: list[int], batch: int =
 
 
 NODE_CLASS_MAPPINGS = {
-    "IdentityLockQualityScore": IdentityLockQualityScore,
-    "IdentityLockClusterSelect": IdentityLockClusterSelect,
+    "QualityScore": QualityScore,
+    "ClusterSelect": ClusterSelect,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "IdentityLockQualityScore": "Quality Score (IdentityLock)",
-    "IdentityLockClusterSelect": "Cluster Select (IdentityLock)",
+    "QualityScore": "Quality Score (IdentityLock)",
+    "ClusterSelect": "Cluster Select (IdentityLock)",
 }

@@ -175,14 +175,14 @@ def test_quality_cli(folder, tmp_path):
 
 def test_nodes_run_without_comfyui(faces_dir):
     torch = pytest.importorskip("torch")
-    from identitylock.nodes.curation import IdentityLockClusterSelect, IdentityLockQualityScore
+    from identitylock.nodes.curation import ClusterSelect, QualityScore
 
     imgs = [
         cv2.resize(load_image(faces_dir / f"{n}.jpg"), (384, 384))
         for n in ("london001_1", "london025_1", "noface_1")
     ]
     batch = torch.from_numpy(np.stack(imgs).astype(np.float32) / 255.0)
-    passing, rejected, scores, summary, preview = IdentityLockQualityScore().run(
+    passing, rejected, scores, summary, preview = QualityScore().run(
         batch, "C aggressive", 0.5, 0.3, 0.2, "dlib", True
     )
     assert rejected.shape[0] >= 1 and json.loads(scores)["counts"]["total"] == 3 and "no_face" in summary
@@ -195,7 +195,7 @@ def test_nodes_run_without_comfyui(faces_dir):
 
             return Out()
 
-    selected, catalog, text = IdentityLockClusterSelect().run(
+    selected, catalog, text = ClusterSelect().run(
         batch, 2, 2, "balanced", "C aggressive", True, "dlib", FakeClipVision(), "1,2,3"
     )
     cat = json.loads(catalog)
@@ -203,4 +203,4 @@ def test_nodes_run_without_comfyui(faces_dir):
         cat["curated"]["catalog"]
     )
     with pytest.raises(IdentityLockError):
-        IdentityLockClusterSelect().run(batch, 2, 2, "balanced", "C aggressive", True, "dlib", None, "1,2")
+        ClusterSelect().run(batch, 2, 2, "balanced", "C aggressive", True, "dlib", None, "1,2")

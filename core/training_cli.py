@@ -53,7 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=int, default=50, help="convergence window (steps)")
-    p.add_argument("--patience", type=int, default=3, help="plateau windows before a phase exits")
+    p.add_argument(
+        "--patience", type=int, default=3, help="slope fitted over the last patience x window losses"
+    )
+    p.add_argument(
+        "--significance",
+        type=float,
+        default=0.05,
+        help="skip the remaining lower-lr phases when a phase's validation gain is not significant at this level",
+    )
     p.add_argument(
         "--p-threshold", type=float, default=0.5, help="plateau when p(still decreasing) exceeds this"
     )
@@ -99,7 +107,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         probe_every=args.probe_every,
-        controller=ControllerConfig(window=args.window, patience=args.patience, p_threshold=args.p_threshold),
+        controller=ControllerConfig(
+            window=args.window,
+            patience=args.patience,
+            p_threshold=args.p_threshold,
+            significance=args.significance,
+        ),
     )
     if args.rank:
         cfg.rank = cfg.alpha = args.rank

@@ -154,7 +154,7 @@ class LoRATrainAdaptive:
                 ),
                 "window": (
                     "INT",
-                    {"default": 50, "min": 5, "max": 10000, "tooltip": "Convergence window in steps."},
+                    {"default": 50, "min": 3, "max": 10000, "tooltip": "Convergence window in steps."},
                 ),
                 "patience": (
                     "INT",
@@ -162,7 +162,7 @@ class LoRATrainAdaptive:
                         "default": 3,
                         "min": 1,
                         "max": 100,
-                        "tooltip": "Plateau windows in a row before a phase exits.",
+                        "tooltip": "The slope is fitted over the last patience × window losses of a phase.",
                     },
                 ),
                 "p_threshold": (
@@ -173,6 +173,17 @@ class LoRATrainAdaptive:
                         "max": 0.999,
                         "step": 0.001,
                         "tooltip": "Plateau when p(loss still decreasing) is above this.",
+                    },
+                ),
+                "significance": (
+                    "FLOAT",
+                    {
+                        "default": 0.05,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "A finished phase must lower the validation loss at this one-sided level (paired t-test), "
+                        "otherwise the remaining lower-lr phases are skipped. 1.0 = never skip.",
                     },
                 ),
                 "checkpoint_every": (
@@ -208,7 +219,7 @@ class LoRATrainAdaptive:
 
     def train(self, model, clip, vae, images, trigger_word, lora_name, preset, schedule, seed, identity=None,
               probe_every=0, probe_samples=4, rank=0, caption_template="", flip=False, color_jitter=0.0,
-              phases_json="", window=50, patience=3, p_threshold=0.5, checkpoint_every=100, resume=False,
+              phases_json="", window=50, patience=3, p_threshold=0.5, significance=0.05, checkpoint_every=100, resume=False,
               unique_id=None):  # fmt: skip
         import comfy.model_management as mm  # type: ignore[import-not-found]
         import comfy.utils  # type: ignore[import-not-found]
@@ -216,7 +227,12 @@ class LoRATrainAdaptive:
 
         from ..core.errors import IdentityLockError
         from ..core.training import dataset as ds
-        from ..core.training.comfy_backend import SigmaBackend, ldm_to_diffusers_map, name_mapper
+        from ..core.training.comfy_backend import (
+            SigmaBackend,
+            ldm_to_diffusers_map,
+            name_mapper,
+            release_inference_tensors,
+        )
         from ..core.training.convergence import ControllerConfig
         from ..core.training.lora_format import check_lora_name, save_lora
         from ..core.training.network import LoRANetwork
@@ -238,7 +254,8 @@ class LoRATrainAdaptive:
         cfg = config_for(
             preset, len(arrays), adaptive=schedule == "adaptive", phases=phases, seed=int(seed),
             checkpoint_every=int(checkpoint_every), probe_every=int(probe_every),
-            controller=ControllerConfig(window=int(window), patience=int(patience), p_threshold=float(p_threshold)),
+            controller=ControllerConfig(window=int(window), patience=int(patience), p_threshold=float(p_threshold),
+                                        significance=float(significance)),
         )  # fmt: skip
         if rank:
             cfg.rank = cfg.alpha = int(rank)
@@ -251,12 +268,16 @@ class LoRATrainAdaptive:
             ms = mp.get_model_object("model_sampling")
             dev = mp.load_device
 
+            # frozen encoders: no autograd (their weights are inference tensors created by the loader)
+            @torch.no_grad()
             def encode_images(ims):
                 px = torch.from_numpy(__import__("numpy").stack(ims)).float() / 255.0
-                return mp.model.process_latent_in(vae.encode(px[..., :3])).float().cpu()
+                return mp.model.process_latent_in(vae.encode(px[..., :3])).float().cpu().clone()
 
+            @torch.no_grad()
             def encode_text(caps):
-                return torch.cat([clip.encode_from_tokens(clip.tokenize(c)) for c in caps]).float().cpu()
+                out = [clip.encode_from_tokens(clip.tokenize(c)) for c in caps]
+                return torch.cat(out).float().cpu().clone()
 
             data: TrainData = ds.prepare_data(
                 arrays,
@@ -284,6 +305,8 @@ class LoRATrainAdaptive:
             for path, fn in wrappers:
                 mp.add_weight_wrapper(f"diffusion_model.{path}", fn)
             mm.load_models_gpu([mp], memory_required=1e20, force_full_load=True)
+            n_inf = release_inference_tensors(mp.model.diffusion_model)
+            _log.info("LoRATrainAdaptive: %d frozen base tensors copied out of inference mode", n_inf)
             net.to(dev)
             dtype = mp.model_dtype()
 

@@ -72,7 +72,7 @@ def test_controller_exits_on_flat_noisy_curve():
     step, reason = _run(ctrl, 0.1 + rng.normal(0, 0.02, 5000))
     assert reason == "slope plateau"
     assert 150 <= step <= 1500
-    assert ctrl.stats.plateau_windows >= 3
+    assert ctrl.stats.plateau_windows >= 1
 
 
 def test_controller_keeps_going_on_falling_curve():

@@ -51,3 +51,22 @@ def name_mapper(ldm_map: dict[str, str]) -> Callable[[str], str]:
     Both kohya spellings load in ComfyUI (shared/comfyui/LORA_KEYS.md); the diffusers one also loads in diffusers.
     """
     return lambda path: ldm_map.get(path, path)
+
+
+def release_inference_tensors(module: torch.nn.Module) -> int:
+    """Replace parameters/buffers created under ``torch.inference_mode`` (ComfyUI loads checkpoints that way) by
+    ordinary frozen copies, so autograd can save them for the backward pass through the frozen base model.
+
+    Values are unchanged; returns how many tensors were replaced. Call inside ``torch.inference_mode(False)``.
+    """
+    count = 0
+    for mod in module.modules():
+        for name, p in list(mod._parameters.items()):
+            if p is not None and p.is_inference():
+                mod._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
+                count += 1
+        for name, b in list(mod._buffers.items()):
+            if b is not None and b.is_inference():
+                mod._buffers[name] = b.clone()
+                count += 1
+    return count

@@ -1,10 +1,20 @@
 """Statistical convergence detection for training loss streams (numpy/scipy only, no torch).
 
-Why: fixed step counts keep training after likeness has peaked. The controller decides when a phase has stopped
-improving: a least-squares slope over a sliding window of recent losses, its standard error, and a one-sided
-p-value for "the loss is still decreasing" (H1: slope < 0). When that p-value stays above a threshold for
-``patience`` consecutive windows the phase has plateaued. Welford's running mean/variance is kept per phase for
-reports and for the divergence guard.
+Why: fixed step counts keep training after likeness has peaked. Two questions are answered with tests:
+
+1. Within a phase: is the training loss still going down? Every ``window`` steps a least-squares line is fitted
+   to the phase's last ``patience × window`` losses (the span; every decision uses the same amount of evidence,
+   so the chance of a wrong exit is the same at every evaluation) and the one-sided p-value for "still
+   decreasing" (H1: slope < 0) is computed. Above ``p_threshold`` the phase has plateaued and ends (after its
+   ``min_steps``). A phase that never shows a decrease therefore ends soon after its first full span instead of
+   waiting for a run of consecutive flat windows (with p_threshold 0.5 and patience 3, such a run takes ~14
+   windows on average on a perfectly flat curve).
+2. Across phases: did the finished phase improve the validation loss beyond its noise? A one-sided paired
+   t-test on the per-item validation losses (same images, timesteps and noise) at the phase's start and end;
+   if it did not (p above ``significance``), the remaining phases with a lower learning rate are skipped
+   (:func:`improvement_test`, used by the trainer).
+
+Welford's running mean/variance is kept per phase for reports and for the divergence guard.
 """
 
 from __future__ import annotations
@@ -88,17 +98,25 @@ def slope_test(y: np.ndarray | list[float], x: np.ndarray | list[float] | None =
 class ControllerConfig:
     """When a phase counts as converged.
 
-    window: losses per evaluation window (the slope is fitted over the last ``window`` losses, re-evaluated
-    every ``window`` steps); p_threshold: plateau when the one-sided p-value for "still decreasing" exceeds it;
-    patience: consecutive plateau windows before exiting; min_steps/max_steps bound each phase
-    (the phase's own values win when set); divergence_sigma: exit early when the window mean rises this many
-    standard deviations (of the phase's Welford std) above the best window mean (0 = off).
+    window: the test is re-evaluated every ``window`` steps; patience: the slope is fitted over the last
+    ``patience × window`` losses of the phase (the first test comes once the phase has that many);
+    p_threshold: plateau when the one-sided p-value for "still decreasing" exceeds it (0.5 = the fitted slope
+    is not negative); min_steps/max_steps (per phase) bound each phase; divergence_sigma: exit early when the
+    window mean rises this many standard deviations (of the phase's Welford std) above the best window mean
+    (0 = off); significance: a finished phase must improve the validation loss at this one-sided level
+    (paired t-test), otherwise the remaining lower-learning-rate phases are skipped (1.0 = never skip).
     """
 
     window: int = 50
     p_threshold: float = 0.5
     patience: int = 3
     divergence_sigma: float = 0.0
+    significance: float = 0.05
+
+    @property
+    def span(self) -> int:
+        """Losses the slope is fitted over once the phase is old enough."""
+        return max(3, self.window) * max(1, self.patience)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,15 +145,18 @@ class _PhaseStats:
 class ConvergenceController:
     """Feeds on per-step losses of one phase at a time; says when the phase should end.
 
-    ``update(loss)`` returns a Decision. Exit reasons: "slope plateau" (p above threshold for ``patience``
-    windows), "max steps", "divergence". Never exits before ``min_steps``.
+    ``update(loss)`` returns a Decision. Exit reasons: "slope plateau" (p for "still decreasing" over the last
+    ``patience × window`` losses above ``p_threshold``), "max steps", "divergence". Never exits before
+    ``min_steps``; evaluations happen every ``window`` steps once a full span is there, so the earliest plateau
+    exit is after ``patience × window`` steps.
+    ``plateau_windows`` counts consecutive plateau evaluations (reported, not used for the decision).
     """
 
     def __init__(self, config: ControllerConfig | None = None) -> None:
         self.config = config or ControllerConfig()
         self.min_steps = 0
         self.max_steps = 0
-        self._buf: deque[float] = deque(maxlen=max(3, self.config.window))
+        self._buf: deque[float] = deque(maxlen=self.config.span)
         self._stats = _PhaseStats()
         self.last_test: SlopeTest | None = None
 
@@ -143,7 +164,7 @@ class ConvergenceController:
         if max_steps < min_steps:
             raise ValueError(f"max_steps ({max_steps}) < min_steps ({min_steps})")
         self.min_steps, self.max_steps = int(min_steps), int(max_steps)
-        self._buf = deque(maxlen=max(3, self.config.window))
+        self._buf = deque(maxlen=self.config.span)
         self._stats = _PhaseStats()
         self.last_test = None
 
@@ -159,12 +180,12 @@ class ConvergenceController:
         self._buf.append(loss)
         decision = Decision(plateau_windows=st.plateau_windows)
         cfg = self.config
-        if len(self._buf) >= max(3, cfg.window) and st.steps % max(3, cfg.window) == 0:
+        if st.steps >= cfg.span and st.steps % max(3, cfg.window) == 0:
             test = slope_test(np.fromiter(self._buf, dtype=np.float64))
             self.last_test = test
             st.windows += 1
             st.plateau_windows = st.plateau_windows + 1 if test.p_decreasing > cfg.p_threshold else 0
-            window_mean = float(np.mean(self._buf))
+            window_mean = float(np.mean(list(self._buf)[-max(3, cfg.window) :]))
             diverged = (
                 cfg.divergence_sigma > 0
                 and st.welford.n > 1
@@ -173,7 +194,7 @@ class ConvergenceController:
             st.best_window_mean = min(st.best_window_mean, window_mean)
             decision = Decision(evaluated=True, test=test, plateau_windows=st.plateau_windows)
             if st.steps >= self.min_steps:
-                if st.plateau_windows >= cfg.patience:
+                if st.plateau_windows >= 1:
                     decision.exit_phase, decision.reason = True, "slope plateau"
                 elif diverged:
                     decision.exit_phase, decision.reason = True, "divergence"
@@ -198,7 +219,7 @@ class ConvergenceController:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.min_steps, self.max_steps = int(state["min_steps"]), int(state["max_steps"])
-        self._buf = deque((float(v) for v in state["buf"]), maxlen=max(3, self.config.window))
+        self._buf = deque((float(v) for v in state["buf"]), maxlen=self.config.span)
         st = _PhaseStats(
             steps=int(state["steps"]),
             windows=int(state["windows"]),
@@ -214,3 +235,39 @@ def exit_message(phase: str, windows: int, reason: str, test: SlopeTest | None, 
     """The log line printed when a phase ends, e.g. 'Exiting FINAL_FINE after 4 windows (slope plateau, p=0.41)'."""
     p = f", p={test.p_decreasing:.2f}" if test is not None else ""
     return f"Exiting {phase} after {windows} windows / {steps} steps ({reason}{p})"
+
+
+@dataclass
+class ImprovementTest:
+    """Paired one-sided test that ``after`` is lower than ``before`` (per-item validation losses)."""
+
+    improvement: float  # mean(before - after); > 0 = better
+    stderr: float  # standard error of that mean (per-item differences)
+    p_value: float  # small = the improvement is larger than the validation noise
+    n: int
+    before: float
+    after: float
+
+
+def improvement_test(before: np.ndarray | list[float], after: np.ndarray | list[float]) -> ImprovementTest:
+    """p = P(T_{n-1} >= mean(d) / se(d)), d = before - after; equals scipy ``ttest_rel(..., 'greater')``."""
+    from scipy import stats
+
+    b = np.asarray(before, dtype=np.float64)
+    a = np.asarray(after, dtype=np.float64)
+    if b.shape != a.shape or b.size < 2:
+        raise ValueError("improvement_test needs two equally long sequences of at least 2 values")
+    d = b - a
+    n = d.size
+    mean = float(d.mean())
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    if se == 0.0:
+        p = 0.0 if mean > 0 else 1.0
+    else:
+        p = float(stats.t.sf(mean / se, df=n - 1))
+    return ImprovementTest(mean, se, p, n, float(b.mean()), float(a.mean()))
+
+
+def skip_message(phase: str, skipped: list[str], test: ImprovementTest) -> str:
+    """E.g. 'Skipping MID_FINE, FINAL_FINE: MID did not improve validation loss (p=0.47)'."""
+    return f"Skipping {', '.join(skipped)}: {phase} did not improve validation loss (p={test.p_value:.2f})"

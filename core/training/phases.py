@@ -99,13 +99,41 @@ class Phase:
 
 
 def seed_phases(min_steps: int = 150, max_steps: int = 2000) -> list[Phase]:
-    """The 4-phase adaptive schedule of the identity-replication seed."""
-    common = {"min_steps": min_steps, "max_steps": max_steps}
+    """The 4-phase adaptive schedule of the identity-replication seed.
+
+    ``min_steps`` applies to COARSE only (it starts from the zero-delta LoRA init and needs a few windows before
+    its slope means anything); the later phases start from a trained state and may end after one window when
+    their loss shows no decrease.
+    """
     return [
-        Phase("COARSE", lr=1e-4, alpha=8, loss="mse", optimizer="adamw", **common),
-        Phase("MID", lr=3e-5, alpha=4, loss="huber", optimizer="adamw", **common),
-        Phase("MID_FINE", lr=1e-6, alpha=2, loss="charbonnier", optimizer="adamp", **common),
-        Phase("FINAL_FINE", lr=5e-7, alpha=1, loss="charbonnier", optimizer="adamp", **common),
+        Phase(
+            "COARSE",
+            lr=1e-4,
+            alpha=8,
+            loss="mse",
+            optimizer="adamw",
+            min_steps=min_steps,
+            max_steps=max_steps,
+        ),
+        Phase("MID", lr=3e-5, alpha=4, loss="huber", optimizer="adamw", min_steps=0, max_steps=max_steps),
+        Phase(
+            "MID_FINE",
+            lr=1e-6,
+            alpha=2,
+            loss="charbonnier",
+            optimizer="adamp",
+            min_steps=0,
+            max_steps=max_steps,
+        ),
+        Phase(
+            "FINAL_FINE",
+            lr=5e-7,
+            alpha=1,
+            loss="charbonnier",
+            optimizer="adamp",
+            min_steps=0,
+            max_steps=max_steps,
+        ),
     ]
 
 

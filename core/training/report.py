@@ -67,8 +67,13 @@ def report_text(result: Any, config: Any, lora_path: str | None = None) -> str:
         f"steps {result.steps} in {result.seconds:.0f}s; final validation loss {result.final_val_loss:.5f}",
     ]
     lines += [
-        ex.message() + (f"; val {ex.val_loss:.5f}" if ex.val_loss is not None else "") for ex in result.exits
+        ex.message()
+        + (f"; val {ex.val_loss:.5f}" if ex.val_loss is not None else "")
+        + (f" (from {ex.val_start:.5f}, p={ex.val_p_value:.2f})" if ex.val_p_value is not None else "")
+        for ex in result.exits
     ]
+    if getattr(result, "skip_reason", ""):
+        lines.append(result.skip_reason)
     if result.probes.records:
         best = result.probes.best
         curve = ", ".join(f"{s}:{m:.3f}" for s, m in result.probes.curve())
@@ -91,6 +96,8 @@ def lora_metadata(
         "phases": config.schedule.to_dict(),
         "controller": config.controller.to_dict(),
         "exits": [e.__dict__ for e in result.exits],
+        "skipped": list(getattr(result, "skipped", [])),
+        "skip_reason": getattr(result, "skip_reason", ""),
         "final_val_loss": result.final_val_loss,
         "val_losses": result.val_losses,
         "losses": [round(float(v), 6) for v in result.losses[::step_stride]],

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .convergence import ConvergenceController, exit_message
+from .convergence import ConvergenceController, ImprovementTest, exit_message, improvement_test, skip_message
 from .losses import make_loss
 from .network import LoRANetwork
 from .optimizers import make_optimizer
@@ -65,6 +65,8 @@ class PhaseExit:
     loss_mean: float
     loss_std: float
     val_loss: float | None
+    val_start: float | None = None  # validation loss when the phase started
+    val_p_value: float | None = None  # paired one-sided p for "the phase improved validation loss"
 
     def message(self) -> str:
         p = f", p={self.p_value:.2f}" if self.p_value is not None else ""
@@ -97,11 +99,15 @@ class TrainResult:
     probes: ProbeTracker
     seconds: float
     controller_seconds: float
+    skipped: list[str] = field(default_factory=list)
+    skip_reason: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {
             "steps": self.steps,
             "exits": [asdict(e) for e in self.exits],
+            "skipped": list(self.skipped),
+            "skip_reason": self.skip_reason,
             "final_val_loss": self.final_val_loss,
             "val_losses": self.val_losses,
             "phase_starts": self.phase_starts,
@@ -147,6 +153,9 @@ class Trainer:
         self.val_losses: list[tuple[int, float]] = []
         self.exits: list[PhaseExit] = []
         self.phase_starts: list[tuple[int, str]] = []
+        self.skipped: list[str] = []
+        self.skip_reason = ""
+        self._phase_start_val: list[float] | None = None  # per-item validation losses at the phase start
         self.controller_seconds = 0.0
         self._val_noise, self._val_u = self._make_val_noise()
 
@@ -169,6 +178,10 @@ class Trainer:
 
     def _start_phase(self) -> None:
         ph = self.phase
+        if self._phase_start_val is None:
+            self._phase_start_val = self.validation_items()
+            if not self.val_losses or self.val_losses[-1][0] != self.step:
+                self.val_losses.append((self.step, sum(self._phase_start_val) / len(self._phase_start_val)))
         self.network.set_alpha(ph.alpha if ph.alpha is not None else self.config.alpha)
         params = [p for p in self.network.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(
@@ -225,15 +238,24 @@ class Trainer:
         self._last_lr = lr
         return total
 
-    @torch.no_grad()
     def validation_loss(self) -> float:
         """MSE at fixed timesteps and fixed noise on the held-out images (comparable across phases and runs)."""
+        items = self.validation_items()
+        return sum(items) / len(items)
+
+    @torch.no_grad()
+    def validation_items(self) -> list[float]:
+        """Per-item validation MSE, one value per (held-out image, fixed timestep), same noise every time.
+
+        All items have the same size, so their mean is the validation loss; the items also give its noise
+        (the paired test between a phase's start and end uses them).
+        """
         dev = self.backend.device
         self.network.eval()
         k = len(VAL_TIMESTEP_FRACTIONS)
         lat = self.data.val_latents.repeat_interleave(k, dim=0)
         cond = self.data.val_cond.repeat_interleave(k, dim=0)
-        total, count = 0.0, 0
+        items: list[float] = []
         for s in range(0, lat.shape[0], 8):
             pred, target = self.backend.predict(
                 lat[s : s + 8].to(dev),
@@ -241,10 +263,10 @@ class Trainer:
                 self._val_noise[s : s + 8].to(dev, lat.dtype),
                 self._val_u[s : s + 8].to(dev),
             )
-            total += float(torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="sum"))
-            count += pred.numel()
+            err = (pred.float() - target.float()) ** 2
+            items += [float(v) for v in err.reshape(err.shape[0], -1).mean(dim=1)]
         self.network.train()
-        return total / count
+        return items
 
     # -- state ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -262,6 +284,9 @@ class Trainer:
             "val_losses": list(self.val_losses),
             "exits": [asdict(e) for e in self.exits],
             "phase_starts": list(self.phase_starts),
+            "skipped": list(self.skipped),
+            "skip_reason": self.skip_reason,
+            "phase_start_val": self._phase_start_val,
             "probes": self.probes.state_dict(),
             "rng": torch.get_rng_state(),
         }
@@ -280,6 +305,9 @@ class Trainer:
         self.val_losses = [tuple(v) for v in state["val_losses"]]
         self.exits = [PhaseExit(**e) for e in state["exits"]]
         self.phase_starts = [tuple(v) for v in state["phase_starts"]]
+        self.skipped = list(state.get("skipped", []))
+        self.skip_reason = state.get("skip_reason", "")
+        self._phase_start_val = state.get("phase_start_val")
         self.probes.load_state_dict(state["probes"])
         torch.set_rng_state(state["rng"])
         self.phase_started = False
@@ -377,12 +405,20 @@ class Trainer:
             probes=self.probes,
             seconds=time.perf_counter() - t0,
             controller_seconds=self.controller_seconds,
+            skipped=list(self.skipped),
+            skip_reason=self.skip_reason,
         )
 
     def _exit_phase(self, decision) -> None:
         st = self.controller.stats
         test = decision.test
-        val = self.validation_loss()
+        items = self.validation_items()
+        val = sum(items) / len(items)
+        imp: ImprovementTest | None = None
+        tc = time.perf_counter()
+        if self._phase_start_val is not None and len(self._phase_start_val) == len(items) >= 2:
+            imp = improvement_test(self._phase_start_val, items)
+        self.controller_seconds += time.perf_counter() - tc
         ex = PhaseExit(
             phase=self.phase.name,
             step=self.step,
@@ -394,12 +430,30 @@ class Trainer:
             loss_mean=st.welford.mean,
             loss_std=st.welford.std,
             val_loss=val,
+            val_start=imp.before if imp else None,
+            val_p_value=imp.p_value if imp else None,
         )
         self.exits.append(ex)
+        if not self.val_losses or self.val_losses[-1][0] != self.step:
+            self.val_losses.append((self.step, val))
         _log.info("%s", exit_message(ex.phase, ex.windows, ex.reason, test, ex.steps_in_phase))
+        self._phase_start_val = items  # the next phase starts from these weights (alpha change keeps outputs)
+        ph = self.phase
         self.phase_index += 1
         self.phase_started = False
         self.optimizer = None
+        rest = self.phases[self.phase_index :]
+        if (
+            imp is not None
+            and rest
+            and self.config.schedule.adaptive
+            and imp.p_value > self.config.controller.significance
+            and all(p.lr <= ph.lr for p in rest)
+        ):
+            self.skipped = [p.name for p in rest]
+            self.skip_reason = skip_message(ph.name, self.skipped, imp)
+            _log.info("%s", self.skip_reason)
+            self.phase_index = len(self.phases)
 
     def _run_probe(self) -> None:
         self.network.eval()

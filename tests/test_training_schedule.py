@@ -1,0 +1,163 @@
+"""Schedule-level convergence: flat phases end after a short minimum, and a phase that did not improve the
+validation loss beyond its noise ends the schedule (remaining lower-lr phases skipped). Small linear denoiser,
+CPU, a few seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from identitylock.core.training.convergence import (
+    ControllerConfig,
+    ConvergenceController,
+    improvement_test,
+)
+from identitylock.core.training.phases import Phase, Schedule, seed_phases
+from scipy import stats
+
+torch = pytest.importorskip("torch")
+
+from identitylock.core.training.network import LoRANetwork  # noqa: E402
+from identitylock.core.training.presets import TrainConfig  # noqa: E402
+from identitylock.core.training.trainer import TrainData, Trainer  # noqa: E402
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_improvement_test_equals_paired_ttest(seed):
+    rng = np.random.default_rng(seed)
+    before = rng.normal(1.0, 0.3, 15)
+    after = before - rng.normal(0.02 * (seed - 1), 0.05, 15)
+    ours = improvement_test(before, after)
+    ref = stats.ttest_rel(before, after, alternative="greater")
+    assert ours.p_value == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-12)
+    assert ours.improvement == pytest.approx(float(np.mean(before - after)), rel=1e-12)
+    assert ours.n == 15
+    same = improvement_test(before, before)
+    assert same.p_value == 1.0  # no change is no improvement
+    with pytest.raises(ValueError):
+        improvement_test([1.0], [0.5])
+
+
+def _exit_step(ctrl: ConvergenceController, values) -> tuple[int | None, str]:
+    for i, v in enumerate(values, start=1):
+        d = ctrl.update(float(v))
+        if d.exit_phase:
+            return i, d.reason
+    return None, ""
+
+
+def test_flat_phase_exits_after_a_short_minimum():
+    """No decrease -> the phase ends soon after its first full span (patience × window = 150 steps), not after a
+    run of consecutive plateau windows."""
+    steps = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        ctrl = ConvergenceController(ControllerConfig(window=50, patience=3, p_threshold=0.5))
+        ctrl.start_phase(min_steps=0, max_steps=2000)
+        step, reason = _exit_step(ctrl, 0.1 + rng.normal(0, 0.02, 2000))
+        assert reason == "slope plateau", seed
+        steps.append(step)
+    assert min(steps) >= 150  # never before one full span of evidence
+    assert np.median(steps) <= 250
+    assert max(steps) <= 700
+
+
+def test_falling_phase_does_not_exit_before_max_steps():
+    for seed in range(5):
+        rng = np.random.default_rng(100 + seed)
+        ctrl = ConvergenceController(ControllerConfig(window=50, patience=3, p_threshold=0.5))
+        ctrl.start_phase(min_steps=0, max_steps=1500)
+        t = np.arange(1500)
+        step, reason = _exit_step(ctrl, 1.0 - 2e-4 * t + rng.normal(0, 0.02, 1500))
+        assert (step, reason) == (1500, "max steps"), seed
+
+
+def test_seed_phases_min_steps_only_on_coarse():
+    ph = seed_phases(min_steps=150)
+    assert [p.min_steps for p in ph] == [150, 0, 0, 0]
+
+
+# -- trainer level ----------------------------------------------------------------------------------------------
+class _Denoiser(torch.nn.Module):
+    def __init__(self, dim=32):
+        super().__init__()
+        self.lin = torch.nn.Linear(dim, dim)
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(0)
+            self.lin.weight.copy_(torch.randn(dim, dim, generator=g) * 0.05)
+            self.lin.bias.zero_()
+        self.requires_grad_(False)
+
+
+class _Backend:
+    """x0 objective on a linear denoiser: x_t = sqrt(1-u) x0 + sqrt(u) noise, predict x0."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict(self, latents, cond, noise, u):
+        a = (1 - u).sqrt().view(-1, 1)
+        xt = a * latents + u.sqrt().view(-1, 1) * noise
+        return self.model.lin(xt), latents
+
+
+def _data(n_train=12, n_val=4, dim=32):
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(1, dim, generator=g)
+    lat = base + 0.2 * torch.randn(n_train + n_val, dim, generator=g)
+    cond = torch.zeros(n_train + n_val, 1)
+    return TrainData(lat[:n_train], cond[:n_train], lat[n_train:], cond[n_train:])
+
+
+def _run(lrs, adaptive=True, max_steps=40, window=10):
+    model = _Denoiser()
+    net = LoRANetwork(4, 4, seed=0)
+    net.attach_hooks(model, ["lin"])
+    phases = [
+        Phase(
+            name,
+            lr=lr,
+            alpha=4,
+            loss="mse",
+            optimizer="adamw",
+            min_steps=0,
+            max_steps=max_steps,
+            weight_decay=0,
+        )
+        for name, lr in zip(["COARSE", "MID", "MID_FINE", "FINAL_FINE"], lrs, strict=False)
+    ]
+    cfg = TrainConfig(
+        rank=4, alpha=4, batch_size=4, schedule=Schedule(phases, adaptive=adaptive), val_every=0,
+        controller=ControllerConfig(window=window, patience=2, p_threshold=0.5, significance=0.05),
+    )  # fmt: skip
+    try:
+        return Trainer(net, _Backend(model), _data(), cfg).run()
+    finally:
+        net.detach_hooks()
+
+
+def test_phase_without_validation_improvement_skips_the_rest(caplog):
+    caplog.set_level("INFO", logger="IdentityLock.training")
+    res = _run([1e-12, 1e-13, 1e-14], max_steps=300)  # nothing can move: flat loss, unchanged validation loss
+    assert [e.phase for e in res.exits] == ["COARSE"]
+    assert res.exits[0].reason == "slope plateau" and res.exits[0].steps_in_phase <= 80
+    assert res.exits[0].val_p_value is not None and res.exits[0].val_p_value > 0.05
+    assert res.skipped == ["MID", "MID_FINE"]
+    assert res.skip_reason.startswith("Skipping MID, MID_FINE: COARSE did not improve validation loss (p=")
+    assert res.skip_reason in caplog.text
+    assert res.steps == res.exits[0].step
+
+
+def test_no_skip_while_validation_keeps_improving():
+    res = _run([3e-2, 1e-2, 5e-3], max_steps=30)
+    assert res.skipped == [] and res.skip_reason == ""
+    assert [e.phase for e in res.exits] == ["COARSE", "MID", "MID_FINE"]
+    coarse = res.exits[0]
+    assert coarse.val_p_value < 0.05 and coarse.val_loss < coarse.val_start
+
+
+def test_fixed_schedule_never_skips():
+    res = _run([1e-12, 1e-13], adaptive=False, max_steps=12)
+    assert [e.phase for e in res.exits] == ["COARSE", "MID"] and res.skipped == []
+    assert res.steps == 24

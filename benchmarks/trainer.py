@@ -79,7 +79,7 @@ def run_surrogate(schedule: Schedule, seed: int, rank=8):
     )
     cfg = TrainConfig(
         rank=rank, alpha=8, batch_size=4, schedule=schedule, seed=seed, val_every=10,
-        controller=ControllerConfig(window=50, patience=3, p_threshold=0.5),
+        controller=ControllerConfig(window=50, patience=3, p_threshold=0.5, significance=0.05),
     )  # fmt: skip
     tr = Trainer(net, DiffusersBackend(model, sched), surrogate_data(seed), cfg)
     return tr.run()
@@ -122,7 +122,7 @@ def main() -> None:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     t0 = time.time()
     bench_unet(args.unet_steps)
-    ratios = []
+    ratios, totals = [], []
     for seed in args.seeds:
         fixed = run_surrogate(
             Schedule([Phase("FIXED_COARSE", lr=1e-4, alpha=8, loss="mse", optimizer="adamw", min_steps=2000, max_steps=2000)], adaptive=False),
@@ -133,17 +133,35 @@ def main() -> None:
         reach = first_within(adaptive.val_losses, target)
         fixed_reach = first_within(fixed.val_losses, target)
         ratios.append(reach / 2000 if reach else float("nan"))
+        totals.append(adaptive.steps)
+        gap = 100 * (adaptive.final_val_loss / target - 1)
         print(
-            f"[surrogate seed {seed}] fixed 2000 steps: val {target:.5f} ({2000 / fixed.seconds:.0f} steps/s, controller "
-            f"{100 * fixed.controller_seconds / fixed.seconds:.2f} % of time; fixed itself within 2 % at step {fixed_reach}) | "
-            f"adaptive: within 2 % at step {reach} ({'%.0f %%' % (100 * reach / 2000) if reach else 'not reached'}), "
-            f"ran {adaptive.steps} steps, final val {adaptive.final_val_loss:.5f}; exits: "
-            + "; ".join(e.message() for e in adaptive.exits)
+            f"[surrogate seed {seed}] fixed 2000 steps: final val {target:.5f} ({2000 / fixed.seconds:.0f} steps/s, "
+            f"controller {100 * fixed.controller_seconds / fixed.seconds:.2f} % of time; fixed itself within 2 % at step "
+            f"{fixed_reach})\n"
+            f"  adaptive: steps to within 2 % of that: {reach} "
+            f"({'%.0f %%' % (100 * reach / 2000) if reach else 'not reached'} of 2000); "
+            f"total steps the adaptive run took: {adaptive.steps} ({100 * adaptive.steps / 2000:.0f} % of 2000); "
+            f"final val {adaptive.final_val_loss:.5f} ({gap:+.2f} % vs fixed); controller "
+            f"{1000 * adaptive.controller_seconds / adaptive.steps:.3f} ms/step = "
+            f"{100 * adaptive.controller_seconds / adaptive.seconds:.2f} % of time\n  "
+            + "\n  ".join(
+                e.message()
+                + (
+                    f"; val {e.val_start:.5f} -> {e.val_loss:.5f} (p={e.val_p_value:.2f})"
+                    if e.val_p_value is not None
+                    else ""
+                )
+                for e in adaptive.exits
+            )  # fmt: skip
+            + (f"\n  {adaptive.skip_reason}" if adaptive.skip_reason else "")
         )
     ok = [r for r in ratios if r == r]
     if ok:
         print(f"adaptive steps to within 2 % of fixed-2000 val loss: mean {100 * sum(ok) / len(ok):.0f} % of 2000 "
               f"({len(ok)}/{len(ratios)} seeds reached it)")  # fmt: skip
+    print(f"total steps the adaptive run took: mean {sum(totals) / len(totals):.0f} "
+          f"({100 * sum(totals) / len(totals) / 2000:.0f} % of the fixed 2000)")  # fmt: skip
     print(f"benchmark wall time {time.time() - t0:.0f}s")
 
 

@@ -96,7 +96,7 @@ def _two_phase(max_a=20, max_b=20, window=5):
                 ),
             ]
         ),
-        controller=ControllerConfig(window=window, patience=2, p_threshold=0.2),
+        controller=ControllerConfig(window=window, patience=2, p_threshold=0.2, significance=1.0),  # no skip
         val_every=10,
         seed=7,
     )

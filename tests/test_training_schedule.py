@@ -10,6 +10,7 @@ from identitylock.core.training.convergence import (
     ControllerConfig,
     ConvergenceController,
     improvement_test,
+    validation_stderr,
 )
 from identitylock.core.training.phases import Phase, Schedule, seed_phases
 from scipy import stats
@@ -22,17 +23,28 @@ from identitylock.core.training.trainer import TrainData, Trainer  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_improvement_test_equals_paired_ttest(seed):
+def test_improvement_test_against_validation_noise(seed):
     rng = np.random.default_rng(seed)
-    before = rng.normal(1.0, 0.3, 15)
-    after = before - rng.normal(0.02 * (seed - 1), 0.05, 15)
-    ours = improvement_test(before, after)
-    ref = stats.ttest_rel(before, after, alternative="greater")
-    assert ours.p_value == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-12)
-    assert ours.improvement == pytest.approx(float(np.mean(before - after)), rel=1e-12)
-    assert ours.n == 15
-    same = improvement_test(before, before)
-    assert same.p_value == 1.0  # no change is no improvement
+    strata, m = 5, 4
+    level = np.tile(
+        np.linspace(0.5, 2.0, strata), m
+    )  # timestep levels differ a lot; images spread around them
+    before = level + rng.normal(0, 0.05, strata * m)
+    # stratified standard error = sqrt(sum_k var_k / m) / K, against numpy by hand
+    per = before.reshape(m, strata)
+    se_ref = np.sqrt(sum(np.var(per[:, k], ddof=1) / m for k in range(strata))) / strata
+    assert validation_stderr(before, strata) == pytest.approx(se_ref, rel=1e-12)
+    assert validation_stderr(before) == pytest.approx(stats.sem(before), rel=1e-12)
+    # a tiny but perfectly consistent gain is not beyond the noise; a large one is
+    tiny = improvement_test(before, before - 1e-4, strata)
+    big = improvement_test(before, before - 0.2, strata)
+    assert tiny.p_value > 0.4 and big.p_value < 1e-3
+    z = 0.2 / np.sqrt(2 * se_ref**2)
+    assert big.p_value == pytest.approx(stats.norm.sf(z), rel=1e-6)
+    assert big.improvement == pytest.approx(0.2, rel=1e-9)
+    assert improvement_test(before, before + 0.2, strata).p_value > 0.99  # worse
+    same = improvement_test([1.0, 1.0], [1.0, 1.0])
+    assert same.p_value == 1.0
     with pytest.raises(ValueError):
         improvement_test([1.0], [0.5])
 

@@ -9,10 +9,10 @@ Why: fixed step counts keep training after likeness has peaked. Two questions ar
    ``min_steps``). A phase that never shows a decrease therefore ends soon after its first full span instead of
    waiting for a run of consecutive flat windows (with p_threshold 0.5 and patience 3, such a run takes ~14
    windows on average on a perfectly flat curve).
-2. Across phases: did the finished phase improve the validation loss beyond its noise? A one-sided paired
-   t-test on the per-item validation losses (same images, timesteps and noise) at the phase's start and end;
-   if it did not (p above ``significance``), the remaining phases with a lower learning rate are skipped
-   (:func:`improvement_test`, used by the trainer).
+2. Across phases: did the finished phase improve the validation loss beyond its noise? The gain from the
+   phase's start to its end is compared with the standard error of the validation estimate (one-sided z-test,
+   :func:`improvement_test`); if it is not significant (p above ``significance``), the remaining phases with a
+   lower learning rate are skipped.
 
 Welford's running mean/variance is kept per phase for reports and for the divergence guard.
 """
@@ -103,8 +103,8 @@ class ControllerConfig:
     p_threshold: plateau when the one-sided p-value for "still decreasing" exceeds it (0.5 = the fitted slope
     is not negative); min_steps/max_steps (per phase) bound each phase; divergence_sigma: exit early when the
     window mean rises this many standard deviations (of the phase's Welford std) above the best window mean
-    (0 = off); significance: a finished phase must improve the validation loss at this one-sided level
-    (paired t-test), otherwise the remaining lower-learning-rate phases are skipped (1.0 = never skip).
+    (0 = off); significance: a finished phase must improve the validation loss beyond its standard error at this
+    one-sided level, otherwise the remaining lower-learning-rate phases are skipped (1.0 = never skip).
     """
 
     window: int = 50
@@ -239,33 +239,54 @@ def exit_message(phase: str, windows: int, reason: str, test: SlopeTest | None, 
 
 @dataclass
 class ImprovementTest:
-    """Paired one-sided test that ``after`` is lower than ``before`` (per-item validation losses)."""
+    """One-sided test that the validation loss fell by more than the noise of the validation estimate."""
 
-    improvement: float  # mean(before - after); > 0 = better
-    stderr: float  # standard error of that mean (per-item differences)
-    p_value: float  # small = the improvement is larger than the validation noise
+    improvement: float  # mean(before) - mean(after); > 0 = better
+    stderr: float  # standard error of that difference: sqrt(se(before)^2 + se(after)^2)
+    p_value: float  # small = the gain is larger than the validation estimate's own noise
     n: int
     before: float
     after: float
 
 
-def improvement_test(before: np.ndarray | list[float], after: np.ndarray | list[float]) -> ImprovementTest:
-    """p = P(T_{n-1} >= mean(d) / se(d)), d = before - after; equals scipy ``ttest_rel(..., 'greater')``."""
+def validation_stderr(items: np.ndarray | list[float], strata: int = 1) -> float:
+    """Standard error of a validation loss that is the mean of ``items``.
+
+    Items are ordered image-major with ``strata`` fixed timesteps per image; the timesteps are fixed by design,
+    so when there are at least two images the error is stratified by timestep (only the image-to-image spread
+    counts). With one image (or strata=1) it is the plain standard error of the mean over items.
+    """
+    x = np.asarray(items, dtype=np.float64)
+    if strata > 1 and x.size % strata == 0 and x.size // strata >= 2:
+        per = x.reshape(-1, strata)  # (images, timesteps)
+        m = per.shape[0]
+        return float(math.sqrt(per.var(axis=0, ddof=1).sum() / m) / strata)
+    return float(x.std(ddof=1) / math.sqrt(x.size))
+
+
+def improvement_test(
+    before: np.ndarray | list[float], after: np.ndarray | list[float], strata: int = 1
+) -> ImprovementTest:
+    """z = (mean(before) - mean(after)) / sqrt(se_b^2 + se_a^2), p = P(Z >= z).
+
+    Why not a paired test: the validation items use fixed noise, so even a negligible but consistent change is
+    "significant" when paired. The question here is whether a phase moved the validation loss by more than the
+    resolution of the validation estimate itself (its standard error), i.e. by more than a different draw of
+    validation images would.
+    """
     from scipy import stats
 
     b = np.asarray(before, dtype=np.float64)
     a = np.asarray(after, dtype=np.float64)
     if b.shape != a.shape or b.size < 2:
         raise ValueError("improvement_test needs two equally long sequences of at least 2 values")
-    d = b - a
-    n = d.size
-    mean = float(d.mean())
-    se = float(d.std(ddof=1) / math.sqrt(n))
+    gain = float(b.mean() - a.mean())
+    se = math.sqrt(validation_stderr(b, strata) ** 2 + validation_stderr(a, strata) ** 2)
     if se == 0.0:
-        p = 0.0 if mean > 0 else 1.0
+        p = 0.0 if gain > 0 else 1.0
     else:
-        p = float(stats.t.sf(mean / se, df=n - 1))
-    return ImprovementTest(mean, se, p, n, float(b.mean()), float(a.mean()))
+        p = float(stats.norm.sf(gain / se))
+    return ImprovementTest(gain, se, p, int(b.size), float(b.mean()), float(a.mean()))
 
 
 def skip_message(phase: str, skipped: list[str], test: ImprovementTest) -> str:

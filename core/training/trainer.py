@@ -66,7 +66,7 @@ class PhaseExit:
     loss_std: float
     val_loss: float | None
     val_start: float | None = None  # validation loss when the phase started
-    val_p_value: float | None = None  # paired one-sided p for "the phase improved validation loss"
+    val_p_value: float | None = None  # one-sided p for "the phase lowered validation loss beyond its noise"
 
     def message(self) -> str:
         p = f", p={self.p_value:.2f}" if self.p_value is not None else ""
@@ -247,8 +247,8 @@ class Trainer:
     def validation_items(self) -> list[float]:
         """Per-item validation MSE, one value per (held-out image, fixed timestep), same noise every time.
 
-        All items have the same size, so their mean is the validation loss; the items also give its noise
-        (the paired test between a phase's start and end uses them).
+        All items have the same size, so their mean is the validation loss; the items also give its standard
+        error (the test of a phase's validation gain uses it).
         """
         dev = self.backend.device
         self.network.eval()
@@ -417,7 +417,7 @@ class Trainer:
         imp: ImprovementTest | None = None
         tc = time.perf_counter()
         if self._phase_start_val is not None and len(self._phase_start_val) == len(items) >= 2:
-            imp = improvement_test(self._phase_start_val, items)
+            imp = improvement_test(self._phase_start_val, items, strata=len(VAL_TIMESTEP_FRACTIONS))
         self.controller_seconds += time.perf_counter() - tc
         ex = PhaseExit(
             phase=self.phase.name,

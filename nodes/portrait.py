@@ -29,7 +29,7 @@ class ComfyInpaint:
     """Inpaint one crop with ComfyUI's sampler: like VAEEncode + SetLatentNoiseMask + KSampler + VAEDecode."""
 
     def __call__(self, model, positive, negative, vae, pixels, mask, seed: int, steps: int, cfg: float,
-                 sampler_name: str, scheduler: str, denoise: float):  # fmt: skip
+                 sampler_name: str, scheduler: str, denoise: float, callback=None):  # fmt: skip
         import comfy.sample  # type: ignore[import-not-found]
 
         latent = vae.encode(pixels[:, :, :, :3])
@@ -38,7 +38,7 @@ class ComfyInpaint:
         noise_mask = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
         samples = comfy.sample.sample(
             model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=denoise,
-            noise_mask=noise_mask, disable_pbar=True, seed=int(seed),
+            noise_mask=noise_mask, callback=callback, disable_pbar=True, seed=int(seed),
         )  # fmt: skip
         images = vae.decode(samples)
         if images.ndim == 5:
@@ -265,20 +265,31 @@ class MatchedPortrait:
             text = ", ".join([t for t in [extra_prompt.strip()] if t] + analysis.face.prompt_fragments())
             positive = list(positive) + _encode_text(clip, text)
 
-        progress = Progress(settings.attempts)
+        # One bar over every sampler step of every attempt (an attempt takes minutes on CPU); each finished
+        # attempt shows its render as the preview.
+        steps = int(steps)
+        total = settings.attempts * steps
+        progress = Progress(total)
         sampler = self.inpaint
+        last: dict[str, Any] = {}
 
         def inpaint(crop: np.ndarray, mask: np.ndarray, s: int) -> np.ndarray:
             check_interrupted()
+            base = (s - settings.seed) * steps
+
+            def on_step(step: int, x0=None, x=None, total_steps: int = steps) -> None:
+                done = base + min(steps, max(1, round((step + 1) * steps / max(1, int(total_steps)))))
+                progress(done, total)
+
             pixels = numpy_to_image([crop])
             m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
-            out = sampler(
-                model, positive, negative, vae, pixels, m, s, steps, cfg, sampler_name, scheduler, denoise
-            )
-            return image_to_numpy(out, "render")[0]
+            out = sampler(model, positive, negative, vae, pixels, m, s, steps, cfg, sampler_name, scheduler,
+                          denoise, callback=on_step)  # fmt: skip
+            last["render"] = image_to_numpy(out, "render")[0]
+            return last["render"]
 
-        def on_progress(done: int, total: int) -> None:
-            progress(done, total)
+        def on_progress(done: int, attempts_total: int) -> None:
+            progress(done * steps, attempts_total * steps, last.get("render"))
 
         res = matched_portrait(image, inpaint, identity, engine=engine, settings=settings, analysis=analysis,
                                progress=on_progress)  # fmt: skip
@@ -325,10 +336,11 @@ def _status(rep: dict) -> dict:
 def _summary(rep: dict) -> str:
     status = "passed" if rep["passed"] else f"NOT passed: {rep['failure']}"
     drift = "n/a" if rep["drift"] is None else f"{rep['drift']:.4f}"
+    yaw = rep["portrait_pose"]["yaw"]
+    render = "no face in the render" if yaw is None else f"render yaw {yaw:+.0f}"
     return (
         f"{status}\nseed {rep['chosen_seed']} ({rep['attempts_used']}/{rep['attempts_allowed']} attempts), "
-        f"drift {drift}, scene yaw {rep['scene_pose']['yaw']:+.0f} -> render yaw "
-        f"{(rep['portrait_pose']['yaw'] or 0):+.0f}, light {rep['light_direction']}, "
+        f"drift {drift}, scene yaw {rep['scene_pose']['yaw']:+.0f} -> {render}, light {rep['light_direction']}, "
         f"face {rep['face_fraction']:.0%} of width"
     )
 

@@ -43,9 +43,26 @@ class StandInSampler:
         self.calls: list[dict] = []
 
     def __call__(
-        self, model, positive, negative, vae, pixels, mask, seed, steps, cfg, sampler_name, scheduler, denoise
+        self,
+        model,
+        positive,
+        negative,
+        vae,
+        pixels,
+        mask,
+        seed,
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+        denoise,
+        callback=None,
     ):
         import cv2
+
+        if callback is not None:  # like comfy.sample.sample: callback(step, x0, x, total_steps)
+            for k in range(steps):
+                callback(k, None, None, steps)
 
         assert pixels.ndim == 4 and pixels.shape[-1] == 3 and pixels.dtype == torch.float32
         assert mask.shape == pixels.shape[:3] and float(mask.max()) == 1.0
@@ -186,3 +203,45 @@ def test_no_face_scene_is_a_clear_error(faces_dir, setup):
     node.inpaint = StandInSampler(np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(NoFaceError, match="no face found in the scene"):
         _run(node, load_image(faces_dir / "noface_2.jpg"), ref)
+
+
+def test_summary_says_no_face_in_render_instead_of_yaw_zero(setup, monkeypatch):
+    """Real ComfyUI run (random weights) showed "render yaw +0" when the render had no face."""
+    from identitylock.nodes import portrait as mod
+
+    scene, ref = setup
+    monkeypatch.setattr(mod, "send_status", lambda *a, **k: None)
+    node = mod.MatchedPortrait()
+    node.inpaint = StandInSampler(np.full((64, 64, 3), 128, np.uint8), mirrored_calls=0)
+    out = _run(node, scene, ref, attempts=1)
+    rep = json.loads(out["result"][3])
+    assert not rep["passed"] and rep["portrait_pose"]["yaw"] is None
+    text = out["ui"]["text"][0]
+    assert "no face in the render" in text.splitlines()[1] and "render yaw" not in text
+
+
+def test_progress_counts_sampler_steps_of_every_attempt(setup, monkeypatch):
+    """Real ComfyUI run: one attempt took 30-56 s on CPU with no progress; the bar now moves every step."""
+    from identitylock.nodes import portrait as mod
+
+    scene, ref = setup
+    monkeypatch.setattr(mod, "send_status", lambda *a, **k: None)
+    calls = []
+
+    class RecordingProgress:
+        def __init__(self, total):
+            calls.append(("init", total, None))
+
+        def __call__(self, done, total, preview=None):
+            calls.append((done, total, None if preview is None else preview.shape))
+
+    monkeypatch.setattr(mod, "Progress", RecordingProgress)
+    node = mod.MatchedPortrait()
+    node.inpaint = StandInSampler(scene[100:700], mirrored_calls=99)
+    _run(node, scene, ref, attempts=2, steps=4)
+    assert calls[0] == ("init", 8, None)
+    done = [c[0] for c in calls[1:]]
+    assert done == sorted(done) and done[-1] == 8 and set(range(1, 9)) <= set(done)
+    assert all(c[1] == 8 for c in calls[1:])
+    previews = [c for c in calls[1:] if c[2] is not None]
+    assert [c[0] for c in previews] == [4, 8] and previews[0][2] == (384, 384, 3)

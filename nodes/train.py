@@ -232,6 +232,7 @@ class LoRATrainAdaptive:
             ldm_to_diffusers_map,
             name_mapper,
             release_inference_tensors,
+            training_mode,
         )
         from ..core.training.convergence import ControllerConfig
         from ..core.training.lora_format import check_lora_name, save_lora
@@ -263,7 +264,7 @@ class LoRATrainAdaptive:
         ckpt = os.path.join(output_directory(), "identitylock_training", file_name + ".state.pt")
 
         mp = model.clone()
-        with torch.inference_mode(False):
+        with training_mode():
             mp.model.requires_grad_(False)
             ms = mp.get_model_object("model_sampling")
             dev = mp.load_device
@@ -325,7 +326,11 @@ class LoRATrainAdaptive:
 
             def on_step(info):
                 bar.total = max(1, info.max_total_steps)
-                bar.update(1)
+                # live loss curve as the ProgressBar preview (a PIL drawing, ~ms) every 10 steps and at validations
+                preview = None
+                if info.step % 10 == 0 or info.val_loss is not None or info.step == 1:
+                    preview = loss_curve_image(trainer.snapshot(), 400, 200)
+                bar.update(1, preview)
                 send_status("train", {
                     "phase": info.phase, "step": info.step, "loss": info.loss, "lr": info.lr, "slope": info.slope,
                     "p_value": info.p_value, "eta_seconds": round(info.eta_seconds, 1), "val_loss": info.val_loss,

@@ -451,3 +451,97 @@ def test_cli_train_end_to_end(comps, face_crops, tmp_path, capsys):
     bad2 = list(args)
     bad2[bad2.index("--trigger") + 1] = " "
     assert main(bad2) == 2
+
+
+def _comfy_like_backend(unet):
+    """x0 objective through a k-diffusion style sigma parametrisation, as the ComfyUI backend does."""
+    from identitylock.core.training.comfy_backend import SigmaBackend
+
+    sig = lambda p: float(14.6 ** (1 - p) * 0.03**p)  # noqa: E731
+    return SigmaBackend(
+        lambda xt, s, c: (
+            xt
+            - s.view(-1, 1, 1, 1) * unet(xt / (s**2 + 1).sqrt().view(-1, 1, 1, 1), (s * 50).long(), c).sample
+        ),
+        sig,
+        lambda s, n, x0: x0 + s.view(-1, 1, 1, 1) * n,
+    )
+
+
+def _wrap_weights(unet, net):
+    """Emulate ModelPatcher.add_weight_wrapper (w -> w + ΔW at every forward); returns an undo function."""
+    import torch.nn.functional as F
+
+    wrappers = net.weight_wrappers(unet, TARGETS["attn_ff"])
+    mods = dict(unet.named_modules())
+    for path, fn in wrappers:
+        m = mods[path[: -len(".weight")]]
+        m.forward = lambda inp, m=m, fn=fn: F.linear(inp, fn(m.weight), m.bias)
+
+    def undo():
+        for path, _ in wrappers:
+            del mods[path[: -len(".weight")]].__dict__["forward"]
+
+    return undo
+
+
+def _to_inference_tensors(module):
+    """Make every parameter an inference tensor, as ComfyUI's checkpoint loader (run under inference_mode) does."""
+    with torch.inference_mode():
+        for mod in module.modules():
+            for name, p in list(mod._parameters.items()):
+                if p is not None:
+                    mod._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
+
+
+def test_comfy_backend_trains_under_comfyui_inference_mode(tmp_path, data):
+    """Regression (LoRA never trained inside ComfyUI): ComfyUI runs nodes under torch.inference_mode() on weights
+    loaded as inference tensors. Inside ``training_mode()`` + ``release_inference_tensors`` the LoRA must move
+    and the loss must respond; without them the step cannot build a graph at all."""
+    from identitylock.core.training.comfy_backend import release_inference_tensors, training_mode
+    from identitylock.core.training.tiny import tiny_components
+
+    unet = tiny_components(1, tmp_path)["unet"]
+    _to_inference_tensors(unet)
+    cfg = _two_phase(max_a=6, max_b=5)
+    with torch.inference_mode(), torch.no_grad():  # what execution.py does around every node
+        with training_mode():
+            assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+            assert release_inference_tensors(unet) > 0
+            net = LoRANetwork(4, 4, seed=0)
+            undo = _wrap_weights(unet, net)
+            try:
+                res = Trainer(net, _comfy_like_backend(unet), data, cfg).run()
+            finally:
+                undo()
+        # the same step left under inference_mode: no graph, a clear failure instead of a silent no-op
+        net_b = LoRANetwork(4, 4, seed=0)
+        undo = _wrap_weights(unet, net_b)
+        try:
+            with pytest.raises(RuntimeError):
+                Trainer(net_b, _comfy_like_backend(unet), data, cfg).run()
+        finally:
+            undo()
+    ups = [v for k, v in net.kohya_state_dict().items() if k.endswith("lora_up.weight")]
+    assert sum(int(torch.count_nonzero(u)) for u in ups) > 0.5 * sum(u.numel() for u in ups)
+    assert res.val_losses[-1][1] != res.val_losses[0][1]
+
+
+def test_trainer_refuses_a_model_whose_output_ignores_the_lora(tmp_path, data):
+    """The random checkpoint used for the first real-ComfyUI run had all GroupNorm weights at zero: the UNet's
+    output was constant, every LoRA gradient exactly 0, and the node saved an untrained LoRA without a word."""
+    from identitylock.core.training.tiny import tiny_components
+
+    unet = tiny_components(2, tmp_path)["unet"]
+    with torch.no_grad():
+        unet.conv_norm_out.weight.zero_()
+        unet.conv_norm_out.bias.zero_()
+    net, tr = None, None
+    net = LoRANetwork(4, 4, seed=0)
+    net.attach_hooks(unet, TARGETS["attn_ff"])
+    try:
+        tr = Trainer(net, _comfy_like_backend(unet), data, _two_phase(max_a=5, max_b=5))
+        with pytest.raises(RuntimeError, match="exactly zero"):
+            tr.run()
+    finally:
+        net.detach_hooks()

@@ -8,7 +8,8 @@ target = x0. We do the same, driven by our core Trainer instead of a sampler.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -70,3 +71,12 @@ def release_inference_tensors(module: torch.nn.Module) -> int:
                 mod._buffers[name] = b.clone()
                 count += 1
     return count
+
+
+@contextlib.contextmanager
+def training_mode() -> Iterator[None]:
+    """Autograd on, whatever the caller had: ComfyUI executes every node under ``torch.inference_mode()``, where
+    no graph is recorded and new tensors are inference tensors. ``inference_mode(False)`` re-enables grad mode
+    in current PyTorch; ``enable_grad()`` makes that explicit (as ComfyUI's own nodes_train.py does)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield

@@ -2,7 +2,11 @@
 
 Why: fixed step counts keep training after likeness has peaked. Two questions are answered with tests:
 
-1. Within a phase: is the training loss still going down? Every ``window`` steps a least-squares line is fitted
+1. Within a phase: is the loss still going down? By default the validation loss decides (fixed items, timesteps
+   and noise, so far less noisy than per-step training losses; :meth:`ConvergenceController.update_validation`:
+   exit when it no longer falls faster than ``min_val_gain`` per 1,000 steps); the training-loss slope below is
+   then computed and logged as a secondary signal (and decides with exit_on="train" or without validations).
+   Training-loss rule: Every ``window`` steps a least-squares line is fitted
    to the phase's last ``patience × window`` losses (the span; every decision uses the same amount of evidence,
    so the chance of a wrong exit is the same at every evaluation) and the one-sided p-value for "still
    decreasing" (H1: slope < 0) is computed. Above ``p_threshold`` the phase has plateaued and ends (after its
@@ -105,6 +109,15 @@ class ControllerConfig:
     window mean rises this many standard deviations (of the phase's Welford std) above the best window mean
     (0 = off); significance: a finished phase must improve the validation loss beyond its standard error at this
     one-sided level, otherwise the remaining lower-learning-rate phases are skipped (1.0 = never skip).
+
+    exit_on="validation" (default): the phase ends on the validation-loss trend, not on the training-loss slope
+    (which is then computed and logged only): a line is fitted to the phase's last validation points (at least
+    ``val_points``, covering at least one span), with the validation loss taken relative to its mean over those
+    points; the tested hypothesis is "it still falls faster than ``min_val_gain`` (relative) per 1,000 steps"
+    (the slope test on y + min_val_gain/1000·x). When its p-value exceeds ``p_threshold`` at ``val_patience``
+    consecutive validations, the phase ends ("validation plateau"). Needs a validation every few steps
+    (TrainConfig.val_every); without validations it falls back to the training-loss rule. exit_on="train": the
+    training-loss slope rule alone.
     """
 
     window: int = 50
@@ -112,6 +125,14 @@ class ControllerConfig:
     patience: int = 3
     divergence_sigma: float = 0.0
     significance: float = 0.05
+    exit_on: str = "validation"
+    min_val_gain: float = 0.02
+    val_points: int = 5
+    val_patience: int = 2
+
+    def __post_init__(self) -> None:
+        if self.exit_on not in ("validation", "train"):
+            raise ValueError(f"exit_on must be 'validation' or 'train' (got {self.exit_on!r})")
 
     @property
     def span(self) -> int:
@@ -140,6 +161,9 @@ class _PhaseStats:
     plateau_windows: int = 0
     best_window_mean: float = math.inf
     welford: Welford = field(default_factory=Welford)
+    val_x: list[float] = field(default_factory=list)  # step in phase of each validation point
+    val_y: list[float] = field(default_factory=list)
+    val_plateaus: int = 0  # consecutive validation checks without the required fall
 
 
 class ConvergenceController:
@@ -159,6 +183,14 @@ class ConvergenceController:
         self._buf: deque[float] = deque(maxlen=self.config.span)
         self._stats = _PhaseStats()
         self.last_test: SlopeTest | None = None
+        self.last_val_test: SlopeTest | None = None
+        self.validation_available = (
+            False  # the trainer sets True when it validates during phases (val_every > 0)
+        )
+
+    @property
+    def train_rule_decides(self) -> bool:
+        return self.config.exit_on == "train" or not self.validation_available
 
     def start_phase(self, min_steps: int, max_steps: int) -> None:
         if max_steps < min_steps:
@@ -167,6 +199,7 @@ class ConvergenceController:
         self._buf = deque(maxlen=self.config.span)
         self._stats = _PhaseStats()
         self.last_test = None
+        self.last_val_test = None
 
     @property
     def stats(self) -> _PhaseStats:
@@ -194,7 +227,7 @@ class ConvergenceController:
             st.best_window_mean = min(st.best_window_mean, window_mean)
             decision = Decision(evaluated=True, test=test, plateau_windows=st.plateau_windows)
             if st.steps >= self.min_steps:
-                if st.plateau_windows >= 1:
+                if st.plateau_windows >= 1 and self.train_rule_decides:
                     decision.exit_phase, decision.reason = True, "slope plateau"
                 elif diverged:
                     decision.exit_phase, decision.reason = True, "divergence"
@@ -202,6 +235,38 @@ class ConvergenceController:
             decision.exit_phase, decision.reason = True, "max steps"
             decision.test = decision.test or self.last_test
         return decision
+
+    def update_validation(self, val_loss: float, step_in_phase: int | None = None) -> Decision:
+        """Feed one validation loss of the current phase (also the one at its start, step 0).
+
+        Returns a Decision that exits with "validation plateau" when the validation loss has not fallen faster than
+        ``min_val_gain`` per 1,000 steps (one-sided slope test, p > p_threshold) at ``val_patience`` consecutive
+        checks, once the phase has its ``min_steps``. Only decides when exit_on="validation".
+        """
+        cfg, st = self.config, self._stats
+        st.val_x.append(float(st.steps if step_in_phase is None else step_in_phase))
+        st.val_y.append(float(val_loss))
+        if cfg.exit_on != "validation" or len(st.val_x) < max(3, cfg.val_points):
+            return Decision()
+        x = np.asarray(st.val_x, dtype=np.float64)
+        y = np.asarray(st.val_y, dtype=np.float64)
+        recent = x >= x[-1] - cfg.span  # at least one span of steps ...
+        recent[-max(3, cfg.val_points) :] = True  # ... and at least val_points points
+        x, y = x[recent], y[recent]
+        if x[-1] - x[0] < cfg.span or np.ptp(x) == 0:
+            return Decision()
+        mean = float(y.mean())
+        rel = y / mean if mean > 0 else y
+        test = slope_test(
+            rel + cfg.min_val_gain / 1000.0 * x, x
+        )  # H1: falls faster than min_val_gain/1000 steps
+        test.slope -= cfg.min_val_gain / 1000.0  # report the slope of the relative validation loss itself
+        self.last_val_test = test
+        st.val_plateaus = st.val_plateaus + 1 if test.p_decreasing > cfg.p_threshold else 0
+        d = Decision(evaluated=True, test=test, plateau_windows=st.val_plateaus)
+        if st.val_plateaus >= max(1, cfg.val_patience) and st.steps >= self.min_steps:
+            d.exit_phase, d.reason = True, "validation plateau"
+        return d
 
     def state_dict(self) -> dict[str, Any]:
         st = self._stats
@@ -215,6 +280,10 @@ class ConvergenceController:
             "best_window_mean": st.best_window_mean,
             "welford": st.welford.state_dict(),
             "last_test": asdict(self.last_test) if self.last_test else None,
+            "val_x": list(st.val_x),
+            "val_y": list(st.val_y),
+            "val_plateaus": st.val_plateaus,
+            "last_val_test": asdict(self.last_val_test) if self.last_val_test else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -227,8 +296,12 @@ class ConvergenceController:
             best_window_mean=float(state["best_window_mean"]),
         )
         st.welford.load_state_dict(state["welford"])
+        st.val_x = [float(v) for v in state.get("val_x", [])]
+        st.val_y = [float(v) for v in state.get("val_y", [])]
+        st.val_plateaus = int(state.get("val_plateaus", 0))
         self._stats = st
         self.last_test = SlopeTest(**state["last_test"]) if state.get("last_test") else None
+        self.last_val_test = SlopeTest(**state["last_val_test"]) if state.get("last_val_test") else None
 
 
 def exit_message(phase: str, windows: int, reason: str, test: SlopeTest | None, steps: int) -> str:

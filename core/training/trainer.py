@@ -67,6 +67,9 @@ class PhaseExit:
     val_loss: float | None
     val_start: float | None = None  # validation loss when the phase started
     val_p_value: float | None = None  # one-sided p for "the phase lowered validation loss beyond its noise"
+    train_p_value: float | None = (
+        None  # training-loss slope test at the exit (secondary signal when val decides)
+    )
 
     def message(self) -> str:
         p = f", p={self.p_value:.2f}" if self.p_value is not None else ""
@@ -144,6 +147,7 @@ class Trainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.grad_sync, self.rank_offset = grad_sync, rank_offset
         self.controller = ConvergenceController(config.controller)
+        self.controller.validation_available = bool(config.val_every)  # also after resume mid-phase
         self.probes = ProbeTracker()
         self.step = 0
         self.phase_index = 0
@@ -157,6 +161,7 @@ class Trainer:
         self.skip_reason = ""
         self._phase_start_val: list[float] | None = None  # per-item validation losses at the phase start
         self.controller_seconds = 0.0
+        self._grad_checked = False
         self._val_noise, self._val_u = self._make_val_noise()
 
     # -- randomness ------------------------------------------------------------------------------------------
@@ -191,6 +196,8 @@ class Trainer:
             self.controller.start_phase(ph.min_steps, ph.max_steps)
         else:
             self.controller.start_phase(ph.max_steps, ph.max_steps)
+        if self.config.val_every:  # the phase's first validation point: its start
+            self.controller.update_validation(sum(self._phase_start_val) / len(self._phase_start_val), 0)
         self.phase_started = True
         self.phase_starts.append((self.step, ph.name))
         _log.info(
@@ -233,10 +240,31 @@ class Trainer:
         lr = ph.lr_at(self.controller.stats.steps, ph.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if not self._grad_checked:
+            self._check_gradients()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._last_lr = lr
         return total
+
+    def _check_gradients(self) -> None:
+        """Fail loudly when the loss does not depend on the LoRA (every gradient exactly zero or missing).
+
+        Why: otherwise a run "succeeds" and saves a LoRA whose ``up`` matrices are still zero. Seen in a real
+        ComfyUI with a random-weight checkpoint whose GroupNorm weights were all zero (the UNet output is then
+        constant); the same symptom follows from running the step without autograd (inference mode / no_grad).
+        """
+        self._grad_checked = True
+        grads = [p.grad for p in self.network.parameters() if p.requires_grad]
+        if any(g is not None and bool(torch.any(g != 0)) for g in grads):
+            return
+        how = (
+            "no gradient reached the LoRA (autograd was off: inference_mode/no_grad around the training step?)"
+            if all(g is None for g in grads)
+            else "all LoRA gradients are exactly zero (the model output does not depend on the adapted layers, "
+            "e.g. a checkpoint with zeroed normalisation weights)"
+        )
+        raise RuntimeError(f"LoRA cannot train: {how}")
 
     def validation_loss(self) -> float:
         """MSE at fixed timesteps and fixed noise on the held-out images (comparable across phases and runs)."""
@@ -359,6 +387,11 @@ class Trainer:
                 if cfg.val_every and self.step % cfg.val_every == 0:
                     val = self.validation_loss()
                     self.val_losses.append((self.step, val))
+                    tc = time.perf_counter()
+                    vdec = self.controller.update_validation(val, self.controller.stats.steps)
+                    self.controller_seconds += time.perf_counter() - tc
+                    if vdec.exit_phase and not decision.exit_phase:
+                        decision = vdec
                 if self.probe is not None and cfg.probe_every and self.step % cfg.probe_every == 0:
                     self._run_probe()
                 step_times.append(time.perf_counter() - ts)
@@ -409,6 +442,22 @@ class Trainer:
             skip_reason=self.skip_reason,
         )
 
+    def snapshot(self) -> TrainResult:
+        """The run so far as a TrainResult (for live previews of the loss curve); no extra model evaluation."""
+        return TrainResult(
+            steps=self.step,
+            exits=list(self.exits),
+            losses=list(self.losses),
+            val_losses=list(self.val_losses),
+            phase_starts=list(self.phase_starts),
+            final_val_loss=self.val_losses[-1][1] if self.val_losses else float("nan"),
+            probes=self.probes,
+            seconds=0.0,
+            controller_seconds=self.controller_seconds,
+            skipped=list(self.skipped),
+            skip_reason=self.skip_reason,
+        )
+
     def _exit_phase(self, decision) -> None:
         st = self.controller.stats
         test = decision.test
@@ -432,11 +481,13 @@ class Trainer:
             val_loss=val,
             val_start=imp.before if imp else None,
             val_p_value=imp.p_value if imp else None,
+            train_p_value=self.controller.last_test.p_decreasing if self.controller.last_test else None,
         )
         self.exits.append(ex)
         if not self.val_losses or self.val_losses[-1][0] != self.step:
             self.val_losses.append((self.step, val))
-        _log.info("%s", exit_message(ex.phase, ex.windows, ex.reason, test, ex.steps_in_phase))
+        tp = f"; training-loss slope p={ex.train_p_value:.2f}" if ex.train_p_value is not None else ""
+        _log.info("%s%s", exit_message(ex.phase, ex.windows, ex.reason, test, ex.steps_in_phase), tp)
         self._phase_start_val = items  # the next phase starts from these weights (alpha change keeps outputs)
         ph = self.phase
         self.phase_index += 1

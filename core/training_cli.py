@@ -65,6 +65,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--p-threshold", type=float, default=0.5, help="plateau when p(still decreasing) exceeds this"
     )
+    p.add_argument(
+        "--exit-on",
+        choices=["validation", "train"],
+        default="validation",
+        help="what ends a phase: the validation-loss trend (default) or the training-loss slope",
+    )
+    p.add_argument(
+        "--min-val-gain",
+        type=float,
+        default=0.02,
+        help="a phase continues while validation loss falls faster than this (relative) per 1000 steps",
+    )
     p.add_argument("--checkpoint", help="training-state file (default: OUT.state.pt)")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -112,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             patience=args.patience,
             p_threshold=args.p_threshold,
             significance=args.significance,
+            exit_on=args.exit_on,
+            min_val_gain=args.min_val_gain,
         ),
     )
     if args.rank:

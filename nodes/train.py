@@ -186,6 +186,17 @@ class LoRATrainAdaptive:
                         "otherwise the remaining lower-lr phases are skipped. 1.0 = never skip.",
                     },
                 ),
+                "min_val_gain": (
+                    "FLOAT",
+                    {
+                        "default": 0.02,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.001,
+                        "tooltip": "A phase continues while its validation loss falls faster than this fraction per 1000 "
+                        "steps (slope test on the phase's validation points); lower = longer, closer to a full run.",
+                    },
+                ),
                 "checkpoint_every": (
                     "INT",
                     {
@@ -219,7 +230,7 @@ class LoRATrainAdaptive:
 
     def train(self, model, clip, vae, images, trigger_word, lora_name, preset, schedule, seed, identity=None,
               probe_every=0, probe_samples=4, rank=0, caption_template="", flip=False, color_jitter=0.0,
-              phases_json="", window=50, patience=3, p_threshold=0.5, significance=0.05, checkpoint_every=100, resume=False,
+              phases_json="", window=50, patience=3, p_threshold=0.5, significance=0.05, min_val_gain=0.02, checkpoint_every=100, resume=False,
               unique_id=None):  # fmt: skip
         import comfy.model_management as mm  # type: ignore[import-not-found]
         import comfy.utils  # type: ignore[import-not-found]
@@ -256,7 +267,7 @@ class LoRATrainAdaptive:
             preset, len(arrays), adaptive=schedule == "adaptive", phases=phases, seed=int(seed),
             checkpoint_every=int(checkpoint_every), probe_every=int(probe_every),
             controller=ControllerConfig(window=int(window), patience=int(patience), p_threshold=float(p_threshold),
-                                        significance=float(significance)),
+                                        significance=float(significance), min_val_gain=float(min_val_gain)),
         )  # fmt: skip
         if rank:
             cfg.rank = cfg.alpha = int(rank)

@@ -551,12 +551,12 @@ class ComfyServer:
 
     def _result(self, prompt_id: str, entry: dict[str, Any]) -> RunResult:
         outputs = entry.get("outputs") or {}
-        files = []
+        found: list[dict[str, str]] = []
         for nid in sorted(outputs, key=_id_key):
             for kind in ("images", "gifs", "videos", "audio", "files"):
                 for f in outputs[nid].get(kind, []) or []:
-                    if isinstance(f, dict) and f.get("filename") and f.get("type", "output") == "output":
-                        files.append(
+                    if isinstance(f, dict) and f.get("filename"):
+                        found.append(
                             {
                                 "node": nid,
                                 "filename": f["filename"],
@@ -564,6 +564,8 @@ class ComfyServer:
                                 "type": f.get("type", "output"),
                             }
                         )
+        # Saved outputs; previews (type "temp") only when the workflow saves nothing.
+        files = [f for f in found if f["type"] == "output"] or [f for f in found if f["type"] == "temp"]
         return RunResult(prompt_id=prompt_id, server=self.url, outputs=outputs, files=files)
 
 
@@ -743,6 +745,9 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a catalog should be readable like any other file
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, ensure_ascii=False)

@@ -204,9 +204,19 @@ app.registerExtension({
       const node = findNode(detail?.node);
       if (node?.__ilPortrait) node.__ilPortrait.textContent = portraitLines(detail).join("\n") || "–";
     });
-    api.addEventListener("identitylock.report", ({ detail }) => {
+    api.addEventListener("identitylock.train_done", ({ detail }) => {
       const node = findNode(detail?.node);
-      if (node && "__ilReport" in node && typeof detail.path === "string") node.__ilReport = detail.path;
+      if (!node?.__ilTrain) return;
+      node.__ilTrain.history.push({ event: "done", reason: detail.lora ? `saved ${detail.lora}` : undefined });
+      drawTrain(node.__ilTrain);
+    });
+    api.addEventListener("identitylock.metrics_report", ({ detail }) => {
+      const path = reportPathFromOutput(detail);
+      if (!path) return;
+      const node = findNode(detail?.node);
+      // Sent without a node id: give the path to every IdentityMetrics node (onExecuted refines it per node).
+      const targets = node ? [node] : (app.graph._nodes || []).filter((n) => "__ilReport" in n);
+      for (const n of targets) if ("__ilReport" in n) n.__ilReport = path;
     });
   },
 });

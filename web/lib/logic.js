@@ -62,12 +62,13 @@ export class TrainHistory {
   /** Lines for the panel: phase, step, loss, slope, p-value, ETA. */
   summary() {
     const l = this.latest || {};
-    const total = l.total_steps ? `/${l.total_steps}` : "";
+    const totalSteps = l.total_steps ?? l.max_steps;
+    const total = totalSteps ? `/${totalSteps}` : "";
     return [
       `phase ${l.phase ?? "–"}${this.done ? " (done)" : ""}`,
       `step ${l.step ?? "–"}${total}   loss ${fmt(l.loss)}`,
       `slope ${fmt(l.slope, 6)}   p ${fmt(l.p_value, 3)}`,
-      `ETA ${this.done ? "0s" : formatEta(l.eta_s)}${l.reason ? "   " + l.reason : ""}`,
+      `ETA ${this.done ? "0s" : formatEta(l.eta_s ?? l.eta_seconds)}${l.reason ? "   " + l.reason : ""}`,
     ];
   }
 }
@@ -184,10 +185,14 @@ export function reportUrl(path) {
   return `/identitylock/report?path=${encodeURIComponent(path)}`;
 }
 
-/** The report path from an executed IdentityMetrics node's UI output ({report: [path]} or {report: path}). */
+/**
+ * The report path from an executed IdentityMetrics node's UI output: {report: [{html, csv}]}, {report: [path]},
+ * {report: path} or an `identitylock.metrics_report` message {html}.
+ */
 export function reportPathFromOutput(output) {
   if (!output) return null;
-  const r = output.report ?? output.report_path;
-  if (Array.isArray(r)) return r.length ? String(r[0]) : null;
-  return typeof r === "string" ? r : null;
+  let r = output.report ?? output.report_path ?? output.html;
+  if (Array.isArray(r)) r = r.length ? r[0] : null;
+  if (r && typeof r === "object") r = r.html ?? null;
+  return typeof r === "string" && r ? r : null;
 }

@@ -35,6 +35,11 @@ test("training history records phase boundaries and resets on a new run", () => 
   h.push({ step: 60, loss: 0.1, phase: "FINAL_FINE", event: "done", reason: "plateau p=0.41" });
   assert.match(h.summary()[0], /done/);
   assert.match(h.summary()[3], /ETA 0s/);
+  // nodes/train.py's field names: eta_seconds, max_steps
+  const t = new TrainHistory();
+  t.push({ step: 3, loss: 0.5, phase: "COARSE", eta_seconds: 125, max_steps: 900 });
+  assert.match(t.summary()[1], /step 3\/900/);
+  assert.match(t.summary()[3], /ETA 2m 05s/);
   h.push({ step: 1, loss: 2, phase: "COARSE" }); // step went backwards: new run
   assert.equal(h.points.length, 1);
   assert.equal(h.boundaries.length, 1);
@@ -107,4 +112,7 @@ test("report urls never escape the output folder", () => {
   assert.equal(reportPathFromOutput({ report: ["x/report.html"] }), "x/report.html");
   assert.equal(reportPathFromOutput({ report_path: "y.html" }), "y.html");
   assert.equal(reportPathFromOutput({}), null);
+  // what nodes/metrics.py sends: ui {report: [{html, csv}]} and the metrics_report message {html}
+  assert.equal(reportPathFromOutput({ report: [{ html: "identitylock_metrics/a/r.html", csv: "x.csv" }] }), "identitylock_metrics/a/r.html");
+  assert.equal(reportPathFromOutput({ html: "m/r.html", summary: "..." }), "m/r.html");
 });

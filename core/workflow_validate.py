@@ -20,7 +20,7 @@ MODEL_FILE_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".onnx", ".gg
 MODEL_FILE_INPUTS = {
     "ckpt_name", "lora_name", "vae_name", "clip_name", "clip_name1", "clip_name2", "unet_name",
     "control_net_name", "ipadapter_file", "model_name", "style_model_name", "upscale_model_name",
-    "image", "gligen_name", "hypernetwork_name", "audio", "video", "file",
+    "image", "gligen_name", "hypernetwork_name", "audio", "video", "file", "identity_file",
 }  # fmt: skip
 
 

@@ -36,6 +36,8 @@ REALISM_CKPT = "epicrealism_naturalSinRC1VAE.safetensors"
 LORA = "identitylock_person.safetensors"
 TRIGGER = "ilkperson"
 REFERENCE = "reference_face.png"
+IDENTITY = "person.safetensors"  # written by 01_prep_and_embed (IdentityEmbed save_name "person")
+SCENE = "scene.png"
 NEGATIVE = (
     "multiple people, different person, inconsistent face, deformed, (deformed iris, deformed pupils), "
     "cartoon, drawing, text, cropped, out of frame, worst quality, low quality, jpeg artifacts"
@@ -273,7 +275,7 @@ def prep_and_embed() -> Graph:
             "IdentityLock — prep & embed\n\nLoad one or more photos of the person (Reference). FaceCropPrep removes "
             "the background, centres the face at 768x768 and adds the rotation / scaled centre-crop augmentations; "
             "IdentityEmbed turns the prepped faces into the identity reference (512-D vectors + centroid) and saves it "
-            f"under models/identitylock/<save_name>.json for the other workflows (load it with IdentityLoad).\n\n"
+            "under models/identitylock/<save_name>.safetensors for the other workflows (load it with IdentityLoad).\n\n"
             f"Upload your photo into the Reference node (the template expects {REFERENCE})."
         ),
     )
@@ -490,8 +492,253 @@ def export_2pass() -> Graph:
     return g
 
 
+def train_identity_lora() -> Graph:
+    g = Graph(
+        "02_train_identity_lora",
+        (
+            "IdentityLock — train an identity LoRA\n\nReference photo(s) → FaceCropPrep (768x768 face crops plus "
+            "augmentations) → LoRATrainAdaptive, the 4-phase adaptive trainer (COARSE → MID → MID_FINE → FINAL_FINE) "
+            "that moves on when the loss plateaus (sliding-window slope + p-value) instead of after a fixed step count. "
+            "The identity from IdentityEmbed lets it probe drift during training and keep the best checkpoint. The "
+            "LoRA is written to models/loras/<lora_name>.safetensors only when complete; the node panel shows the live "
+            "loss curve with phase boundaries, slope, p-value and ETA. Set trigger_word to the token you will put "
+            f"first in your prompts ({TRIGGER} in the other templates). For 10–15 photos batch several LoadImage "
+            "nodes with ImageBatch, or use `identitylock train` on a folder."
+        ),
+    )
+    ckpt = g.add("CheckpointLoaderSimple", "Checkpoint", ckpt_name=CKPT)
+    ref = g.add("LoadImage", "Reference", image=REFERENCE)
+    prep = g.add("FaceCropPrep", "FaceCropPrep", images=ref[0])
+    emb = g.add("IdentityEmbed", "IdentityEmbed", images=prep[0], save_name="")
+    train = g.add(
+        "LoRATrainAdaptive",
+        "LoRATrainAdaptive",
+        model=ckpt[0],
+        clip=ckpt[1],
+        vae=ckpt[2],
+        images=prep[0],
+        identity=emb[0],
+        trigger_word=TRIGGER,
+        lora_name="identitylock_person",
+    )
+    g.add("PreviewImage", "Loss curve", images=train[2])
+    g.add("PreviewAny", "Training report", source=train[3])
+    return g
+
+
+def identity_model(g: Graph, strength: float):
+    ckpt, lora = base_model(g, strength)
+    pos = g.add(
+        "CLIPTextEncode",
+        "Positive",
+        clip=lora[1],
+        text=f"{TRIGGER}, portrait photo of a person, natural window light, 85mm, detailed skin",
+    )
+    neg = g.add("CLIPTextEncode", "Negative", clip=lora[1], text=NEGATIVE)
+    ident = g.add("IdentityLoad", "Identity", identity_file=IDENTITY)
+    return ckpt, lora, pos, neg, ident
+
+
+def seed_discovery() -> Graph:
+    g = Graph(
+        "08_seed_discovery",
+        (
+            "IdentityLock — seed discovery\n\nDriftSeedSearch renders the prompt over a range of seeds with your "
+            "LoRA (α 1.0, cfg 5.8 — the identity-lock pass), measures each render's drift from the identity "
+            "(drift = 1 − cosine similarity; locked at ≤ 0.18 on the ArcFace scale, the dlib backend has its own "
+            "calibrated threshold — leave threshold at 0 for the backend default) and keeps the best. It stops after "
+            "4 locked seeds; renders without a face rank last. The node panel lists seed / drift / locked (click to "
+            "copy a seed); save='locked' writes verify_seed_<seed>_drift_<d>.png. Use the best seed in 09/10. To "
+            "search thousands of seeds over several ComfyUI servers, see `identitylock queue --seeds` in the README."
+        ),
+    )
+    ckpt, lora, pos, neg, ident = identity_model(g, 1.0)
+    search = g.add(
+        "DriftSeedSearch",
+        "DriftSeedSearch",
+        model=lora[0],
+        positive=pos[0],
+        negative=neg[0],
+        vae=ckpt[2],
+        identity=ident[0],
+        seed_start=1187891159,
+        seed_count=32,
+        steps=25,
+        cfg=5.8,
+        sampler_name="dpmpp_2m",
+        scheduler="karras",
+        width=512,
+        height=768,
+        stop_after=4,
+        top_k=8,
+        save="locked",
+    )
+    g.add("SaveImage", "Best seed", images=search[0], filename_prefix="identitylock/best_seed")
+    g.add("PreviewImage", "Candidates (best first)", images=search[3])
+    g.add("PreviewAny", "Seed report", source=search[4])
+    return g
+
+
+def matched_portrait() -> Graph:
+    g = Graph(
+        "11_matched_portrait",
+        (
+            "IdentityLock — matched portrait\n\nPut the person into an existing scene photo: MatchedPortrait finds the "
+            "face in the scene, measures its head angle, light direction and size, inpaints the person's face there "
+            "with your LoRA (matching pose, light and framing), checks the result (drift against the identity, yaw "
+            "within tolerance, no left/right mirroring) and retries other seeds up to `attempts`, then composites "
+            "it back. The node panel shows the pose / light readout. Upload the scene into the Scene node."
+        ),
+    )
+    ckpt, lora, pos, neg, ident = identity_model(g, 0.8)
+    scene = g.add("LoadImage", "Scene", image=SCENE)
+    mp = g.add(
+        "MatchedPortrait",
+        "MatchedPortrait",
+        scene=scene[0],
+        model=lora[0],
+        positive=pos[0],
+        negative=neg[0],
+        vae=ckpt[2],
+        identity=ident[0],
+        clip=lora[1],
+        seed=1187891159,
+        sampler_name="dpmpp_2m",
+        scheduler="karras",
+    )
+    g.add("SaveImage", "Save", images=mp[0], filename_prefix="identitylock/matched_portrait")
+    g.add("PreviewImage", "Portrait crop", images=mp[1])
+    g.add("PreviewAny", "Portrait report", source=mp[3])
+    return g
+
+
+def character_views() -> Graph:
+    from identitylock.core.portrait.views import VIEW_NAMES, VIEWS
+
+    g = Graph(
+        "12_character_views",
+        (
+            "IdentityLock — the five character views\n\nFront, three-quarter left/right and profile left/right, each "
+            'described by what the final image shows ("the nose points toward the LEFT edge of the frame"; left/right '
+            "are frame edges, never the subject's own left). Each view is saved as identitylock/views/person_<view>_*.png "
+            "so the view can be checked afterwards: `identitylock views <output>/identitylock/views --strict` measures "
+            "each image's yaw and flags wrong or mirrored views. IdentityMetrics scores all five against the identity "
+            "(drift, pose per image, report with an Open report button)."
+        ),
+    )
+    ckpt, lora = base_model(g, 0.8)
+    ident = g.add("IdentityLoad", "Identity", identity_file=IDENTITY)
+    lat = g.add("EmptyLatentImage", "Latent", width=512, height=512, batch_size=1)
+    decoded = []
+    for view in VIEW_NAMES:
+        spec = VIEWS[view]
+        pos = g.add("CLIPTextEncode", f"{view} prompt", clip=lora[1], text=f"{TRIGGER}, {spec.prompt}")
+        neg = g.add("CLIPTextEncode", f"{view} negative", clip=lora[1], text=f"{spec.negative}, {NEGATIVE}")
+        ks = sampler(
+            g, f"{view} sampler", lora[0], pos[0], neg[0], lat[0], seed=1187891159, steps=25, cfg=7.0
+        )
+        dec = g.add("VAEDecode", f"{view} decode", samples=ks[0], vae=ckpt[2])
+        g.add("SaveImage", f"Save {view}", images=dec[0], filename_prefix=f"identitylock/views/person_{view}")
+        decoded.append(dec)
+    batch = decoded[0][0]
+    for i, dec in enumerate(decoded[1:], start=2):
+        batch = g.add("ImageBatch", f"Views batch {i}", image1=batch, image2=dec[0])[0]
+    g.add(
+        "IdentityMetrics",
+        "IdentityMetrics",
+        candidates_1=batch,
+        identity=ident[0],
+        labels="views",
+        report_name="character_views",
+    )
+    return g
+
+
+def portfolio_curation() -> Graph:
+    g = Graph(
+        "13_portfolio_curation",
+        (
+            "IdentityLock — portfolio curation\n\nGenerate a batch, score it, keep a small sharp diverse set: "
+            "QualityScore (0.5 sharpness + 0.3 contrast + 0.2 face confidence, exactly one face required; strategies "
+            "A/B/C) → ClusterSelect (near-duplicate removal, image embeddings — connect a CLIP vision model to "
+            "clip_vision for CLIP, otherwise the built-in fallback — K-Means, per-cluster top picks with seed "
+            "diversity). For hundreds of images from `identitylock generate`, curate the folder with "
+            "`identitylock curate DIR --out PORTFOLIO --target 70` instead; this graph shows the same steps in-graph."
+        ),
+    )
+    ckpt, lora = base_model(g, 0.7)
+    pos = g.add(
+        "CLIPTextEncode",
+        "Positive",
+        clip=lora[1],
+        text=f"{TRIGGER}, portrait photo of a person, natural light, detailed skin",
+    )
+    neg = g.add("CLIPTextEncode", "Negative", clip=lora[1], text=NEGATIVE)
+    lat = g.add("EmptyLatentImage", "Latent", width=512, height=512, batch_size=16)
+    ks = sampler(g, "Sampler", lora[0], pos[0], neg[0], lat[0], seed=966983, steps=25, cfg=7.0)
+    dec = g.add("VAEDecode", "Decode", samples=ks[0], vae=ckpt[2])
+    qs = g.add("QualityScore", "QualityScore", images=dec[0])
+    cs = g.add("ClusterSelect", "ClusterSelect", images=qs[0], target=8, k=4)
+    g.add("SaveImage", "Selected", images=cs[0], filename_prefix="identitylock/curated")
+    g.add("PreviewImage", "Rejected", images=qs[1])
+    g.add("PreviewAny", "Selection summary", source=cs[2])
+    return g
+
+
+def identity_metrics() -> Graph:
+    g = Graph(
+        "14_identity_metrics",
+        (
+            "IdentityLock — identity metrics\n\nCompare how well two settings keep the person: the same prompt and "
+            "seed rendered with the LoRA at 0.7 and at 1.0 (8 images each) are measured against the reference photo — "
+            "similarity to the reference centroid with confidence intervals and a significance test, pose, face size, "
+            "copycat report (each image beside its nearest reference; bands < 0.50 low, 0.50–0.70 ok, 0.70–0.85 watch, "
+            "> 0.85 danger). The HTML dashboard and CSV go to output/identitylock_metrics/; the node's Open report "
+            "button opens it. Use `identitylock metrics` for folders."
+        ),
+    )
+    ckpt = g.add("CheckpointLoaderSimple", "Checkpoint", ckpt_name=CKPT)
+    ref = g.add("LoadImage", "Reference", image=REFERENCE)
+    lat = g.add("EmptyLatentImage", "Latent", width=512, height=512, batch_size=8)
+    groups = []
+    for strength in (0.7, 1.0):
+        lora = g.add(
+            "LoraLoader",
+            f"LoRA {strength}",
+            model=ckpt[0],
+            clip=ckpt[1],
+            lora_name=LORA,
+            strength_model=strength,
+            strength_clip=strength,
+        )
+        pos = g.add(
+            "CLIPTextEncode",
+            f"Positive {strength}",
+            clip=lora[1],
+            text=f"{TRIGGER}, portrait photo of a person, natural light",
+        )
+        neg = g.add("CLIPTextEncode", f"Negative {strength}", clip=lora[1], text=NEGATIVE)
+        ks = sampler(
+            g, f"Sampler {strength}", lora[0], pos[0], neg[0], lat[0], seed=966983, steps=25, cfg=7.0
+        )
+        groups.append(g.add("VAEDecode", f"Decode {strength}", samples=ks[0], vae=ckpt[2]))
+    m = g.add(
+        "IdentityMetrics",
+        "IdentityMetrics",
+        candidates_1=groups[0][0],
+        candidates_2=groups[1][0],
+        reference_images=ref[0],
+        labels="LoRA 0.7, LoRA 1.0",
+        report_name="lora_strength",
+    )
+    g.add("PreviewImage", "Metrics preview", images=m[1])
+    g.add("PreviewAny", "Metrics summary", source=m[0])
+    return g
+
+
 TEMPLATES: list[Callable[[], Graph]] = [
     prep_and_embed,
+    train_identity_lora,
     lambda: lora_ipadapter(
         "03_lora_ipadapter_base",
         "LoRA + IPAdapter base",
@@ -521,8 +768,13 @@ TEMPLATES: list[Callable[[], Graph]] = [
         "Pose variation: describe the pose first and keep 'same outfit, same appearance'. Batch of 4.",
         batch=4,
     ),
+    seed_discovery,
     stylized_3pass,
     export_2pass,
+    matched_portrait,
+    character_views,
+    portfolio_curation,
+    identity_metrics,
 ]
 
 

@@ -487,3 +487,28 @@ def test_generate_partial_failure_then_resume(workflow: Path, tmp_path: Path, ca
         assert code == 0, err
     assert len(json.loads((out / "master_image_catalog.json").read_text())["catalog"]) == 2
     assert no_partials(tmp_path)
+
+
+def test_queue_ui_format_workflow_is_converted(tmp_path: Path, capsys):
+    """A UI-format template is converted with the server's /object_info and queued as its API twin."""
+    repo = Path(__file__).resolve().parents[1]
+    ui = repo / "workflows" / "10_export_2pass.json"
+    api = json.loads((repo / "workflows" / "api" / "10_export_2pass.json").read_text())
+    with FakeComfy() as srv:
+        code, _, err = run_cli(
+            [
+                "queue",
+                str(ui),
+                "--server",
+                srv.url,
+                "--out",
+                str(tmp_path / "o"),
+                "--set",
+                "Anchor sampler.steps=4",
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        sent = srv.prompts[0]
+    next(n for n in api.values() if n["_meta"]["title"] == "Anchor sampler")["inputs"]["steps"] = 4
+    assert sent == api

@@ -243,7 +243,7 @@ def analyse_items(
     *,
     backend: str = "dlib",
     engine_kwargs: dict[str, Any] | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
     progress: Callable[[int, int], None] | None = None,
     keep_pixels: bool = False,
 ) -> list[AnalysedImage]:

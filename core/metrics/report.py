@@ -77,8 +77,17 @@ def _thumbnail(pixels: np.ndarray | None, path: str | None, bbox, side: int = TH
             img = Image.fromarray(np.asarray(pixels))
         elif path:
             img = Image.open(path)
+            full = img.size
+            # JPEG: decode at a reduced scale (much faster) that still leaves >= side px for the crop.
             if bbox is None:
-                img.draft("RGB", (side * 2, side * 2))  # fast JPEG downscale while decoding
+                img.draft("RGB", (side, side))
+            else:
+                crop = (1 + 2 * FACE_MARGIN) * max(bbox[2] - bbox[0], bbox[3] - bbox[1])
+                f = side / max(crop, 1.0)
+                img.draft("RGB", (max(1, int(full[0] * f)), max(1, int(full[1] * f))))
+            if bbox is not None and img.size != full:
+                s = img.size[0] / full[0]
+                bbox = [v * s for v in bbox]
             from PIL import ImageOps
 
             img = ImageOps.exif_transpose(img)

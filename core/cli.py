@@ -22,7 +22,6 @@ COMMAND_MODULES = [
     "face_cli",
     "seeds_cli",
     "comfy_client_cli",
-    "metrics_cli",
     "curation_cli",
     "training_cli",
     "portrait_cli",

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "face_cli",
     "seeds_cli",
     "comfy_client_cli",
+    "metrics_cli",
     "curation_cli",
     "training_cli",
     "portrait_cli",

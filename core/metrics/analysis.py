@@ -604,8 +604,8 @@ def build_metrics(
         kind = "reference" if name == REFERENCE_GROUP else "candidate"
         stats[name] = _group_stats(name, kind, grows, backend, seed, n_boot, alpha)
     ref_stats = stats.get(REFERENCE_GROUP)
-    if ref_stats and ref_stats.yaw_std and ref_stats.pitch_std:
-        base = ref_stats.yaw_std + ref_stats.pitch_std
+    if ref_stats and (ref_stats.yaw_std is not None or ref_stats.pitch_std is not None):
+        base = (ref_stats.yaw_std or 0.0) + (ref_stats.pitch_std or 0.0)
         for g in stats.values():
             if g.kind == "candidate" and g.yaw_std is not None and g.pitch_std is not None and base > 0:
                 g.flexibility_vs_reference = (g.yaw_std + g.pitch_std) / base

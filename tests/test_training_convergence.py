@@ -265,3 +265,17 @@ def test_validation_trend_state_round_trip_gives_the_same_decisions():
 def test_controller_rejects_unknown_exit_rule():
     with pytest.raises(ValueError):
         ControllerConfig(exit_on="loss")
+
+
+@pytest.mark.parametrize("window,every", [(67, 10), (67, 50), (50, 30), (50, 50)])
+def test_validation_trend_decides_whatever_the_validation_spacing(window, every):
+    """Regression: a span that is not a multiple of the validation spacing (window 67 → span 201 with a validation
+    every 10 or 50 steps) used to never cover a full span, so the validation rule silently never fired."""
+    rng = np.random.default_rng(4)
+    train = 1.0 + rng.normal(0, 0.01, 3000)
+    ctrl = ConvergenceController(ControllerConfig(window=window, patience=3, min_val_gain=0.02))
+    ctrl.start_phase(0, 3000)
+    step, reason = _run_with_validation(ctrl, train, lambda s: 1.0 + rng.normal(0, 1e-3), every=every)
+    assert reason == "validation plateau"
+    span = ctrl.config.span
+    assert span <= step <= span + every * (ctrl.config.val_points + ctrl.config.val_patience + 1)

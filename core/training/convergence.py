@@ -250,11 +250,13 @@ class ConvergenceController:
             return Decision()
         x = np.asarray(st.val_x, dtype=np.float64)
         y = np.asarray(st.val_y, dtype=np.float64)
-        recent = x >= x[-1] - cfg.span  # at least one span of steps ...
-        recent[-max(3, cfg.val_points) :] = True  # ... and at least val_points points
-        x, y = x[recent], y[recent]
-        if x[-1] - x[0] < cfg.span or np.ptp(x) == 0:
+        # The fit starts at the latest point at least one span back (so it always covers >= span steps, whatever
+        # the spacing of the validations), or earlier when that leaves fewer than val_points points.
+        older = np.flatnonzero(x <= x[-1] - cfg.span)
+        if older.size == 0 or np.ptp(x) == 0:
             return Decision()
+        start = min(int(older[-1]), x.size - max(3, cfg.val_points))
+        x, y = x[start:], y[start:]
         mean = float(y.mean())
         rel = y / mean if mean > 0 else y
         test = slope_test(

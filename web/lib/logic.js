@@ -15,6 +15,16 @@ export function formatEta(seconds) {
   return `${r}s`;
 }
 
+/**
+ * A finite number, or null. JSON `null` (what the nodes send for "not measured": no face in the render, no
+ * validation loss this step) must not become 0, which `Number(null)` would give.
+ */
+export function num(value) {
+  if (value === null || value === undefined || value === "" || typeof value === "boolean") return null;
+  const v = Number(value);
+  return Number.isFinite(v) ? v : null;
+}
+
 /** Number to fixed digits, or "–" for missing values. */
 export function fmt(value, digits = 4) {
   if (value === null || value === undefined || !Number.isFinite(Number(value))) return "–";
@@ -39,18 +49,18 @@ export class TrainHistory {
 
   push(msg) {
     if (!msg || typeof msg !== "object") return false;
-    if (msg.event === "start" || (Number(msg.step) === 0 && this.points.length && msg.event !== "done")) {
+    if (msg.event === "start" || (num(msg.step) === 0 && this.points.length && msg.event !== "done")) {
       this.reset();
     }
-    const step = Number(msg.step);
-    const loss = Number(msg.loss);
-    if (Number.isFinite(step) && Number.isFinite(loss)) {
+    const step = num(msg.step);
+    const loss = num(msg.loss);
+    if (step !== null && loss !== null) {
       const last = this.points[this.points.length - 1];
       if (last && step < last.step) this.reset(); // a new run on the same node
       const prevPhase = this.latest ? this.latest.phase : null;
       if (msg.phase && msg.phase !== prevPhase) this.boundaries.push({ step, phase: msg.phase });
       const p = { step, loss };
-      if (Number.isFinite(Number(msg.val_loss))) p.val_loss = Number(msg.val_loss);
+      if (num(msg.val_loss) !== null) p.val_loss = num(msg.val_loss);
       this.points.push(p);
       if (this.points.length > this.maxPoints) this.points = downsample(this.points, Math.floor(this.maxPoints / 2));
     }
@@ -162,7 +172,7 @@ export function seedRowCells(row) {
 /** Lines of the MatchedPortrait readout from an `identitylock.portrait` message. */
 export function portraitLines(msg) {
   if (!msg || typeof msg !== "object") return [];
-  const deg = (v) => (Number.isFinite(Number(v)) ? `${Number(v).toFixed(1)}°` : "–");
+  const deg = (v) => (num(v) === null ? "–" : `${num(v).toFixed(1)}°`);
   const lines = [];
   const pair = (label, ref, out) => `${label}: ${ref} → ${out}`;
   const ref = msg.reference || {};
@@ -172,7 +182,7 @@ export function portraitLines(msg) {
   if (ref.pitch !== undefined || res.pitch !== undefined) lines.push(pair("pitch", deg(ref.pitch), deg(res.pitch)));
   if (ref.light_azimuth !== undefined || res.light_azimuth !== undefined)
     lines.push(pair("light", deg(ref.light_azimuth), deg(res.light_azimuth)));
-  if (res.face_ratio !== undefined) lines.push(`face ${(Number(res.face_ratio) * 100).toFixed(0)}% of width`);
+  if (num(res.face_ratio) !== null) lines.push(`face ${(num(res.face_ratio) * 100).toFixed(0)}% of width`);
   if (msg.drift !== undefined && msg.drift !== null) lines.push(`drift ${fmt(msg.drift, 4)}${msg.locked ? " (locked)" : ""}`);
   if (msg.mirrored) lines.push("⚠ left/right mirrored");
   if (msg.warning) lines.push(`⚠ ${msg.warning}`);

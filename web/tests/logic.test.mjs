@@ -8,6 +8,7 @@ import {
   chartGeometry,
   downsample,
   formatEta,
+  num,
   portraitLines,
   reportPathFromOutput,
   reportUrl,
@@ -102,6 +103,44 @@ test("portrait readout", () => {
   assert.ok(lines.includes("drift 0.1500 (locked)"));
   assert.ok(lines.some((l) => l.includes("mirrored")));
   assert.deepEqual(portraitLines(null), []);
+});
+
+test("null means not measured, never 0 (what the real nodes send; seen in ComfyUI 0.8)", () => {
+  assert.equal(num(null), null);
+  assert.equal(num(undefined), null);
+  assert.equal(num(""), null);
+  assert.equal(num("0.5"), 0.5);
+  assert.equal(num(0), 0);
+  // MatchedPortrait when the render has no face (captured from a real run)
+  const lines = portraitLines({
+    view: "front · key light front",
+    reference: { yaw: -6.3, pitch: 13.5 },
+    result: { yaw: null, pitch: null, face_ratio: 0.362 },
+    drift: null,
+    locked: false,
+    mirrored: false,
+    warning: "no face in the render",
+  });
+  assert.deepEqual(lines, [
+    "view front · key light front",
+    "yaw: -6.3° → –",
+    "pitch: 13.5° → –",
+    "face 36% of width",
+    "⚠ no face in the render",
+  ]);
+  assert.ok(!portraitLines({ result: { face_ratio: null } }).some((l) => l.startsWith("face")));
+  // LoRATrainAdaptive sends "val_loss": null on steps without a validation pass
+  const h = new TrainHistory();
+  h.push({ step: 1, loss: 0.9, val_loss: null, phase: "COARSE" });
+  h.push({ step: 2, loss: 0.004, val_loss: null, phase: "COARSE" });
+  h.push({ step: 3, loss: 0.003, val_loss: 0.005, phase: "COARSE" });
+  assert.equal(h.points.filter((p) => p.val_loss !== undefined).length, 1);
+  const g = chartGeometry(h.points, h.boundaries, 200, 100);
+  assert.equal(g.val.length, 1);
+  assert.equal(g.ymin, 0.003); // a null val_loss read as 0 would pin the axis at 0 and turn off the log scale
+  assert.equal(g.log, true);
+  h.push({ step: null, loss: 0.5 }); // no step: ignored, does not restart the chart
+  assert.equal(h.points.length, 3);
 });
 
 test("report urls never escape the output folder", () => {

@@ -2,9 +2,11 @@
 
 Schemas are ComfyUI's ``/object_info`` (a captured copy ships as ``core/data/object_info_subset.json``
 covering the classes our templates use; pass a full one from a server for anything else) merged with our own
-nodes' ``INPUT_TYPES``. Checks: every class exists, every required input is linked or set, linked types
-match, numbers are within min/max, combo values are valid (model-file lists excepted: they depend on what
-the user has installed), no dangling or inconsistent links, and the UI and API versions are the same graph.
+nodes' schemas (``core/data/identitylock_object_info.json``, generated from their ``INPUT_TYPES`` by
+``scripts/build_workflows.py``). Checks: every class exists, every required input is linked or set, linked
+types match, numbers are within min/max, combo values are valid (model-file lists excepted: they depend on
+what the user has installed), no dangling or inconsistent links, and the UI and API versions are the same
+graph.
 """
 
 from __future__ import annotations
@@ -28,47 +30,21 @@ MODEL_FILE_INPUTS = {
 # Schemas
 
 
+def _bundled(name: str) -> dict[str, Any]:
+    return json.loads(resources.files("identitylock.core").joinpath(f"data/{name}").read_text("utf-8"))
+
+
 def load_object_info(path: str | Path | None = None) -> dict[str, Any]:
     """A captured ``/object_info`` file, or the subset bundled with the pack."""
     if path is None:
-        text = (
-            resources.files("identitylock.core").joinpath("data/object_info_subset.json").read_text("utf-8")
-        )
-        return json.loads(text)
+        return _bundled("object_info_subset.json")
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def class_object_info(name: str, cls: type) -> dict[str, Any]:
-    """``/object_info`` entry for a V1 node class (what ComfyUI's server builds from it)."""
-    inputs = cls.INPUT_TYPES()
-    info = {
-        "input": {k: v for k, v in inputs.items() if k in ("required", "optional")},
-        "input_order": {k: list(v) for k, v in inputs.items() if k in ("required", "optional")},
-        "output": list(getattr(cls, "RETURN_TYPES", ())),
-        "output_is_list": list(
-            getattr(cls, "OUTPUT_IS_LIST", [False] * len(getattr(cls, "RETURN_TYPES", ())))
-        ),
-        "output_name": list(getattr(cls, "RETURN_NAMES", None) or getattr(cls, "RETURN_TYPES", ())),
-        "name": name,
-        "display_name": name,
-        "description": getattr(cls, "DESCRIPTION", ""),
-        "category": getattr(cls, "CATEGORY", ""),
-        "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
-        "python_module": "custom_nodes.identitylock",
-    }
-    return json.loads(json.dumps(info, default=str))
-
-
 def our_object_info() -> dict[str, Any]:
-    """Schemas of IdentityLock's own nodes (those whose modules import on this machine)."""
-    from ..nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-
-    out = {}
-    for name, cls in NODE_CLASS_MAPPINGS.items():
-        info = class_object_info(name, cls)
-        info["display_name"] = NODE_DISPLAY_NAME_MAPPINGS.get(name, name)
-        out[name] = info
-    return out
+    """Schemas of IdentityLock's own nodes: ``data/identitylock_object_info.json``, generated from the nodes'
+    ``INPUT_TYPES`` by ``scripts/build_workflows.py`` (core never imports nodes/)."""
+    return _bundled("identitylock_object_info.json")
 
 
 def merged_schemas(object_info: dict[str, Any] | None = None, include_ours: bool = True) -> dict[str, Any]:

@@ -4,10 +4,12 @@
 
 Node schemas come from ComfyUI's /object_info (``--object-info``, default ../shared/comfyui/object_info.json)
 merged with IdentityLock's own nodes. Templates whose nodes are not importable yet are skipped with a warning.
-Also writes core/data/object_info_subset.json: the schemas of the ComfyUI core / IPAdapter_plus classes the
-templates use, so ``identitylock validate-workflow`` works offline.
+Also writes the schemas ``identitylock validate-workflow`` uses offline: core/data/identitylock_object_info.json
+(our nodes' INPUT_TYPES as /object_info entries, so core never imports nodes/) and
+core/data/object_info_subset.json (the ComfyUI core / IPAdapter_plus classes the templates use).
 
-    python scripts/build_workflows.py            # rebuild everything
+    python scripts/build_workflows.py                  # rebuild everything
+    python scripts/build_workflows.py --schemas-only   # only our node schemas (no ComfyUI capture needed)
 """
 
 from __future__ import annotations
@@ -21,14 +23,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
-from identitylock.core.workflow_validate import (  # noqa: E402
-    _input_order,
-    _spec,
-    is_widget,
-    merged_schemas,
-    our_object_info,
-    widget_slots,
-)
+from identitylock.core.workflow_validate import _input_order, _spec, is_widget, widget_slots  # noqa: E402
+from identitylock.nodes._object_info import SCHEMA_PATH, build_object_info, render  # noqa: E402
 
 # Names a user replaces with their own files (model-file combos are not validated).
 CKPT = "realisticVisionV60B1_v51HyperVAE.safetensors"
@@ -782,13 +778,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--object-info", default=str(REPO.parent / "shared" / "comfyui" / "object_info.json"))
     ap.add_argument("--out", default=str(REPO / "workflows"))
-    ap.add_argument(
-        "--no-subset", action="store_true", help="do not rewrite core/data/object_info_subset.json"
-    )
+    ap.add_argument("--no-data", action="store_true", help="do not rewrite the schema files in core/data/")
+    ap.add_argument("--schemas-only", action="store_true", help=f"only rewrite {SCHEMA_PATH}")
     args = ap.parse_args(argv)
+    ours = build_object_info()
+    if not args.no_data:
+        (REPO / SCHEMA_PATH).write_text(render(ours), encoding="utf-8")
+        print(f"wrote {SCHEMA_PATH} ({len(ours)} classes)")
+    if args.schemas_only:
+        return 0
     full = json.loads(Path(args.object_info).read_text())
-    schemas = merged_schemas(full)
-    ours = set(our_object_info())
+    schemas = {**full, **ours}
     out = Path(args.out)
     (out / "api").mkdir(parents=True, exist_ok=True)
     used: set[str] = set(EXTRA_SUBSET_CLASSES)
@@ -804,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "api" / f"{g.name}.json").write_text(json.dumps(api, indent=1, ensure_ascii=False) + "\n")
         used.update(n.cls for n in g.nodes if n.cls not in ours)
         print(f"wrote {g.name}: {len(g.nodes)} nodes")
-    if args.no_subset:
+    if args.no_data:
         return 0
     subset = {k: full[k] for k in sorted(used) if k in full}
     dest = REPO / "core" / "data" / "object_info_subset.json"

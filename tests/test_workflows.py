@@ -50,11 +50,27 @@ def test_templates_match_the_builder(tmp_path: Path):
     sys.path.insert(0, str(REPO / "scripts"))
     import build_workflows
 
-    build_workflows.main(["--object-info", str(CAPTURED), "--out", str(tmp_path), "--no-subset"])
+    build_workflows.main(["--object-info", str(CAPTURED), "--out", str(tmp_path), "--no-data"])
     for p in sorted(tmp_path.glob("*.json")) + sorted((tmp_path / "api").glob("*.json")):
         committed = WORKFLOWS / p.relative_to(tmp_path)
         assert committed.exists(), f"{committed} missing: run scripts/build_workflows.py"
         assert json.loads(committed.read_text()) == json.loads(p.read_text()), f"{committed} is stale"
+
+
+def test_bundled_node_schemas_are_fresh():
+    """core/data/identitylock_object_info.json (what core validates against) is what the nodes declare now."""
+    from identitylock.nodes import NODE_CLASS_MAPPINGS
+    from identitylock.nodes._object_info import SCHEMA_PATH, build_object_info, render
+
+    fresh = build_object_info()
+    assert set(fresh) == set(NODE_CLASS_MAPPINGS) and fresh
+    committed = (REPO / SCHEMA_PATH).read_text(encoding="utf-8")
+    assert committed == render(fresh), (
+        f"{SCHEMA_PATH} is stale (a node's INPUT_TYPES, outputs or description changed): "
+        "regenerate it with `python scripts/build_workflows.py --schemas-only` "
+        "(or `python scripts/build_workflows.py` to rebuild the templates too) and commit it"
+    )
+    assert wv.our_object_info() == fresh
 
 
 def test_base_template_follows_the_seed():

@@ -38,6 +38,7 @@ NEGATIVE = (
     "multiple people, different person, inconsistent face, deformed, (deformed iris, deformed pupils), "
     "cartoon, drawing, text, cropped, out of frame, worst quality, low quality, jpeg artifacts"
 )
+PORTRAIT_PROMPT = f"{TRIGGER}, portrait photo of a person, natural window light, 85mm, detailed skin"
 EXTRA_SUBSET_CLASSES = ("PreviewImage", "LoadImage", "SaveImage", "VAEEncode", "VAEDecode", "KSampler")
 
 
@@ -219,18 +220,34 @@ def _default(cls: str, name: str, spec: list[Any]) -> Any:
 # The templates
 
 
+def lora_loader(g: Graph, title: str, ckpt: Node, strength: float) -> Node:
+    """The identity LoRA on a checkpoint's model and clip, one strength for both."""
+    return g.add(
+        "LoraLoader",
+        title,
+        model=ckpt[0],
+        clip=ckpt[1],
+        lora_name=LORA,
+        strength_model=strength,
+        strength_clip=strength,
+    )
+
+
 def base_model(g: Graph, lora_strength: float = 0.7, ckpt: str = CKPT):
     ckpt_n = g.add("CheckpointLoaderSimple", "Checkpoint", ckpt_name=ckpt)
-    lora = g.add(
-        "LoraLoader",
-        "Identity LoRA",
-        model=ckpt_n[0],
-        clip=ckpt_n[1],
-        lora_name=LORA,
-        strength_model=lora_strength,
-        strength_clip=lora_strength,
-    )
-    return ckpt_n, lora
+    return ckpt_n, lora_loader(g, "Identity LoRA", ckpt_n, lora_strength)
+
+
+def prompts(
+    g: Graph,
+    clip: Out,
+    text: str,
+    titles: tuple[str, str] = ("Positive", "Negative"),
+    negative: str = NEGATIVE,
+) -> tuple[Node, Node]:
+    """Positive and negative CLIPTextEncode on one clip."""
+    pos = g.add("CLIPTextEncode", titles[0], clip=clip, text=text)
+    return pos, g.add("CLIPTextEncode", titles[1], clip=clip, text=negative)
 
 
 def sampler(
@@ -297,30 +314,47 @@ def lora_ipadapter(
             f"nodes and use LoRA 0.8 (cfg 7.5, 30 steps).\n\n{extra}"
         ),
     )
+    return ipadapter_render(g, prompt, prefix=name[3:], batch=batch, seed=seed)
+
+
+def ipadapter_render(
+    g: Graph, prompt: str, *, prefix: str, faceid: bool = False, batch: int = 1, seed: int = 1187891159
+) -> Graph:
+    """Identity LoRA 0.7 + IPAdapter 0.6 (PLUS FACE, or FaceID Plus V2) from the reference, cfg 7, 25 steps."""
     ckpt, lora = base_model(g, 0.7)
-    ip_loader = g.add(
-        "IPAdapterUnifiedLoader", "IPAdapter loader", model=lora[0], preset="PLUS FACE (portraits)"
-    )
+    if faceid:
+        ip_loader = g.add(
+            "IPAdapterUnifiedLoaderFaceID",
+            "IPAdapter FaceID loader",
+            model=lora[0],
+            preset="FACEID PLUS V2",
+            lora_strength=0.6,
+            provider="CPU",
+        )
+    else:
+        ip_loader = g.add(
+            "IPAdapterUnifiedLoader", "IPAdapter loader", model=lora[0], preset="PLUS FACE (portraits)"
+        )
     ref = g.add("LoadImage", "Reference", image=REFERENCE)
     ip = g.add(
-        "IPAdapterAdvanced",
-        "IPAdapter",
+        "IPAdapterFaceID" if faceid else "IPAdapterAdvanced",
+        "IPAdapter FaceID" if faceid else "IPAdapter",
         model=ip_loader[0],
         ipadapter=ip_loader[1],
         image=ref[0],
         weight=0.6,
+        **({"weight_faceidv2": 1.0} if faceid else {}),
         weight_type="linear",
         combine_embeds="concat",
         start_at=0.0,
         end_at=1.0,
         embeds_scaling="V only",
     )
-    pos = g.add("CLIPTextEncode", "Positive", clip=lora[1], text=prompt)
-    neg = g.add("CLIPTextEncode", "Negative", clip=lora[1], text=NEGATIVE)
+    pos, neg = prompts(g, lora[1], prompt)
     lat = g.add("EmptyLatentImage", "Latent", width=512, height=768, batch_size=batch)
     ks = sampler(g, "Sampler", ip[0], pos[0], neg[0], lat[0], seed=seed, steps=25, cfg=7.0)
     dec = g.add("VAEDecode", "Decode", samples=ks[0], vae=ckpt[2])
-    g.add("SaveImage", "Save", images=dec[0], filename_prefix=f"identitylock/{name[3:]}")
+    g.add("SaveImage", "Save", images=dec[0], filename_prefix=f"identitylock/{prefix}")
     return g
 
 
@@ -335,42 +369,7 @@ def lora_ipadapter_faceid() -> Graph:
             "ComfyUI_IPAdapter_plus; set the provider to CUDA on a GPU."
         ),
     )
-    ckpt, lora = base_model(g, 0.7)
-    ip_loader = g.add(
-        "IPAdapterUnifiedLoaderFaceID",
-        "IPAdapter FaceID loader",
-        model=lora[0],
-        preset="FACEID PLUS V2",
-        lora_strength=0.6,
-        provider="CPU",
-    )
-    ref = g.add("LoadImage", "Reference", image=REFERENCE)
-    ip = g.add(
-        "IPAdapterFaceID",
-        "IPAdapter FaceID",
-        model=ip_loader[0],
-        ipadapter=ip_loader[1],
-        image=ref[0],
-        weight=0.6,
-        weight_faceidv2=1.0,
-        weight_type="linear",
-        combine_embeds="concat",
-        start_at=0.0,
-        end_at=1.0,
-        embeds_scaling="V only",
-    )
-    pos = g.add(
-        "CLIPTextEncode",
-        "Positive",
-        clip=lora[1],
-        text=f"{TRIGGER}, portrait photo of a person, natural window light, 85mm, detailed skin",
-    )
-    neg = g.add("CLIPTextEncode", "Negative", clip=lora[1], text=NEGATIVE)
-    lat = g.add("EmptyLatentImage", "Latent", width=512, height=768, batch_size=1)
-    ks = sampler(g, "Sampler", ip[0], pos[0], neg[0], lat[0], seed=1187891159, steps=25, cfg=7.0)
-    dec = g.add("VAEDecode", "Decode", samples=ks[0], vae=ckpt[2])
-    g.add("SaveImage", "Save", images=dec[0], filename_prefix="identitylock/faceid")
-    return g
+    return ipadapter_render(g, PORTRAIT_PROMPT, prefix="faceid", faceid=True)
 
 
 def stylized_3pass() -> Graph:
@@ -388,19 +387,10 @@ def stylized_3pass() -> Graph:
         ),
     )
     ckpt = g.add("CheckpointLoaderSimple", "Checkpoint", ckpt_name=CKPT)
-    passes = []
-    for i, alpha in enumerate((1.0, 0.85, 0.90), start=1):
-        passes.append(
-            g.add(
-                "LoraLoader",
-                f"Pass {i} LoRA α{alpha}",
-                model=ckpt[0],
-                clip=ckpt[1],
-                lora_name=LORA,
-                strength_model=alpha,
-                strength_clip=alpha,
-            )
-        )
+    passes = [
+        lora_loader(g, f"Pass {i} LoRA α{alpha}", ckpt, alpha)
+        for i, alpha in enumerate((1.0, 0.85, 0.90), start=1)
+    ]
     p1_text = f"{TRIGGER}, portrait photo of a person, neutral background, soft light"
     scene = f"{TRIGGER}, spa garden at dusk, candle-lit, 85mm, f/2.8"
     real = f"{TRIGGER}, spa garden at dusk, candle-lit, photorealistic, detailed skin texture, 85mm, f/2.8"
@@ -411,8 +401,7 @@ def stylized_3pass() -> Graph:
     for i, (lora, cfg, denoise, text) in enumerate(
         zip(passes, (5.8, 6.3, 6.8), (1.0, 0.55, 0.35), texts), start=1
     ):
-        pos = g.add("CLIPTextEncode", f"Pass {i} prompt", clip=lora[1], text=text)
-        neg = g.add("CLIPTextEncode", f"Pass {i} negative", clip=lora[1], text=NEGATIVE)
+        pos, neg = prompts(g, lora[1], text, (f"Pass {i} prompt", f"Pass {i} negative"))
         ks = sampler(
             g,
             f"Pass {i} sampler",
@@ -451,25 +440,23 @@ def export_2pass() -> Graph:
         ),
     )
     ckpt, lora = base_model(g, 1.0)
-    pos = g.add(
-        "CLIPTextEncode",
-        "Anchor prompt",
-        clip=lora[1],
-        text=f"{TRIGGER}, portrait photo of a person, urban rooftop, natural light, shallow depth of field",
+    pos, neg = prompts(
+        g,
+        lora[1],
+        f"{TRIGGER}, portrait photo of a person, urban rooftop, natural light, shallow depth of field",
+        ("Anchor prompt", "Anchor negative"),
     )
-    neg = g.add("CLIPTextEncode", "Anchor negative", clip=lora[1], text=NEGATIVE)
     lat = g.add("EmptyLatentImage", "Latent", width=512, height=768, batch_size=1)
     ks1 = sampler(g, "Anchor sampler", lora[0], pos[0], neg[0], lat[0], seed=1187891159, steps=25, cfg=5.8)
     real = g.add("CheckpointLoaderSimple", "Realism base", ckpt_name=REALISM_CKPT)
     dec1 = g.add("VAEDecode", "Anchor decode", samples=ks1[0], vae=ckpt[2])
     enc = g.add("VAEEncode", "Encode for realism pass", pixels=dec1[0], vae=real[2])
-    pos2 = g.add(
-        "CLIPTextEncode",
-        "Realism prompt",
-        clip=real[1],
-        text="portrait photo of a person, urban rooftop, natural light, photorealistic, detailed skin",
+    pos2, neg2 = prompts(
+        g,
+        real[1],
+        "portrait photo of a person, urban rooftop, natural light, photorealistic, detailed skin",
+        ("Realism prompt", "Realism negative"),
     )
-    neg2 = g.add("CLIPTextEncode", "Realism negative", clip=real[1], text=NEGATIVE)
     ks2 = sampler(
         g,
         "Realism sampler",
@@ -524,13 +511,7 @@ def train_identity_lora() -> Graph:
 
 def identity_model(g: Graph, strength: float):
     ckpt, lora = base_model(g, strength)
-    pos = g.add(
-        "CLIPTextEncode",
-        "Positive",
-        clip=lora[1],
-        text=f"{TRIGGER}, portrait photo of a person, natural window light, 85mm, detailed skin",
-    )
-    neg = g.add("CLIPTextEncode", "Negative", clip=lora[1], text=NEGATIVE)
+    pos, neg = prompts(g, lora[1], PORTRAIT_PROMPT)
     ident = g.add("IdentityLoad", "Identity", identity_file=IDENTITY)
     return ckpt, lora, pos, neg, ident
 
@@ -628,8 +609,13 @@ def character_views() -> Graph:
     decoded = []
     for view in VIEW_NAMES:
         spec = VIEWS[view]
-        pos = g.add("CLIPTextEncode", f"{view} prompt", clip=lora[1], text=f"{TRIGGER}, {spec.prompt}")
-        neg = g.add("CLIPTextEncode", f"{view} negative", clip=lora[1], text=f"{spec.negative}, {NEGATIVE}")
+        pos, neg = prompts(
+            g,
+            lora[1],
+            f"{TRIGGER}, {spec.prompt}",
+            (f"{view} prompt", f"{view} negative"),
+            negative=f"{spec.negative}, {NEGATIVE}",
+        )
         ks = sampler(
             g, f"{view} sampler", lora[0], pos[0], neg[0], lat[0], seed=1187891159, steps=25, cfg=7.0
         )
@@ -663,13 +649,7 @@ def portfolio_curation() -> Graph:
         ),
     )
     ckpt, lora = base_model(g, 0.7)
-    pos = g.add(
-        "CLIPTextEncode",
-        "Positive",
-        clip=lora[1],
-        text=f"{TRIGGER}, portrait photo of a person, natural light, detailed skin",
-    )
-    neg = g.add("CLIPTextEncode", "Negative", clip=lora[1], text=NEGATIVE)
+    pos, neg = prompts(g, lora[1], f"{TRIGGER}, portrait photo of a person, natural light, detailed skin")
     lat = g.add("EmptyLatentImage", "Latent", width=512, height=512, batch_size=16)
     ks = sampler(g, "Sampler", lora[0], pos[0], neg[0], lat[0], seed=966983, steps=25, cfg=7.0)
     dec = g.add("VAEDecode", "Decode", samples=ks[0], vae=ckpt[2])
@@ -698,22 +678,13 @@ def identity_metrics() -> Graph:
     lat = g.add("EmptyLatentImage", "Latent", width=512, height=512, batch_size=8)
     groups = []
     for strength in (0.7, 1.0):
-        lora = g.add(
-            "LoraLoader",
-            f"LoRA {strength}",
-            model=ckpt[0],
-            clip=ckpt[1],
-            lora_name=LORA,
-            strength_model=strength,
-            strength_clip=strength,
+        lora = lora_loader(g, f"LoRA {strength}", ckpt, strength)
+        pos, neg = prompts(
+            g,
+            lora[1],
+            f"{TRIGGER}, portrait photo of a person, natural light",
+            (f"Positive {strength}", f"Negative {strength}"),
         )
-        pos = g.add(
-            "CLIPTextEncode",
-            f"Positive {strength}",
-            clip=lora[1],
-            text=f"{TRIGGER}, portrait photo of a person, natural light",
-        )
-        neg = g.add("CLIPTextEncode", f"Negative {strength}", clip=lora[1], text=NEGATIVE)
         ks = sampler(
             g, f"Sampler {strength}", lora[0], pos[0], neg[0], lat[0], seed=966983, steps=25, cfg=7.0
         )
@@ -738,7 +709,7 @@ TEMPLATES: list[Callable[[], Graph]] = [
     lambda: lora_ipadapter(
         "03_lora_ipadapter_base",
         "LoRA + IPAdapter base",
-        f"{TRIGGER}, portrait photo of a person, natural window light, 85mm, detailed skin",
+        PORTRAIT_PROMPT,
         "The base template: outfit, background and pose variations (05–07) are this graph with another prompt.",
     ),
     lora_ipadapter_faceid,

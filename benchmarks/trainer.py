@@ -9,10 +9,14 @@ Two models, both through the real Trainer loop (phases, controller, validation, 
 
 Adaptive-vs-fixed: the fixed schedule is the seed's COARSE setting (lr 1e-4, alpha 8, AdamW, MSE) for 2,000
 steps; its final validation loss is V. We report the first step at which the adaptive 4-phase run's validation
-loss is within 2 % of V (validation every 10 steps, fixed timesteps and noise), and the steps the adaptive run
-used in total.
+loss is within 2 % of V (validation every 10 steps, fixed timesteps and noise), the steps the adaptive run
+used in total, and how far its final validation loss ends above V. Seeds 0-9 by default; the exit rule
+(min_val_gain 0.02 over the phase's remaining budget) was chosen on seeds 0-9 and checked on 10-29.
 
-    python benchmarks/trainer.py [--unet-steps 60] [--seeds 0 1 2]
+The controller overhead target (<= 1 % of step time) is judged on the tiny UNet's step; the surrogate's steps take
+~3 ms, so the same ~0.05-0.09 ms of controller work is a larger share there (printed for completeness).
+
+    python benchmarks/trainer.py [--unet-steps 30] [--seeds 0 1 2 ...]
 """
 
 from __future__ import annotations
@@ -116,13 +120,13 @@ def bench_unet(steps: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--unet-steps", type=int, default=30)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     t0 = time.time()
     bench_unet(args.unet_steps)
-    ratios, totals = [], []
+    ratios, totals, gaps = [], [], []
     for seed in args.seeds:
         fixed = run_surrogate(
             Schedule([Phase("FIXED_COARSE", lr=1e-4, alpha=8, loss="mse", optimizer="adamw", min_steps=2000, max_steps=2000)], adaptive=False),
@@ -135,6 +139,7 @@ def main() -> None:
         ratios.append(reach / 2000 if reach else float("nan"))
         totals.append(adaptive.steps)
         gap = 100 * (adaptive.final_val_loss / target - 1)
+        gaps.append(gap)
         print(
             f"[surrogate seed {seed}] fixed 2000 steps: final val {target:.5f} ({2000 / fixed.seconds:.0f} steps/s, "
             f"controller {100 * fixed.controller_seconds / fixed.seconds:.2f} % of time; fixed itself within 2 % at step "
@@ -157,11 +162,15 @@ def main() -> None:
             + (f"\n  {adaptive.skip_reason}" if adaptive.skip_reason else "")
         )
     ok = [r for r in ratios if r == r]
+    print(f"\nSUMMARY over {len(ratios)} seeds ({', '.join(map(str, args.seeds))})")
     if ok:
-        print(f"adaptive steps to within 2 % of fixed-2000 val loss: mean {100 * sum(ok) / len(ok):.0f} % of 2000 "
-              f"({len(ok)}/{len(ratios)} seeds reached it)")  # fmt: skip
+        print(f"adaptive steps to within 2 % of fixed-2000 val loss: {len(ok)}/{len(ratios)} seeds reached it; "
+              f"mean {100 * sum(ok) / len(ok):.0f} %, max {100 * max(ok):.0f} % of 2000 (target <= 50 %)")  # fmt: skip
+    else:
+        print(f"adaptive never got within 2 % of the fixed-2000 val loss (0/{len(ratios)} seeds)")
     print(f"total steps the adaptive run took: mean {sum(totals) / len(totals):.0f} "
-          f"({100 * sum(totals) / len(totals) / 2000:.0f} % of the fixed 2000)")  # fmt: skip
+          f"({100 * sum(totals) / len(totals) / 2000:.0f} % of the fixed 2000), min {min(totals)}, max {max(totals)}; "
+          f"final val vs fixed: mean {sum(gaps) / len(gaps):+.2f} %, worst {max(gaps):+.2f} %")  # fmt: skip
     print(f"benchmark wall time {time.time() - t0:.0f}s")
 
 

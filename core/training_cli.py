@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--min-val-gain",
         type=float,
         default=0.02,
-        help="a phase continues while validation loss falls faster than this (relative) per 1000 steps",
+        help="a phase ends when finishing its max steps at the current rate would lower validation loss by less than this (relative; 0.02 = 2 %%)",
     )
     p.add_argument("--checkpoint", help="training-state file (default: OUT.state.pt)")
     p.add_argument("--checkpoint-every", type=int, default=100)

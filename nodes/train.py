@@ -182,7 +182,7 @@ class LoRATrainAdaptive:
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.01,
-                        "tooltip": "A finished phase must lower the validation loss at this one-sided level (paired t-test), "
+                        "tooltip": "A finished phase must lower the validation loss beyond its standard error at this one-sided level (z-test), "
                         "otherwise the remaining lower-lr phases are skipped. 1.0 = never skip.",
                     },
                 ),
@@ -193,8 +193,9 @@ class LoRATrainAdaptive:
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.001,
-                        "tooltip": "A phase continues while its validation loss falls faster than this fraction per 1000 "
-                        "steps (slope test on the phase's validation points); lower = longer, closer to a full run.",
+                        "tooltip": "A phase ends when running it to its max_steps at the current rate of fall would lower "
+                        "the validation loss by less than this fraction (0.02 = 2 %; slope test on the phase's validation "
+                        "points). Lower = trains longer, closer to a full-length run.",
                     },
                 ),
                 "checkpoint_every": (

@@ -4,8 +4,9 @@ Why: fixed step counts keep training after likeness has peaked. Two questions ar
 
 1. Within a phase: is the loss still going down? By default the validation loss decides (fixed items, timesteps
    and noise, so far less noisy than per-step training losses; :meth:`ConvergenceController.update_validation`:
-   exit when it no longer falls faster than ``min_val_gain`` per 1,000 steps); the training-loss slope below is
-   then computed and logged as a secondary signal (and decides with exit_on="train" or without validations).
+   exit when finishing the phase's step budget at the current rate of fall would lower the validation loss by
+   less than ``min_val_gain``); the training-loss slope below is then computed and logged as a secondary signal
+   (and decides with exit_on="train" or without validations).
    Training-loss rule: Every ``window`` steps a least-squares line is fitted
    to the phase's last ``patience × window`` losses (the span; every decision uses the same amount of evidence,
    so the chance of a wrong exit is the same at every evaluation) and the one-sided p-value for "still
@@ -113,11 +114,16 @@ class ControllerConfig:
     exit_on="validation" (default): the phase ends on the validation-loss trend, not on the training-loss slope
     (which is then computed and logged only): a line is fitted to the phase's last validation points (at least
     ``val_points``, covering at least one span), with the validation loss taken relative to its mean over those
-    points; the tested hypothesis is "it still falls faster than ``min_val_gain`` (relative) per 1,000 steps"
-    (the slope test on y + min_val_gain/1000·x). When its p-value exceeds ``p_threshold`` at ``val_patience``
-    consecutive validations, the phase ends ("validation plateau"). Needs a validation every few steps
-    (TrainConfig.val_every); without validations it falls back to the training-loss rule. exit_on="train": the
-    training-loss slope rule alone.
+    points. ``min_val_gain`` is the smallest relative improvement still worth the phase's remaining step budget
+    (``max_steps`` minus the steps done): the tested hypothesis is "at the fitted rate, the remaining budget would
+    lower the validation loss by more than ``min_val_gain``", i.e. the slope test on
+    y + min_val_gain/remaining·x. When its p-value exceeds ``p_threshold`` at ``val_patience`` consecutive
+    validations, the phase ends ("validation plateau"). Why a budget and not a fixed rate: the question a user
+    asks is "would running this phase to its end still buy me 2 %?"; extrapolating the current (usually
+    decelerating) rate linearly over-estimates what is left, so the rule errs towards training on. A larger
+    budget therefore means a stricter (later) exit. Needs a validation every few steps (TrainConfig.val_every);
+    without validations it falls back to the training-loss rule. exit_on="train": the training-loss slope rule
+    alone.
     """
 
     window: int = 50
@@ -239,9 +245,10 @@ class ConvergenceController:
     def update_validation(self, val_loss: float, step_in_phase: int | None = None) -> Decision:
         """Feed one validation loss of the current phase (also the one at its start, step 0).
 
-        Returns a Decision that exits with "validation plateau" when the validation loss has not fallen faster than
-        ``min_val_gain`` per 1,000 steps (one-sided slope test, p > p_threshold) at ``val_patience`` consecutive
-        checks, once the phase has its ``min_steps``. Only decides when exit_on="validation".
+        Returns a Decision that exits with "validation plateau" when, at the fitted rate, the rest of the phase's
+        step budget would lower the validation loss by less than ``min_val_gain`` (relative; one-sided slope test,
+        p > p_threshold) at ``val_patience`` consecutive checks, once the phase has its ``min_steps``. Only decides
+        when exit_on="validation".
         """
         cfg, st = self.config, self._stats
         st.val_x.append(float(st.steps if step_in_phase is None else step_in_phase))
@@ -259,16 +266,20 @@ class ConvergenceController:
         x, y = x[start:], y[start:]
         mean = float(y.mean())
         rel = y / mean if mean > 0 else y
-        test = slope_test(
-            rel + cfg.min_val_gain / 1000.0 * x, x
-        )  # H1: falls faster than min_val_gain/1000 steps
-        test.slope -= cfg.min_val_gain / 1000.0  # report the slope of the relative validation loss itself
+        rate = self.required_rate()  # relative fall per step that still pays for the remaining budget
+        test = slope_test(rel + rate * x, x)  # H1: falls faster than that
+        test.slope -= rate  # report the slope of the relative validation loss itself
         self.last_val_test = test
         st.val_plateaus = st.val_plateaus + 1 if test.p_decreasing > cfg.p_threshold else 0
         d = Decision(evaluated=True, test=test, plateau_windows=st.val_plateaus)
         if st.val_plateaus >= max(1, cfg.val_patience) and st.steps >= self.min_steps:
             d.exit_phase, d.reason = True, "validation plateau"
         return d
+
+    def required_rate(self) -> float:
+        """Relative validation fall per step below which the phase's remaining budget buys < min_val_gain."""
+        remaining = max(1, self.max_steps - self._stats.steps)
+        return self.config.min_val_gain / remaining
 
     def state_dict(self) -> dict[str, Any]:
         st = self._stats

@@ -24,6 +24,8 @@ function findNode(id) {
   return graph.getNodeById(Number(last)) ?? null;
 }
 
+// Heights include the ~20 px the front end (1.35, ComfyUI 0.8) takes as the DOM widget's margin: at 190 the
+// training panel's fourth line (ETA) was cut off in a real run (170 px shown for 182 px of content).
 function addPanel(node, name, el, height) {
   el.style.width = "100%";
   el.style.boxSizing = "border-box";
@@ -41,7 +43,7 @@ function panelBox() {
 
 // ------------------------------------------------------------------------------------------------------ training
 function setupTrain(node) {
-  const box = addPanel(node, "identitylock_train", panelBox(), 190);
+  const box = addPanel(node, "identitylock_train", panelBox(), 215);
   const canvas = document.createElement("canvas");
   canvas.width = 300;
   canvas.height = 120;
@@ -136,7 +138,7 @@ function drawSeeds(state) {
 
 // --------------------------------------------------------------------------------------------------- portrait
 function setupPortrait(node) {
-  const box = addPanel(node, "identitylock_portrait", panelBox(), 90);
+  const box = addPanel(node, "identitylock_portrait", panelBox(), 135);
   const pre = document.createElement("pre");
   pre.style.margin = "0";
   pre.textContent = "pose / light: waiting…";

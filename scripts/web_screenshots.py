@@ -427,6 +427,8 @@ def run_panel(b: Browser, server: str, panel: str, ckpt: str, out: Path, timeout
     time.sleep(1.0)  # let the last draw land
     result["state"] = b.js(PROBES[panel].replace("ID", node_id))
     result["messages"] = [e for e in log if e[0].startswith("identitylock.")][:6]
+    if panel == "seeds" and result["state"] and result["state"]["rows"]:
+        result["click_copy"] = _check_copy(b, server, node_id)
     if panel == "metrics" and result["state"] and result["state"].get("report"):
         result["report_check"] = _check_report(b, server, node_id)
     for nid, size in RESIZE.get(panel, {}).items():
@@ -436,6 +438,23 @@ def run_panel(b: Browser, server: str, panel: str, ckpt: str, out: Path, timeout
         )
     result["shot"] = _shoot(b, SHOOT.get(panel, [node_id]), out / f"web_{panel}.png")
     return result
+
+
+def _check_copy(b: Browser, server: str, node_id: str) -> dict[str, Any]:
+    """Click the first (best) row of the seed table: its seed must land on the clipboard."""
+    origin = server.rstrip("/")
+    b.call(
+        "Browser.grantPermissions",
+        origin=origin,
+        permissions=["clipboardReadWrite", "clipboardSanitizedWrite"],
+    )
+    b.call("Emulation.setFocusEmulationEnabled", enabled=True)
+    b.js(f"G().getNodeById({node_id}).__ilSeeds.el.querySelectorAll('tr')[1].click(); true")
+    time.sleep(0.5)
+    head = b.js(f"G().getNodeById({node_id}).__ilSeeds.head.textContent")
+    clip = b.js("navigator.clipboard.readText().catch(e => 'clipboard: ' + e)", await_promise=True)
+    first = b.js(f"G().getNodeById({node_id}).__ilSeeds.el.querySelectorAll('tr')[1].cells[0].textContent")
+    return {"first_row_seed": first, "head_after_click": head, "clipboard": clip, "ok": clip == first}
 
 
 def _check_report(b: Browser, server: str, node_id: str) -> dict[str, Any]:
@@ -590,8 +609,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"train: {s['points']} chart points, boundaries {s['boundaries']}, done={s['done']} ({r['seconds']} s)"
             )
         elif r["panel"] == "seeds":
-            ok &= s["counts"]["total"] > 0
-            print(f"seeds: {s['counts']['total']} rows, {s['counts']['locked']} locked ({r['seconds']} s)")
+            cc = r.get("click_copy") or {}
+            ok &= s["counts"]["total"] > 0 and bool(cc.get("ok"))
+            print(f"seeds: {s['counts']['total']} rows, {s['counts']['locked']} locked; click on the first row -> "
+                  f"clipboard {cc.get('clipboard')!r}, header {cc.get('head_after_click')!r} ({r['seconds']} s)")  # fmt: skip
         elif r["panel"] == "metrics":
             rc = r.get("report_check") or {}
             ok &= bool(s.get("button")) and rc.get("status") == 200 and rc.get("plots_rendered", 0) > 0

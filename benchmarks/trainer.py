@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -117,10 +118,74 @@ def bench_unet(steps: int) -> None:
           f"{100 * res.controller_seconds / res.seconds:.3f} % of step time")  # fmt: skip
 
 
+def face_data(components, faces_dir: Path):
+    """lisa_* and london* photos (consented for generative use), centre-cropped to 64 px, encoded by the tiny VAE."""
+    from identitylock.core.images import load_image
+    from identitylock.core.training import dataset as ds
+    from identitylock.core.training import diffusers_backend as db
+
+    files = sorted(f for f in faces_dir.glob("*.jpg") if f.name.startswith(("lisa_", "london")))
+    if len(files) < 5:
+        raise SystemExit(
+            f"--unet-compare-seeds needs the lisa_*/london* photos in {faces_dir} (found {len(files)})"
+        )
+    crops = []
+    for f in files:
+        im = load_image(f)
+        h, w = im.shape[:2]
+        s = min(h, w)
+        crops.append(
+            ds.resize_square(im[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s], 64)
+        )
+    c = components
+    return ds.prepare_data(
+        crops, ds.make_captions(len(crops), "lsaperson"),
+        lambda ims: db.encode_images(c["vae"], ims),
+        lambda caps: db.encode_text(c["tokenizer"], c["text_encoder"], caps),
+        flip=True, jitter=0.1,
+    )  # fmt: skip
+
+
+def unet_compare(seed: int, faces_dir: Path) -> None:
+    """Adaptive vs fixed 2,000 steps on the tiny UNet itself, trained on real face crops (slow: ~4,000 steps)."""
+    from identitylock.core.training.tiny import tiny_components
+
+    comps = tiny_components(0)
+    data = face_data(comps, faces_dir)
+    results = {}
+    for name, schedule in (
+        ("fixed", Schedule([Phase("FIXED_COARSE", lr=1e-4, alpha=8, min_steps=2000, max_steps=2000)], adaptive=False)),
+        ("adaptive", Schedule(seed_phases(min_steps=150, max_steps=2000), adaptive=True)),
+    ):  # fmt: skip
+        net = LoRANetwork(8, 8, seed=seed)
+        net.attach_hooks(comps["unet"], TARGETS["attn_ff"])
+        cfg = TrainConfig(rank=8, alpha=8, batch_size=4, schedule=schedule, seed=seed, val_every=10,
+                          controller=ControllerConfig(window=50, patience=3, p_threshold=0.5))  # fmt: skip
+        try:
+            results[name] = Trainer(net, DiffusersBackend(comps["unet"], comps["scheduler"]), data, cfg).run()
+        finally:
+            net.detach_hooks()
+    fixed, adaptive = results["fixed"], results["adaptive"]
+    target = fixed.final_val_loss
+    reach, fixed_reach = first_within(adaptive.val_losses, target), first_within(fixed.val_losses, target)
+    print(
+        f"[tiny UNet on {data.latents.shape[0]} augmented face crops, seed {seed}] fixed 2000: val "
+        f"{fixed.val_losses[0][1]:.4f} -> {target:.4f} (itself within 2 % only at step {fixed_reach}); adaptive: "
+        f"within 2 % at {reach}, total {adaptive.steps} steps, final val {adaptive.final_val_loss:.4f} "
+        f"({100 * (adaptive.final_val_loss / target - 1):+.2f} %)\n  " + "\n  ".join(e.message() for e in adaptive.exits)
+        + (f"\n  {adaptive.skip_reason}" if adaptive.skip_reason else "")
+    )  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--unet-steps", type=int, default=30)
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    ap.add_argument("--unet-compare-seeds", type=int, nargs="*", default=[],
+                    help="also compare adaptive vs fixed on the tiny UNet with real face crops (slow)")  # fmt: skip
+    ap.add_argument(
+        "--faces", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -171,6 +236,8 @@ def main() -> None:
     print(f"total steps the adaptive run took: mean {sum(totals) / len(totals):.0f} "
           f"({100 * sum(totals) / len(totals) / 2000:.0f} % of the fixed 2000), min {min(totals)}, max {max(totals)}; "
           f"final val vs fixed: mean {sum(gaps) / len(gaps):+.2f} %, worst {max(gaps):+.2f} %")  # fmt: skip
+    for seed in args.unet_compare_seeds:
+        unet_compare(seed, args.faces)
     print(f"benchmark wall time {time.time() - t0:.0f}s")
 
 

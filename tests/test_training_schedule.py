@@ -4,6 +4,8 @@ CPU, a few seconds."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from identitylock.core.training.convergence import (
@@ -156,7 +158,10 @@ def test_phase_without_validation_improvement_skips_the_rest(caplog):
     assert res.exits[0].reason == "slope plateau" and res.exits[0].steps_in_phase <= 80
     assert res.exits[0].val_p_value is not None and res.exits[0].val_p_value > 0.05
     assert res.skipped == ["MID", "MID_FINE"]
-    assert res.skip_reason.startswith("Skipping MID, MID_FINE: COARSE did not improve validation loss (p=")
+    assert res.skip_reason.startswith(
+        "Skipping MID, MID_FINE: COARSE did not improve validation loss beyond its noise ("
+    )
+    assert re.search(r"\([+-]\d+\.\d %, p=\d\.\d\d\)$", res.skip_reason), res.skip_reason
     assert res.skip_reason in caplog.text
     assert res.steps == res.exits[0].step
 

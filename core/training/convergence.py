@@ -376,5 +376,13 @@ def improvement_test(
 
 
 def skip_message(phase: str, skipped: list[str], test: ImprovementTest) -> str:
-    """E.g. 'Skipping MID_FINE, FINAL_FINE: MID did not improve validation loss (p=0.47)'."""
-    return f"Skipping {', '.join(skipped)}: {phase} did not improve validation loss (p={test.p_value:.2f})"
+    """E.g. 'Skipping MID_FINE, FINAL_FINE: MID did not improve validation loss beyond its noise (-0.1 %, p=0.47)'.
+
+    The relative change is printed because "not beyond its noise" can hide a sizeable but uncertain gain when only a
+    few images are held out.
+    """
+    change = 100 * (test.after / test.before - 1) if test.before else float("nan")
+    return (
+        f"Skipping {', '.join(skipped)}: {phase} did not improve validation loss beyond its noise "
+        f"({change:+.1f} %, p={test.p_value:.2f})"
+    )

@@ -10,7 +10,9 @@ What it does, for each of the four panels (training, seed table, report button, 
   3. queues it from the page (``app.queuePrompt``), so the real nodes on the real server send their real
      ``identitylock.*`` messages to this browser tab,
   4. waits for the job to finish, reads the panel state from the page (chart points, seed rows, report link,
-     readout text), and fetches the report URL,
+     readout text, whether a panel is too short for its text), clicks the best seed row (its seed must reach the
+     clipboard), presses "Open report" (the URL it opens must answer 200; at the end the tab loads it and counts
+     the Plotly charts that render) and checks that a ``../`` path is refused,
   5. screenshots the node (clipped) into ``--out`` as ``web_<panel>.png`` (optimised with Pillow),
 and finally prints every browser console error / exception seen.  Nothing is synthesised: if a job fails, the
 script says so and exits non-zero.
@@ -27,7 +29,9 @@ Run (from the repository root; ComfyUI must not run with cwd /tmp, see below)::
 Options: ``--only train,seeds,metrics,portrait`` runs a subset; ``--ckpt NAME`` picks the checkpoint (default:
 the first one the server lists); ``--faces DIR`` is where the photos come from (uploaded to the server:
 lisa_*/london* for everything generative, plus two other people as the "others" group of IdentityMetrics).
-Exit status: 0 when every panel received data and no console error was seen, 1 otherwise.
+Exit status: 0 when every panel received data and no console error was seen, 1 otherwise (the 404s ComfyUI's own
+front end causes on a fresh browser profile are listed but not counted). Identical jobs would be served from
+ComfyUI's cache without running, so each run varies one seed.
 """
 
 from __future__ import annotations

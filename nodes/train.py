@@ -87,7 +87,8 @@ class LoRATrainAdaptive:
                         "default": 0,
                         "min": 0,
                         "max": 2**31 - 1,
-                        "tooltip": "Seed for LoRA init, batches and noise; same seed = same result (also after resume).",
+                        "tooltip": "Seed for LoRA init, batches and noise; same seed = same result. resume continues the saved "
+                        "run with its own seed, whatever this says (the front end randomises seeds after each queue).",
                     },
                 ),
             },

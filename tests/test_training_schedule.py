@@ -178,3 +178,44 @@ def test_fixed_schedule_never_skips():
     res = _run([1e-12, 1e-13], adaptive=False, max_steps=12)
     assert [e.phase for e in res.exits] == ["COARSE", "MID"] and res.skipped == []
     assert res.steps == 24
+
+
+def test_resume_continues_the_saved_seed_even_when_another_is_given(tmp_path, caplog):
+    """ComfyUI randomises a "seed" widget after each queue; a resume must still finish the interrupted run."""
+    caplog.set_level("WARNING", logger="IdentityLock.training")
+
+    def trainer(seed, ckpt=None, cancel_at=None):
+        model = _Denoiser()
+        net = LoRANetwork(4, 4, seed=seed)
+        net.attach_hooks(model, ["lin"])
+        cfg = TrainConfig(
+            rank=4, alpha=4, batch_size=4, seed=seed, val_every=5,
+            schedule=Schedule([Phase("COARSE", lr=1e-2, alpha=4, min_steps=20, max_steps=20)], adaptive=False),
+            controller=ControllerConfig(window=5),
+        )  # fmt: skip
+        state = {"n": 0}
+
+        def cancel():
+            state["n"] += 1
+            if cancel_at is not None and state["n"] > cancel_at:
+                raise KeyboardInterrupt
+
+        return net, Trainer(net, _Backend(model), _data(), cfg, check_cancel=cancel, checkpoint_path=ckpt)
+
+    net, full = trainer(7)
+    ref = full.run()
+    ref_state = {k: v.clone() for k, v in net.state_dict().items()}
+    net.detach_hooks()
+    ckpt = tmp_path / "run.pt"
+    net, first = trainer(7, ckpt, cancel_at=9)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    net.detach_hooks()
+    net, resumed = trainer(12345, ckpt)  # the widget moved on
+    resumed.resume()
+    res = resumed.run()
+    assert "continuing the saved run's seed 7" in caplog.text
+    assert res.losses == ref.losses and res.final_val_loss == ref.final_val_loss
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, ref_state[k]), k
+    net.detach_hooks()

@@ -322,6 +322,18 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != 1:
             raise ValueError("checkpoint version not supported")
+        saved_seed = (state.get("config") or {}).get("seed")
+        if saved_seed is not None and int(saved_seed) != int(self.config.seed):
+            # Why: ComfyUI's front end gives every INT input named "seed" a "randomize after queue" control, so the
+            # widget rarely still holds the interrupted run's seed when the user re-queues to resume. The saved run
+            # defines the batches, noise and validation noise; resuming it with another seed would silently change
+            # the rest of the run.
+            _log.warning(
+                "Resume: continuing the saved run's seed %s (the seed given now, %s, applies to new runs only)",
+                saved_seed, self.config.seed,
+            )  # fmt: skip
+            self.config.seed = int(saved_seed)
+            self._val_noise, self._val_u = self._make_val_noise()
         self.step = int(state["step"])
         self.phase_index = int(state["phase_index"])
         self.network.alpha = float(state["alpha"])

@@ -37,20 +37,19 @@ ComfyUI's cache without running, so each run varies one seed.
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import json
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-FACES = Path("/work/shared/data/faces")
+sys.path.insert(0, str(ROOT / "tests"))
+from headless_chromium import Browser, find_chromium  # noqa: E402  (shared with tests/test_metrics.py)
+
+FACES = ROOT.parent / "shared" / "data" / "faces"
 PANELS = ("train", "seeds", "metrics", "portrait")
 # ComfyUI serves a job whose inputs did not change from its cache (no node runs, no messages): vary one input.
 NONCE = int(time.time()) % 10_000
@@ -201,144 +200,6 @@ PROBES = {
         const box = n.__ilPortrait.parentElement;
         return {text: n.__ilPortrait.textContent, box: [box.clientHeight, box.scrollHeight]}; })()""",
 }
-
-
-# ------------------------------------------------------------------------------------------------------ browser
-class Browser:
-    """Headless Chromium driven over the DevTools protocol (same approach as tests/test_metrics.py)."""
-
-    def __init__(self, chromium: str, width: int = 1400, height: int = 900):
-        import websocket
-
-        self.profile = tempfile.mkdtemp(prefix="il_chromium_")
-        port = _free_port()
-        self.proc = subprocess.Popen(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                f"--user-data-dir={self.profile}",
-                f"--remote-debugging-port={port}",
-                f"--window-size={width},{height}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.port = port
-        targets = None
-        for _ in range(150):
-            try:
-                targets = [t for t in self.targets() if t.get("type") == "page"]
-                if targets:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        if not targets:
-            self.close()
-            raise RuntimeError("chromium did not expose a page target")
-        self.ws = websocket.create_connection(targets[0]["webSocketDebuggerUrl"], timeout=120)
-        self.ids = iter(range(1, 1_000_000))
-        self.events: list[dict[str, Any]] = []
-        for domain in ("Page", "Runtime", "Log"):
-            self.call(f"{domain}.enable")
-        self.call(
-            "Emulation.setDeviceMetricsOverride",
-            width=width,
-            height=height,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
-
-    def targets(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=2) as r:
-            return json.load(r)
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        i = next(self.ids)
-        self.ws.send(json.dumps({"id": i, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == i:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def js(self, expression: str, await_promise: bool = False) -> Any:
-        res = self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise
-        )
-        if "exceptionDetails" in res:
-            d = res["exceptionDetails"]
-            raise RuntimeError(f"page: {d.get('exception', {}).get('description') or d.get('text')}")
-        return res.get("result", {}).get("value")
-
-    def wait(self, expression: str, timeout: float, every: float = 0.5) -> Any:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            value = self.js(expression)
-            if value:
-                return value
-            time.sleep(every)
-        return None
-
-    def errors(self) -> list[str]:
-        out = []
-        for e in self.events:
-            m, p = e.get("method"), e.get("params", {})
-            if m == "Runtime.exceptionThrown":
-                d = p["exceptionDetails"]
-                out.append("exception: " + (d.get("exception", {}).get("description") or d.get("text", "")))
-            elif m == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"):
-                out.append(
-                    f"console.{p['type']}: "
-                    + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"])
-                )
-            elif m == "Log.entryAdded" and p["entry"]["level"] == "error":
-                out.append(f"log: {p['entry']['text']} {p['entry'].get('url', '')}".strip())
-        return out
-
-    def warnings(self) -> list[str]:
-        return [
-            "console.warn: "
-            + " ".join(str(a.get("value", a.get("description", ""))) for a in e["params"]["args"])
-            for e in self.events
-            if e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "warning"
-        ]
-
-    def screenshot(self, clip: dict[str, float] | None = None) -> bytes:
-        params: dict[str, Any] = {"format": "png"}
-        if clip:
-            params["clip"] = {**clip, "scale": 1}
-        return base64.b64decode(self.call("Page.captureScreenshot", **params)["data"])
-
-    def close(self) -> None:
-        try:
-            self.ws.close()
-        except Exception:
-            pass
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # The page helpers: G() = the root graph; a log of every api event this tab receives.
@@ -538,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(PANELS))
     ap.add_argument("--ckpt", default=None)
     ap.add_argument("--faces", default=str(FACES))
-    ap.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"))
+    ap.add_argument("--chromium", default=find_chromium())
     ap.add_argument("--timeout", type=float, default=900, help="seconds per job")
     ap.add_argument("--full-page", action="store_true", help="also save web_<panel>_page.png (whole window)")
     args = ap.parse_args(argv)

@@ -6,6 +6,8 @@ import csv
 import json
 import re
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -245,124 +247,47 @@ def test_cli_bad_input_exit_code(tmp_path):
                  "--out", str(tmp_path / "o")]) == 2  # fmt: skip
 
 
-def _free_port() -> int:
-    import socket
+def test_report_in_headless_chromium_no_errors_no_network(cli_report):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from headless_chromium import Browser, find_chromium
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_report_in_headless_chromium_no_errors_no_network(cli_report, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = find_chromium()
     if not chromium:
         pytest.skip("chromium not installed (Debian: apt-get install -y chromium)")
-    import subprocess
-    import time
-    import urllib.request
-
-    import websocket
-
     _, _, folder = cli_report
     html_path = (folder / "identity_metrics.html").resolve()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--remote-debugging-port={port}",
-            "--window-size=1400,1800",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    b = Browser(chromium, width=1400, height=1800, domains=("Page", "Runtime", "Log", "Network"))
     try:
-        targets = None
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
-                    targets = [t for t in json.load(r) if t.get("type") == "page"]
-                if targets:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert targets, "chromium did not expose a page target"
-        ws = websocket.create_connection(targets[0]["webSocketDebuggerUrl"], timeout=60)
-        ids = iter(range(1, 10_000))
-        events: list[dict] = []
-
-        def call(method: str, **params):
-            i = next(ids)
-            ws.send(json.dumps({"id": i, "method": method, "params": params}))
-            while True:
-                msg = json.loads(ws.recv())
-                if msg.get("id") == i:
-                    assert "error" not in msg, msg
-                    return msg.get("result", {})
-                events.append(msg)
-
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            call(f"{domain}.enable")
-        call("Page.navigate", url=html_path.as_uri())
-        deadline = time.time() + 60
-        ready = False
-        while time.time() < deadline and not ready:
-            res = call("Runtime.evaluate", expression="document.body && document.body.dataset.ready === '1'")
-            ready = res.get("result", {}).get("value") is True
-            if not ready:
-                time.sleep(0.3)
-        assert ready, "dashboard script did not finish"
+        b.call("Page.navigate", url=html_path.as_uri())
+        assert b.wait("document.body && document.body.dataset.ready === '1'", 60, every=0.3), (
+            "dashboard script did not finish"
+        )
         time.sleep(1.0)
-        info = call(
-            "Runtime.evaluate",
-            returnByValue=True,
-            expression="({plots: document.querySelectorAll('.js-plotly-plot').length,"
+        info = b.js(
+            "({plots: document.querySelectorAll('.js-plotly-plot').length,"
             " svg: document.querySelectorAll('.js-plotly-plot .main-svg').length,"
             " cards: document.querySelectorAll('#cards .card').length,"
             " hostileText: [...document.querySelectorAll('#cards .card')].some("
             "   c => c.textContent.includes('<img src=x onerror=alert(1)>.png')),"
             " injected: document.querySelectorAll('img[src=\"x\"], #cards script').length,"
-            " holes: document.querySelectorAll('#holes tbody tr').length})",
-        )["result"]["value"]
-        shot = call("Page.captureScreenshot", format="png")
+            " holes: document.querySelectorAll('#holes tbody tr').length})"
+        )
+        png = b.screenshot()
         # toggling a group off hides its traces (no errors either)
-        call("Runtime.evaluate", expression="document.querySelector('#toggles input[type=checkbox]').click()")
+        b.js("document.querySelector('#toggles input[type=checkbox]').click()")
         time.sleep(0.5)
-        call("Runtime.evaluate", expression="1")  # flush events
-        ws.close()
+        b.js("1")  # flush events
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        b.close()
     assert info["plots"] == len(PANELS) and info["svg"] >= len(PANELS)
     assert info["cards"] == 4 and info["holes"] == 3
     assert info["hostileText"] and info["injected"] == 0
-    errors = [
-        e
-        for e in events
-        if e.get("method") in ("Runtime.exceptionThrown", "Page.javascriptDialogOpening")
-        or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-        or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-    ]
-    assert not errors, errors
+    dialogs = [e for e in b.events if e.get("method") == "Page.javascriptDialogOpening"]
+    assert not b.errors() and not dialogs, (b.errors(), dialogs)
     requests = [
-        e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"
+        e["params"]["request"]["url"] for e in b.events if e.get("method") == "Network.requestWillBeSent"
     ]
     assert requests and all(u == html_path.as_uri() or u.startswith("data:") for u in requests), requests
-    import base64
-
-    png = base64.b64decode(shot["data"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
 
 

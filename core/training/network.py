@@ -93,6 +93,15 @@ class LoRANetwork(nn.Module):
         self.loras[name] = mod
         return mod
 
+    def _adapter_for(self, path: str, mod: nn.Module, prefix: str, name_map: Callable | None) -> LoRAModule:
+        """The adapter of Linear ``mod`` at ``path`` (created on first use; reused on resume/re-attach)."""
+        key = kohya_name(name_map(path) if name_map else path, prefix)
+        lora = (
+            self.loras[key] if key in self.loras else self.add(key, mod.weight.shape[1], mod.weight.shape[0])
+        )
+        lora.to(device=mod.weight.device)
+        return lora
+
     def attach_hooks(
         self,
         root: nn.Module,
@@ -103,13 +112,7 @@ class LoRANetwork(nn.Module):
         """Add adapters to matching Linear layers of ``root`` via forward hooks (diffusers backend)."""
         n = 0
         for path, mod in target_linears(root, suffixes):
-            key = kohya_name(name_map(path) if name_map else path, prefix)
-            lora = (
-                self.loras[key]
-                if key in self.loras
-                else self.add(key, mod.weight.shape[1], mod.weight.shape[0])
-            )
-            lora.to(device=mod.weight.device)
+            lora = self._adapter_for(path, mod, prefix, name_map)
 
             def hook(module, inputs, output, lora=lora):
                 return output + lora.delta(inputs[0]).to(output.dtype)
@@ -128,13 +131,7 @@ class LoRANetwork(nn.Module):
         """(weight path, wrapper) pairs for ComfyUI's ``add_weight_wrapper``; creates the adapters."""
         out = []
         for path, mod in target_linears(root, suffixes):
-            key = kohya_name(name_map(path) if name_map else path, prefix)
-            lora = (
-                self.loras[key]
-                if key in self.loras
-                else self.add(key, mod.weight.shape[1], mod.weight.shape[0])
-            )
-            lora.to(device=mod.weight.device)
+            lora = self._adapter_for(path, mod, prefix, name_map)
             out.append((f"{path}.weight", _WeightWrapper(lora)))
         return out
 

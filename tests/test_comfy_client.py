@@ -63,6 +63,11 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def run_queue(workflow, server: str, out, *extra: str, capsys) -> tuple[int, str, str]:
+    """``identitylock queue WORKFLOW --server SERVER --out OUT [extra...]``."""
+    return run_cli(["queue", str(workflow), "--server", server, "--out", str(out), *extra], capsys)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,22 +97,17 @@ def test_run_follows_ws_and_downloads(workflow: Path):
 def test_queue_success_with_sets(workflow: Path, tmp_path: Path, capsys):
     out = tmp_path / "out"
     with FakeComfy() as srv:
-        code, stdout, err = run_cli(
-            [
-                "queue",
-                str(workflow),
-                "--server",
-                srv.url,
-                "--out",
-                str(out),
-                "--set",
-                "Sampler.steps=3",
-                "--set",
-                "Positive.text=a photo of lisa",
-                "--set",
-                "5.width=128",
-            ],
-            capsys,
+        code, stdout, err = run_queue(
+            str(workflow),
+            srv.url,
+            str(out),
+            "--set",
+            "Sampler.steps=3",
+            "--set",
+            "Positive.text=a photo of lisa",
+            "--set",
+            "5.width=128",
+            capsys=capsys,
         )
         assert code == 0, err
         sent = srv.prompts[0]
@@ -123,20 +123,15 @@ def test_queue_success_with_sets(workflow: Path, tmp_path: Path, capsys):
 def test_queue_node_errors_are_clear(workflow: Path, tmp_path: Path, capsys):
     out = tmp_path / "out"
     with FakeComfy() as srv:
-        code, _, err = run_cli(
-            [
-                "queue",
-                str(workflow),
-                "--server",
-                srv.url,
-                "--out",
-                str(out),
-                "--set",
-                "Sampler.sampler_name=no_such_sampler",
-                "--set",
-                "Sampler.steps=-5",
-            ],
-            capsys,
+        code, _, err = run_queue(
+            str(workflow),
+            srv.url,
+            str(out),
+            "--set",
+            "Sampler.sampler_name=no_such_sampler",
+            "--set",
+            "Sampler.steps=-5",
+            capsys=capsys,
         )
     assert code == 2
     assert "node 3 'Sampler' (KSampler): sampler_name: Value not in list" in err
@@ -148,25 +143,20 @@ def test_unknown_node_class(tmp_path: Path, capsys):
     wf = tmp_path / "wf.json"
     wf.write_text(json.dumps({"1": {"class_type": "NoSuchNode", "inputs": {}}}))
     with FakeComfy() as srv:
-        code, _, err = run_cli(["queue", str(wf), "--server", srv.url, "--out", str(tmp_path / "o")], capsys)
+        code, _, err = run_queue(str(wf), srv.url, str(tmp_path / "o"), capsys=capsys)
     assert code == 2 and "NoSuchNode does not exist" in err
 
 
 def test_execution_error_is_clear(workflow: Path, tmp_path: Path, capsys):
     out = tmp_path / "out"
     with FakeComfy() as srv:
-        code, _, err = run_cli(
-            [
-                "queue",
-                str(workflow),
-                "--server",
-                srv.url,
-                "--out",
-                str(out),
-                "--set",
-                "Checkpoint.ckpt_name=zz_corrupt.safetensors",
-            ],
-            capsys,
+        code, _, err = run_queue(
+            str(workflow),
+            srv.url,
+            str(out),
+            "--set",
+            "Checkpoint.ckpt_name=zz_corrupt.safetensors",
+            capsys=capsys,
         )
     assert code == 1
     assert "node 4 'Checkpoint' (CheckpointLoaderSimple) failed while running" in err
@@ -176,7 +166,7 @@ def test_execution_error_is_clear(workflow: Path, tmp_path: Path, capsys):
 
 def test_server_down(workflow: Path, tmp_path: Path, capsys):
     url = f"http://127.0.0.1:{free_port()}"
-    code, _, err = run_cli(["queue", str(workflow), "--server", url, "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run_queue(str(workflow), url, str(tmp_path / "o"), capsys=capsys)
     assert code == 1
     assert "not reachable" in err and url in err
     assert not (tmp_path / "o").exists()
@@ -195,9 +185,7 @@ def test_server_down(workflow: Path, tmp_path: Path, capsys):
 )
 def test_bad_set_is_refused_before_queueing(workflow: Path, tmp_path: Path, capsys, spec: str, message: str):
     with FakeComfy() as srv:
-        code, _, err = run_cli(
-            ["queue", str(workflow), "--server", srv.url, "--out", str(tmp_path / "o"), "--set", spec], capsys
-        )
+        code, _, err = run_queue(str(workflow), srv.url, str(tmp_path / "o"), "--set", spec, capsys=capsys)
         assert srv.prompts == []
     assert code == 2 and message in err, err
 
@@ -210,20 +198,10 @@ def test_not_a_workflow(tmp_path: Path, capsys):
     ]:
         wf = tmp_path / "x.json"
         wf.write_text(content)
-        code, _, err = run_cli(
-            ["queue", str(wf), "--server", "http://127.0.0.1:9", "--out", str(tmp_path / "o")], capsys
-        )
+        code, _, err = run_queue(str(wf), "http://127.0.0.1:9", str(tmp_path / "o"), capsys=capsys)
         assert code == 2 and message in err, err
-    code, _, err = run_cli(
-        [
-            "queue",
-            str(tmp_path / "missing.json"),
-            "--server",
-            "http://127.0.0.1:9",
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        capsys,
+    code, _, err = run_queue(
+        str(tmp_path / "missing.json"), "http://127.0.0.1:9", str(tmp_path / "o"), capsys=capsys
     )
     assert code == 2 and "not found" in err
 
@@ -236,66 +214,31 @@ def test_upload_ok_and_failed(tmp_path: Path, capsys):
 
     Image.new("RGB", (8, 8), (200, 100, 50)).save(face)
     with FakeComfy() as srv:
-        code, _, err = run_cli(
-            [
-                "queue",
-                str(wf),
-                "--server",
-                srv.url,
-                "--out",
-                str(tmp_path / "ok"),
-                "--upload",
-                f"Reference={face}",
-            ],
-            capsys,
+        code, _, err = run_queue(
+            str(wf), srv.url, str(tmp_path / "ok"), "--upload", f"Reference={face}", capsys=capsys
         )
         assert code == 0, err
         assert srv.uploads["face.png"] == face.read_bytes()
         assert srv.prompts[0]["20"]["inputs"]["image"] == "face.png"
         assert len(list((tmp_path / "ok").glob("wf_*.png"))) == 2  # two SaveImage nodes
     with FakeComfy(fail_uploads=True) as srv:
-        code, _, err = run_cli(
-            [
-                "queue",
-                str(wf),
-                "--server",
-                srv.url,
-                "--out",
-                str(tmp_path / "bad"),
-                "--upload",
-                f"Reference={face}",
-            ],
-            capsys,
+        code, _, err = run_queue(
+            str(wf), srv.url, str(tmp_path / "bad"), "--upload", f"Reference={face}", capsys=capsys
         )
         assert srv.prompts == []
     assert code == 2 and "upload of face.png" in err and "HTTP 500" in err
     assert not (tmp_path / "bad").exists() and no_partials(tmp_path)
-    code, _, err = run_cli(
-        [
-            "queue",
-            str(wf),
-            "--server",
-            "http://127.0.0.1:9",
-            "--out",
-            str(tmp_path / "o"),
-            "--upload",
-            f"Reference={tmp_path / 'nope.png'}",
-        ],
-        capsys,
+    code, _, err = run_queue(
+        str(wf),
+        "http://127.0.0.1:9",
+        str(tmp_path / "o"),
+        "--upload",
+        f"Reference={tmp_path / 'nope.png'}",
+        capsys=capsys,
     )
     assert code == 2 and "is not a file" in err
-    code, _, err = run_cli(
-        [
-            "queue",
-            str(wf),
-            "--server",
-            "http://127.0.0.1:9",
-            "--out",
-            str(tmp_path / "o"),
-            "--upload",
-            f"Missing={face}",
-        ],
-        capsys,
+    code, _, err = run_queue(
+        str(wf), "http://127.0.0.1:9", str(tmp_path / "o"), "--upload", f"Missing={face}", capsys=capsys
     )
     assert code == 2 and "no node with id or title 'Missing'" in err
 
@@ -495,18 +438,8 @@ def test_queue_ui_format_workflow_is_converted(tmp_path: Path, capsys):
     ui = repo / "workflows" / "10_export_2pass.json"
     api = json.loads((repo / "workflows" / "api" / "10_export_2pass.json").read_text())
     with FakeComfy() as srv:
-        code, _, err = run_cli(
-            [
-                "queue",
-                str(ui),
-                "--server",
-                srv.url,
-                "--out",
-                str(tmp_path / "o"),
-                "--set",
-                "Anchor sampler.steps=4",
-            ],
-            capsys,
+        code, _, err = run_queue(
+            str(ui), srv.url, str(tmp_path / "o"), "--set", "Anchor sampler.steps=4", capsys=capsys
         )
         assert code == 0, err
         sent = srv.prompts[0]

@@ -240,6 +240,7 @@ class LoRATrainAdaptive:
 
         from ..core.errors import IdentityLockError
         from ..core.training import dataset as ds
+        from ..core.training.checkpoint import adopt_saved_seed
         from ..core.training.comfy_backend import (
             SigmaBackend,
             ldm_to_diffusers_map,
@@ -275,6 +276,10 @@ class LoRATrainAdaptive:
             cfg.rank = cfg.alpha = int(rank)
         captions = ds.make_captions(len(arrays), trigger, None, caption_template or None)
         ckpt = os.path.join(output_directory(), "identitylock_training", file_name + ".state.pt")
+        if resume:  # before anything seed-dependent (split, augmentation, LoRA init): continue the saved run
+            if not os.path.exists(ckpt):
+                raise IdentityLockError(f"resume: no saved training state for {file_name} at {ckpt}")
+            adopt_saved_seed(cfg, ckpt)
 
         mp = model.clone()
         with training_mode():
@@ -300,7 +305,7 @@ class LoRATrainAdaptive:
                 encode_text,
                 flip=bool(flip),
                 jitter=float(color_jitter),
-                seed=int(seed),
+                seed=cfg.seed,
             )
             try:
                 ldm_map = ldm_to_diffusers_map(
@@ -353,8 +358,6 @@ class LoRATrainAdaptive:
             trainer = Trainer(net, backend, data, cfg, on_step=on_step, check_cancel=check_interrupted,
                               checkpoint_path=ckpt, probe=probe)  # fmt: skip
             if resume:
-                if not os.path.exists(ckpt):
-                    raise IdentityLockError(f"resume: no saved training state for {file_name} at {ckpt}")
                 trainer.resume(ckpt)
             result = trainer.run()
             net.requires_grad_(False)

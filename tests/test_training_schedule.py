@@ -219,3 +219,30 @@ def test_resume_continues_the_saved_seed_even_when_another_is_given(tmp_path, ca
     for k, v in net.state_dict().items():
         assert torch.equal(v, ref_state[k]), k
     net.detach_hooks()
+
+
+def test_adopt_saved_seed_before_data_preparation(tmp_path, caplog):
+    """The node and CLI call this before the seed-dependent split/augmentation/LoRA init (real ComfyUI showed a
+    resumed LoRA 0.0026 off the uninterrupted one when only the Trainer took the saved seed)."""
+    from identitylock.core.training.checkpoint import adopt_saved_seed, load_checkpoint, save_checkpoint
+
+    caplog.set_level("WARNING", logger="IdentityLock.training")
+    path = save_checkpoint(tmp_path / "s.pt", {"version": 1, "config": TrainConfig(seed=5).to_dict()})
+    cfg = TrainConfig(seed=777)
+    assert adopt_saved_seed(cfg, path) == 5 and cfg.seed == 5
+    assert "continuing the saved run's seed 5" in caplog.text
+    same = TrainConfig(seed=5)
+    caplog.clear()
+    assert adopt_saved_seed(same, path) == 5 and not caplog.text
+    # numpy values (e.g. from scipy/numpy statistics) are stored as plain numbers/tensors: loadable weights-only
+    mixed = save_checkpoint(
+        tmp_path / "m.pt", {"a": np.float64(0.5), "b": [np.int64(3)], "c": np.arange(3.0)}
+    )
+    back = load_checkpoint(mixed)
+    assert (
+        back["a"] == 0.5 and type(back["a"]) is float and back["b"] == [3] and back["c"].tolist() == [0, 1, 2]
+    )
+    # checkpoints load with weights_only=True: an arbitrary pickled object is refused, not executed
+    torch.save({"x": _Denoiser()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        load_checkpoint(tmp_path / "evil.pt")

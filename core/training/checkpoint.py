@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
+
+_log = logging.getLogger("IdentityLock.training")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -15,14 +18,49 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     with open(tmp, "wb") as fh:
-        torch.save(state, fh)
+        torch.save(_plain(state), fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def _plain(obj: Any) -> Any:
+    """numpy scalars/arrays -> Python numbers/tensors, so the state loads with ``weights_only=True``."""
+    import numpy as np
     import torch
 
-    return torch.load(str(path), map_location="cpu", weights_only=False)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training state; ``weights_only=True``: tensors and plain containers only, nothing is unpickled."""
+    import torch
+
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def adopt_saved_seed(config: Any, path: str | os.PathLike) -> int:
+    """Before a resume: take the saved run's seed into ``config`` (a TrainConfig) and return it.
+
+    Why: the seed decides the train/validation split, the augmentation, the LoRA init, every batch and the noise, so a
+    resume must use the saved run's seed to continue that run. ComfyUI's front end randomises every INT input named
+    ``seed`` after each queue, so the seed given at resume time is usually a different one.
+    """
+    state = load_checkpoint(path)
+    saved = (state.get("config") or {}).get("seed")
+    if saved is not None and int(saved) != int(config.seed):
+        _log.warning(
+            "Resume: continuing the saved run's seed %s (the seed given now, %s, applies to new runs only)",
+            saved, config.seed,
+        )  # fmt: skip
+        config.seed = int(saved)
+    return int(config.seed)

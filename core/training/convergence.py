@@ -96,7 +96,7 @@ def slope_test(y: np.ndarray | list[float], x: np.ndarray | list[float] | None =
         p = 0.0 if slope < 0 else 1.0
     else:
         p = float(stats.t.cdf(slope / stderr, df=n - 2))
-    return SlopeTest(slope=slope, intercept=intercept, stderr=stderr, p_decreasing=p, n=n)
+    return SlopeTest(slope=float(slope), intercept=float(intercept), stderr=stderr, p_decreasing=p, n=int(n))
 
 
 @dataclass

@@ -156,6 +156,7 @@ def train_diffusers(
     (gradients all-reduced, data order differs per rank, only the main process writes files).
     """
     from . import dataset as ds
+    from .checkpoint import adopt_saved_seed
     from .lora_format import save_lora
     from .network import LoRANetwork
     from .presets import TARGETS
@@ -172,6 +173,12 @@ def train_diffusers(
     pipe.to(dev)
     ds.check_images(images)
     images = [ds.resize_square(im, resolution) for im in images]
+    if (
+        resume
+    ):  # before anything seed-dependent: the split, augmentation and LoRA init belong to the saved run
+        if checkpoint_path is None or not Path(checkpoint_path).exists():
+            raise FileNotFoundError(f"--resume: checkpoint {checkpoint_path} does not exist")
+        adopt_saved_seed(config, checkpoint_path)
     data = ds.prepare_data(
         images,
         captions,
@@ -216,8 +223,6 @@ def train_diffusers(
         rank_offset=rank,
     )
     if resume:
-        if checkpoint_path is None or not Path(checkpoint_path).exists():
-            raise FileNotFoundError(f"--resume: checkpoint {checkpoint_path} does not exist")
         trainer.resume(checkpoint_path)
     try:
         result = trainer.run()

@@ -324,10 +324,8 @@ class Trainer:
             raise ValueError("checkpoint version not supported")
         saved_seed = (state.get("config") or {}).get("seed")
         if saved_seed is not None and int(saved_seed) != int(self.config.seed):
-            # Why: ComfyUI's front end gives every INT input named "seed" a "randomize after queue" control, so the
-            # widget rarely still holds the interrupted run's seed when the user re-queues to resume. The saved run
-            # defines the batches, noise and validation noise; resuming it with another seed would silently change
-            # the rest of the run.
+            # Batches, noise and validation noise follow the saved run's seed (see checkpoint.adopt_saved_seed, which
+            # the node and CLI call earlier, before the seed-dependent data split and LoRA init).
             _log.warning(
                 "Resume: continuing the saved run's seed %s (the seed given now, %s, applies to new runs only)",
                 saved_seed, self.config.seed,

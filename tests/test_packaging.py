@@ -76,6 +76,24 @@ def test_core_never_imports_comfyui_or_nodes():
     assert offenders == []
 
 
+def test_pack_never_unpickles():
+    """Rule of the house: weights come through safetensors or torch.load(weights_only=True); nothing is unpickled."""
+    bad = re.compile(
+        r"weights_only\s*=\s*False|^\s*import\s+(c?pickle|dill|joblib)\b|allow_pickle\s*=\s*True", re.M
+    )
+    files = [*REPO.glob("*.py"), *(REPO / "core").rglob("*.py"), *(REPO / "nodes").rglob("*.py")]
+    assert [str(p.relative_to(REPO)) for p in files if bad.search(p.read_text())] == []
+    for p in files:
+        text = p.read_text()
+        for m in re.finditer(r"torch\.load\(", text):
+            depth, i = 1, m.end()
+            while depth and i < len(text):  # the call's full argument list (balanced parentheses)
+                depth += {"(": 1, ")": -1}.get(text[i], 0)
+                i += 1
+            call = text[m.start() : i]
+            assert "weights_only=True" in call, f"{p.relative_to(REPO)}: {call}"
+
+
 def test_console_script_runs():
     out = subprocess.run(
         [sys.executable, "-m", "identitylock.core.cli", "--help"], capture_output=True, text=True, check=True

@@ -240,7 +240,7 @@ class LoRATrainAdaptive:
 
         from ..core.errors import IdentityLockError
         from ..core.training import dataset as ds
-        from ..core.training.checkpoint import adopt_saved_seed
+        from ..core.training.checkpoint import adopt_saved_seed, load_checkpoint
         from ..core.training.comfy_backend import (
             SigmaBackend,
             ldm_to_diffusers_map,
@@ -276,13 +276,16 @@ class LoRATrainAdaptive:
             cfg.rank = cfg.alpha = int(rank)
         captions = ds.make_captions(len(arrays), trigger, None, caption_template or None)
         ckpt = os.path.join(output_directory(), "identitylock_training", file_name + ".state.pt")
-        if resume:  # before anything seed-dependent (split, augmentation, LoRA init): continue the saved run
-            if not os.path.exists(ckpt):
-                raise IdentityLockError(f"resume: no saved training state for {file_name} at {ckpt}")
-            adopt_saved_seed(cfg, ckpt)
+        if resume and not os.path.exists(ckpt):
+            raise IdentityLockError(f"resume: no saved training state for {file_name} at {ckpt}")
 
         mp = model.clone()
         with training_mode():
+            if resume:
+                # loaded here, not under ComfyUI's inference mode: its tensors are updated in place while training;
+                # the saved seed is adopted before anything seed-dependent (split, augmentation, LoRA init)
+                resume_state = load_checkpoint(ckpt)
+                adopt_saved_seed(cfg, resume_state)
             mp.model.requires_grad_(False)
             ms = mp.get_model_object("model_sampling")
             dev = mp.load_device
@@ -358,7 +361,7 @@ class LoRATrainAdaptive:
             trainer = Trainer(net, backend, data, cfg, on_step=on_step, check_cancel=check_interrupted,
                               checkpoint_path=ckpt, probe=probe)  # fmt: skip
             if resume:
-                trainer.resume(ckpt)
+                trainer.resume(state=resume_state)
             result = trainer.run()
             net.requires_grad_(False)
             state = net.kohya_state_dict()

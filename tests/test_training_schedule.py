@@ -229,11 +229,11 @@ def test_adopt_saved_seed_before_data_preparation(tmp_path, caplog):
     caplog.set_level("WARNING", logger="IdentityLock.training")
     path = save_checkpoint(tmp_path / "s.pt", {"version": 1, "config": TrainConfig(seed=5).to_dict()})
     cfg = TrainConfig(seed=777)
-    assert adopt_saved_seed(cfg, path) == 5 and cfg.seed == 5
+    assert adopt_saved_seed(cfg, load_checkpoint(path)) and cfg.seed == 5
     assert "continuing the saved run's seed 5" in caplog.text
     same = TrainConfig(seed=5)
     caplog.clear()
-    assert adopt_saved_seed(same, path) == 5 and not caplog.text
+    assert not adopt_saved_seed(same, load_checkpoint(path)) and same.seed == 5 and not caplog.text
     # numpy values (e.g. from scipy/numpy statistics) are stored as plain numbers/tensors: loadable weights-only
     mixed = save_checkpoint(
         tmp_path / "m.pt", {"a": np.float64(0.5), "b": [np.int64(3)], "c": np.arange(3.0)}
@@ -246,3 +246,43 @@ def test_adopt_saved_seed_before_data_preparation(tmp_path, caplog):
     torch.save({"x": _Denoiser()}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_resume_state_loaded_under_comfyui_inference_mode_needs_training_mode(tmp_path):
+    """Regression seen in a real ComfyUI: nodes run under torch.inference_mode(), so a state loaded there holds
+    inference tensors and the optimizer's in-place update fails; the node loads it inside training_mode()."""
+    from identitylock.core.training.checkpoint import load_checkpoint
+    from identitylock.core.training.comfy_backend import training_mode
+
+    def trainer(ckpt=None, cancel_after=None):
+        model = _Denoiser()
+        net = LoRANetwork(4, 4, seed=3)
+        net.attach_hooks(model, ["lin"])
+        cfg = TrainConfig(
+            rank=4, alpha=4, batch_size=4, seed=3, val_every=0,
+            schedule=Schedule([Phase("COARSE", lr=1e-2, alpha=4, min_steps=8, max_steps=8)], adaptive=False),
+            controller=ControllerConfig(window=4),
+        )  # fmt: skip
+        calls = {"n": 0}
+
+        def cancel():
+            calls["n"] += 1
+            if cancel_after is not None and calls["n"] > cancel_after:
+                raise KeyboardInterrupt
+
+        return Trainer(net, _Backend(model), _data(), cfg, check_cancel=cancel, checkpoint_path=ckpt)
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        trainer(ckpt, cancel_after=4).run()  # interrupted mid-phase: optimizer state saved
+    with torch.inference_mode():  # what ComfyUI's executor does around every node
+        outside = load_checkpoint(ckpt)
+        with training_mode(), pytest.raises(RuntimeError, match="(?i)inference tensor"):
+            wrong = trainer()
+            wrong.resume(state=outside)
+            wrong.run()
+        with training_mode():
+            right = trainer()
+            right.resume(state=load_checkpoint(ckpt))
+            res = right.run()
+    assert res.steps == 8 and all(np.isfinite(res.losses))

@@ -48,19 +48,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
-def adopt_saved_seed(config: Any, path: str | os.PathLike) -> int:
-    """Before a resume: take the saved run's seed into ``config`` (a TrainConfig) and return it.
+def adopt_saved_seed(config: Any, state: dict[str, Any]) -> bool:
+    """Resume: put the saved run's seed (from a loaded ``state``) into ``config`` (a TrainConfig); True if it changed.
 
     Why: the seed decides the train/validation split, the augmentation, the LoRA init, every batch and the noise, so a
     resume must use the saved run's seed to continue that run. ComfyUI's front end randomises every INT input named
-    ``seed`` after each queue, so the seed given at resume time is usually a different one.
+    ``seed`` after each queue, so the seed given at resume time is usually a different one. The node and the CLI call
+    this before preparing data; ``Trainer.load_state_dict`` calls it too (for callers that only resume a Trainer).
     """
-    state = load_checkpoint(path)
     saved = (state.get("config") or {}).get("seed")
-    if saved is not None and int(saved) != int(config.seed):
-        _log.warning(
-            "Resume: continuing the saved run's seed %s (the seed given now, %s, applies to new runs only)",
-            saved, config.seed,
-        )  # fmt: skip
-        config.seed = int(saved)
-    return int(config.seed)
+    if saved is None or int(saved) == int(config.seed):
+        return False
+    _log.warning(
+        "Resume: continuing the saved run's seed %s (the seed given now, %s, applies to new runs only)",
+        saved, config.seed,
+    )  # fmt: skip
+    config.seed = int(saved)
+    return True

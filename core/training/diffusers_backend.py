@@ -156,7 +156,7 @@ def train_diffusers(
     (gradients all-reduced, data order differs per rank, only the main process writes files).
     """
     from . import dataset as ds
-    from .checkpoint import adopt_saved_seed
+    from .checkpoint import adopt_saved_seed, load_checkpoint
     from .lora_format import save_lora
     from .network import LoRANetwork
     from .presets import TARGETS
@@ -173,12 +173,13 @@ def train_diffusers(
     pipe.to(dev)
     ds.check_images(images)
     images = [ds.resize_square(im, resolution) for im in images]
-    if (
-        resume
-    ):  # before anything seed-dependent: the split, augmentation and LoRA init belong to the saved run
+    resume_state = None
+    if resume:
+        # before anything seed-dependent: the split, augmentation and LoRA init belong to the saved run
         if checkpoint_path is None or not Path(checkpoint_path).exists():
             raise FileNotFoundError(f"--resume: checkpoint {checkpoint_path} does not exist")
-        adopt_saved_seed(config, checkpoint_path)
+        resume_state = load_checkpoint(checkpoint_path)
+        adopt_saved_seed(config, resume_state)
     data = ds.prepare_data(
         images,
         captions,
@@ -222,8 +223,8 @@ def train_diffusers(
         grad_sync=grad_sync,
         rank_offset=rank,
     )
-    if resume:
-        trainer.resume(checkpoint_path)
+    if resume_state is not None:
+        trainer.resume(state=resume_state)
     try:
         result = trainer.run()
     finally:

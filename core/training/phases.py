@@ -105,35 +105,13 @@ def seed_phases(min_steps: int = 150, max_steps: int = 2000) -> list[Phase]:
     its slope means anything); the later phases start from a trained state and may end after one window when
     their loss shows no decrease.
     """
+    first = {"min_steps": min_steps, "max_steps": max_steps}
+    later = {"min_steps": 0, "max_steps": max_steps}
     return [
-        Phase(
-            "COARSE",
-            lr=1e-4,
-            alpha=8,
-            loss="mse",
-            optimizer="adamw",
-            min_steps=min_steps,
-            max_steps=max_steps,
-        ),
-        Phase("MID", lr=3e-5, alpha=4, loss="huber", optimizer="adamw", min_steps=0, max_steps=max_steps),
-        Phase(
-            "MID_FINE",
-            lr=1e-6,
-            alpha=2,
-            loss="charbonnier",
-            optimizer="adamp",
-            min_steps=0,
-            max_steps=max_steps,
-        ),
-        Phase(
-            "FINAL_FINE",
-            lr=5e-7,
-            alpha=1,
-            loss="charbonnier",
-            optimizer="adamp",
-            min_steps=0,
-            max_steps=max_steps,
-        ),
+        Phase("COARSE", lr=1e-4, alpha=8, loss="mse", optimizer="adamw", **first),
+        Phase("MID", lr=3e-5, alpha=4, loss="huber", optimizer="adamw", **later),
+        Phase("MID_FINE", lr=1e-6, alpha=2, loss="charbonnier", optimizer="adamp", **later),
+        Phase("FINAL_FINE", lr=5e-7, alpha=1, loss="charbonnier", optimizer="adamp", **later),
     ]
 
 

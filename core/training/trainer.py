@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import adopt_saved_seed, load_checkpoint, save_checkpoint
 from .convergence import ConvergenceController, ImprovementTest, exit_message, improvement_test, skip_message
 from .losses import make_loss
 from .network import LoRANetwork
@@ -67,9 +67,8 @@ class PhaseExit:
     val_loss: float | None
     val_start: float | None = None  # validation loss when the phase started
     val_p_value: float | None = None  # one-sided p for "the phase lowered validation loss beyond its noise"
-    train_p_value: float | None = (
-        None  # training-loss slope test at the exit (secondary signal when val decides)
-    )
+    # training-loss slope test at the exit (secondary signal when validation decides)
+    train_p_value: float | None = None
 
     def message(self) -> str:
         p = f", p={self.p_value:.2f}" if self.p_value is not None else ""
@@ -322,15 +321,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != 1:
             raise ValueError("checkpoint version not supported")
-        saved_seed = (state.get("config") or {}).get("seed")
-        if saved_seed is not None and int(saved_seed) != int(self.config.seed):
-            # Batches, noise and validation noise follow the saved run's seed (see checkpoint.adopt_saved_seed, which
-            # the node and CLI call earlier, before the seed-dependent data split and LoRA init).
-            _log.warning(
-                "Resume: continuing the saved run's seed %s (the seed given now, %s, applies to new runs only)",
-                saved_seed, self.config.seed,
-            )  # fmt: skip
-            self.config.seed = int(saved_seed)
+        if adopt_saved_seed(self.config, state):  # batches, noise and validation noise follow the saved run
             self._val_noise, self._val_u = self._make_val_noise()
         self.step = int(state["step"])
         self.phase_index = int(state["phase_index"])
@@ -363,8 +354,10 @@ class Trainer:
             return None
         return save_checkpoint(self.checkpoint_path, self.state_dict())
 
-    def resume(self, path: str | Path | None = None) -> None:
-        self.load_state_dict(load_checkpoint(path or self.checkpoint_path))
+    def resume(self, path: str | Path | None = None, state: dict[str, Any] | None = None) -> None:
+        """Continue from a saved state: ``state`` when already loaded, else the file ``path`` (default: the
+        trainer's checkpoint path)."""
+        self.load_state_dict(state if state is not None else load_checkpoint(path or self.checkpoint_path))
         _log.info(
             "Resumed at step %d (phase %s)",
             self.step,

@@ -129,14 +129,7 @@ def face_data(components, faces_dir: Path):
         raise SystemExit(
             f"--unet-compare-seeds needs the lisa_*/london* photos in {faces_dir} (found {len(files)})"
         )
-    crops = []
-    for f in files:
-        im = load_image(f)
-        h, w = im.shape[:2]
-        s = min(h, w)
-        crops.append(
-            ds.resize_square(im[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s], 64)
-        )
+    crops = [ds.resize_square(ds.centre_square(load_image(f)), 64) for f in files]
     c = components
     return ds.prepare_data(
         crops, ds.make_captions(len(crops), "lsaperson"),

@@ -45,11 +45,7 @@ def face_crops(faces_dir):
 
     out = []
     for f in sorted(faces_dir.glob("lisa_*.jpg")):
-        im = load_image(f)
-        h, w = im.shape[:2]
-        s = min(h, w)
-        y, x = (h - s) // 2, (w - s) // 2
-        out.append(ds.resize_square(im[y : y + s, x : x + s], 64))
+        out.append(ds.resize_square(ds.centre_square(load_image(f)), 64))
     assert len(out) >= 3
     return out
 

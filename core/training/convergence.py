@@ -7,10 +7,10 @@ Why: fixed step counts keep training after likeness has peaked. Two questions ar
    exit when finishing the phase's step budget at the current rate of fall would lower the validation loss by
    less than ``min_val_gain``); the training-loss slope below is then computed and logged as a secondary signal
    (and decides with exit_on="train" or without validations).
-   Training-loss rule: Every ``window`` steps a least-squares line is fitted
-   to the phase's last ``patience × window`` losses (the span; every decision uses the same amount of evidence,
-   so the chance of a wrong exit is the same at every evaluation) and the one-sided p-value for "still
-   decreasing" (H1: slope < 0) is computed. Above ``p_threshold`` the phase has plateaued and ends (after its
+   Training-loss rule: every ``window`` steps a least-squares line is fitted to the phase's last
+   ``patience × window`` losses (the span; every decision uses the same amount of evidence, so the chance of a
+   wrong exit is the same at every evaluation) and the one-sided p-value for "still decreasing" (H1: slope < 0)
+   is computed. Above ``p_threshold`` the phase has plateaued and ends (after its
    ``min_steps``). A phase that never shows a decrease therefore ends soon after its first full span instead of
    waiting for a run of consecutive flat windows (with p_threshold 0.5 and patience 3, such a run takes ~14
    windows on average on a perfectly flat curve).
@@ -190,9 +190,8 @@ class ConvergenceController:
         self._stats = _PhaseStats()
         self.last_test: SlopeTest | None = None
         self.last_val_test: SlopeTest | None = None
-        self.validation_available = (
-            False  # the trainer sets True when it validates during phases (val_every > 0)
-        )
+        # the trainer sets this when it validates during phases (val_every > 0)
+        self.validation_available = False
 
     @property
     def train_rule_decides(self) -> bool:

@@ -111,6 +111,14 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
 
 
+def centre_square(image: np.ndarray) -> np.ndarray:
+    """The largest centred square of ``image`` (crop, not squash), e.g. before ``resize_square``."""
+    h, w = image.shape[:2]
+    s = min(h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    return image[y : y + s, x : x + s]
+
+
 def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Brightness/contrast/saturation each scaled by a factor in [1-strength, 1+strength]."""
     img = image.astype(np.float32) / 255.0

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .fileio import write_json_atomic
+
 _SEED_RE = re.compile(r"(?:^|[^a-z0-9])seed[_\-= ]?(\d{1,20})(?![0-9])", re.IGNORECASE)
 _A1111_SEED_RE = re.compile(r"\bSeed:\s*(\d+)")
 SAMPLER_SEED_KEYS = ("seed", "noise_seed")
@@ -135,14 +137,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON atomically (temp file + rename) so a crash never leaves a half catalog."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False, default=_json_default)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, obj, indent=2, default=_json_default)
 
 
 def _json_default(o: Any) -> Any:

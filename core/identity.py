@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BackendMismatchError, IdentityLockError
+from .fileio import atomic_write_with
 
 LOCK_THRESHOLDS: dict[str, float] = {"insightface": 0.18, "dlib": 0.06}
 # A reference image whose leave-one-out drift exceeds this multiple of the lock threshold is flagged.
@@ -171,10 +172,8 @@ class IdentityReference:
             "sources": json.dumps(self.sources),
             "threshold": "" if self.threshold is None else repr(float(self.threshold)),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"vectors": self.vectors, "centroid": self.centroid}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-        return path
+        tensors = {"vectors": self.vectors, "centroid": self.centroid}
+        return atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> IdentityReference:

@@ -1,4 +1,4 @@
-"""A local stand-in for a ComfyUI 0.8 server, built from the transcripts in ../shared/comfyui/protocol/.
+"""A local stand-in for a ComfyUI 0.8 server, built from the transcripts in tests/fixtures/comfyui/protocol/.
 
 Stdlib only (http.server + a minimal RFC 6455 websocket), bound to 127.0.0.1 on an ephemeral port. It speaks
 the same messages, in the same order, as the captured server: ``POST /upload/image`` (multipart),
@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "comfyui"
+SHARED = Path(__file__).resolve().parent / "fixtures" / "comfyui"
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 

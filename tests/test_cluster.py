@@ -142,8 +142,9 @@ TINY_CLIP = {
 
 
 def test_clip_path_with_random_tiny_open_clip(tmp_path, groups):
-    torch = pytest.importorskip("torch")
-    open_clip = pytest.importorskip("open_clip")
+    import open_clip
+    import torch
+
     cfg = tmp_path / "IdentityLockTinyCLIP.json"
     cfg.write_text(json.dumps(TINY_CLIP))
     open_clip.add_model_config(cfg)

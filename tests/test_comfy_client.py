@@ -14,12 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_comfy_server import SHARED, FakeComfy  # noqa: E402
 from identitylock.core import comfy_client as cc  # noqa: E402
-from identitylock.core import comfy_client_cli, portfolio_gen  # noqa: E402
+from identitylock.core import portfolio_gen  # noqa: E402
+from identitylock.core.cli import client as comfy_client_cli  # noqa: E402
 from identitylock.core.errors import IdentityLockError  # noqa: E402
-
-pytestmark = pytest.mark.skipif(
-    not (SHARED / "object_info.json").exists(), reason="../shared/comfyui (captured protocol) not found"
-)
 
 
 def txt2img() -> dict:

@@ -174,7 +174,7 @@ def test_quality_cli(folder, tmp_path):
 
 
 def test_nodes_run_without_comfyui(faces_dir):
-    torch = pytest.importorskip("torch")
+    import torch
     from identitylock.nodes.curation import ClusterSelect, QualityScore
 
     imgs = [

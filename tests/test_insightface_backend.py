@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
+import insightface  # noqa: F401  (the [insightface] extra; part of the test install)
 import numpy as np
+import onnx  # noqa: F401  (builds the stand-in models)
 import pytest
-
-pytest.importorskip(
-    "insightface", reason="insightface is an optional extra: pip install 'identitylock[insightface]'"
-)
-pytest.importorskip("onnx", reason="building the stand-in models needs the onnx package")
-
 from identitylock.core.errors import BackendMismatchError, ModelNotFoundError  # noqa: E402
 from identitylock.core.faces import analyze, clear_engine_cache, get_engine  # noqa: E402
 from identitylock.core.faces.insightface_backend import find_packs, resolve_pack  # noqa: E402

@@ -11,8 +11,8 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
 logging.getLogger("IdentityLock").setLevel(logging.CRITICAL)
 
 

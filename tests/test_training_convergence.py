@@ -166,7 +166,7 @@ def test_presets_and_custom_json(tmp_path):
 
 
 def test_losses_and_optimizers():
-    torch = pytest.importorskip("torch")
+    import torch
     from identitylock.core.training.losses import make_loss
     from identitylock.core.training.optimizers import make_optimizer
     from pytorch_optimizer import AdamP

@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import diffusers  # noqa: F401
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
-
+import torch
 from identitylock.core.errors import IdentityLockError, ImageInputError  # noqa: E402
 from identitylock.core.training import dataset as ds  # noqa: E402
 from identitylock.core.training import diffusers_backend as db  # noqa: E402
@@ -29,7 +27,7 @@ from identitylock.core.training.presets import TARGETS, TrainConfig  # noqa: E40
 from identitylock.core.training.probe import ProbeTracker, make_probe  # noqa: E402
 from identitylock.core.training.trainer import Trainer  # noqa: E402
 
-KEYMAP = Path(__file__).resolve().parents[2] / "shared" / "comfyui" / "lora_keymap_sd15.json"
+KEYMAP = Path(__file__).resolve().parent / "fixtures" / "comfyui" / "lora_keymap_sd15.json"
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +98,6 @@ def _two_phase(max_a=20, max_b=20, window=5):
 
 # -- file format ------------------------------------------------------------------------------------------------
 def test_sd15_key_names_are_all_accepted_by_comfyui():
-    if not KEYMAP.exists():
-        pytest.skip(f"{KEYMAP} not present (shared ComfyUI capture)")
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
     from identitylock.core.training.tiny import SD15_UNET_CONFIG

@@ -8,20 +8,18 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from identitylock.core.training.convergence import (
     ControllerConfig,
     ConvergenceController,
     improvement_test,
     validation_stderr,
 )
-from identitylock.core.training.phases import Phase, Schedule, seed_phases
-from scipy import stats
-
-torch = pytest.importorskip("torch")
-
 from identitylock.core.training.network import LoRANetwork  # noqa: E402
+from identitylock.core.training.phases import Phase, Schedule, seed_phases
 from identitylock.core.training.presets import TrainConfig  # noqa: E402
 from identitylock.core.training.trainer import TrainData, Trainer  # noqa: E402
+from scipy import stats
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -1,7 +1,7 @@
 """The matched-portrait loop: crop the scene face, re-render it, check it, colour-match and composite it back.
 
 The generator is injected: ``inpaint(crop, mask, seed) -> image`` (uint8 RGB crop at working size, float mask
-0..1, seed). ComfyUI's sampler (nodes/portrait.py) and diffusers (portrait_cli.py) both fit behind it, and tests
+0..1, seed). ComfyUI's sampler (nodes/portrait.py) and diffusers (core/cli/portrait.py) both fit behind it, and tests
 can hand in a stand-in. Every attempt is checked:
 
 - a face is found in the render;

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write
+
 _log = logging.getLogger("IdentityLock.training")
 
 
@@ -15,13 +17,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as fh:
+    with atomic_write(path, "wb") as fh:
         torch.save(_plain(state), fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IdentityLockError
+from ..fileio import atomic_write_with
 
 FORMAT_VERSION = "1"
 _BAD_NAME = re.compile(r"[\\/:*?\"<>|\x00-\x1f]")
@@ -70,14 +71,9 @@ def save_lora(path: str | os.PathLike, state_dict: dict, info: dict[str, Any] | 
     """Write atomically: a temporary file in the same folder, then rename (the name appears only when complete)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    save_file(
-        {k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=build_metadata(info or {})
-    )
-    os.replace(tmp, path)
-    return path
+    tensors = {k: v.contiguous() for k, v in state_dict.items()}
+    metadata = build_metadata(info or {})
+    return atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -114,10 +114,10 @@ def _progress(args):
 
 
 def _config(args):
-    from .curate import iter_records
-    from .errors import IdentityLockError
-    from .images import iter_image_files
-    from .quality import QualityConfig, calibrate
+    from ..curate import iter_records
+    from ..errors import IdentityLockError
+    from ..images import iter_image_files
+    from ..quality import QualityConfig, calibrate
 
     try:
         if args.config:
@@ -141,8 +141,8 @@ def _config(args):
 
 
 def cmd_curate(args) -> int:
-    from .cluster import ClipEmbedder
-    from .curate import curate, selection_log
+    from ..cluster import ClipEmbedder
+    from ..curate import curate, selection_log
 
     cfg = _config(args)
     clip = None
@@ -172,8 +172,8 @@ def cmd_curate(args) -> int:
 
 
 def cmd_quality(args) -> int:
-    from .catalog import write_json
-    from .curate import score_paths
+    from ..catalog import write_json
+    from ..curate import score_paths
 
     cfg = _config(args)
     records, doc = score_paths(

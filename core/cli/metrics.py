@@ -48,14 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _images(folder: Path) -> list[Path]:
-    from .images import iter_image_files
+    from ..images import iter_image_files
 
     return list(iter_image_files([folder], recursive=False))
 
 
 def candidate_groups(dirs: list[Path], labels: list[str] | None) -> dict[str, list[Path]]:
     """Folder -> group; a folder of sub-folders -> one group per sub-folder. Duplicate names get a suffix."""
-    from .errors import IdentityLockError
+    from ..errors import IdentityLockError
 
     found: list[tuple[str, list[Path]]] = []
     for d in dirs:
@@ -85,10 +85,10 @@ def candidate_groups(dirs: list[Path], labels: list[str] | None) -> dict[str, li
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .errors import IdentityLockError
-    from .identity import IdentityReference
-    from .metrics import analyse_items, build_metrics
-    from .metrics.report import write_report
+    from ..errors import IdentityLockError
+    from ..identity import IdentityReference
+    from ..metrics import analyse_items, build_metrics
+    from ..metrics.report import write_report
 
     groups = candidate_groups(args.candidates, args.labels)
     engine_kwargs = {"insightface_pack": args.insightface_pack} if args.insightface_pack else {}

@@ -1,6 +1,7 @@
 """The ``identitylock`` command line.
 
-Each concern contributes its subcommands from its own module: a module listed in COMMAND_MODULES exposes
+The command line is a layer on top of the library: each module of this package (one per command group)
+depends on the library, never the other way round. A module listed in COMMAND_MODULES exposes
 ``register(subparsers)``, which adds parsers whose ``func(args) -> int`` returns the exit code. Modules listed
 here must be cheap to import (heavy imports go inside the command functions).
 
@@ -15,17 +16,17 @@ import importlib
 import logging
 import sys
 
-from . import __version__
-from .errors import IdentityLockError
+from .. import __version__
+from ..errors import IdentityLockError
 
 COMMAND_MODULES = [
-    "face_cli",
-    "seeds_cli",
-    "comfy_client_cli",
-    "metrics_cli",
-    "curation_cli",
-    "training_cli",
-    "portrait_cli",
+    "face",
+    "seeds",
+    "client",
+    "metrics",
+    "curation",
+    "training",
+    "portrait",
 ]
 
 EXIT_OK = 0
@@ -64,7 +65,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import IdentityLockError
+from ..errors import IdentityLockError
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -88,7 +88,7 @@ def register(subparsers: Any) -> None:
 def _renderer(args, model: str | None = None, lora: str | None = None):
     import torch
 
-    from .diffusion import DiffusersRenderer, build_tiny_pipeline, load_pipeline
+    from ..diffusion import DiffusersRenderer, build_tiny_pipeline, load_pipeline
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.tiny and model is None:
@@ -102,7 +102,7 @@ def _renderer(args, model: str | None = None, lora: str | None = None):
 def _reference(path: str | None):
     if not path:
         return None
-    from .identity import IdentityReference
+    from ..identity import IdentityReference
 
     return IdentityReference.load(path)
 
@@ -110,13 +110,13 @@ def _reference(path: str | None):
 def _engine(args, reference):
     if reference is None:
         return None
-    from .faces import get_engine
+    from ..faces import get_engine
 
     return get_engine(args.backend or reference.backend)
 
 
 def cmd_seeds(args) -> int:
-    from .seeds import parse_seeds, search_seeds, write_report
+    from ..seeds import parse_seeds, search_seeds, write_report
 
     seeds = parse_seeds(args.seeds)
     reference = _reference(args.reference)
@@ -145,8 +145,8 @@ def cmd_seeds(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from .profile import consistency_profile
-    from .render import render_three_pass, render_two_pass
+    from ..profile import consistency_profile
+    from ..render import render_three_pass, render_two_pass
 
     if args.passes == 3 and not args.scene.strip():
         raise IdentityLockError("--passes 3 needs --scene (the scene prompt of pass 2)")
@@ -179,7 +179,7 @@ def cmd_render(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from .profile import consistency_profile
+    from ..profile import consistency_profile
 
     prof = consistency_profile(lora=args.lora, identity=args.identity, reference_image=args.image,
                                ipadapter=args.ipadapter)  # fmt: skip

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import EXIT_BAD_INPUT, EXIT_OK
+from . import EXIT_BAD_INPUT, EXIT_OK
 
 BACKENDS = ("auto", "dlib", "insightface")
 
@@ -45,7 +45,7 @@ def register(sub) -> None:
 
 
 def _files(paths: list[str]) -> list[Path]:
-    from .images import iter_image_files
+    from ..images import iter_image_files
 
     files = list(iter_image_files(paths))
     return files
@@ -56,10 +56,10 @@ def _warn(msg: str) -> None:
 
 
 def cmd_prep(args) -> int:
-    from .errors import IdentityLockError
-    from .faces import get_engine
-    from .images import load_image, save_png
-    from .prep import PrepOptions, prepare_image
+    from ..errors import IdentityLockError
+    from ..faces import get_engine
+    from ..images import load_image, save_png
+    from ..prep import PrepOptions, prepare_image
 
     files = _files(args.images)
     if not files:
@@ -97,10 +97,10 @@ def cmd_prep(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .errors import IdentityLockError
-    from .faces import analyze, get_engine
-    from .identity import reference_from_analyses
-    from .images import load_image
+    from ..errors import IdentityLockError
+    from ..faces import analyze, get_engine
+    from ..identity import reference_from_analyses
+    from ..images import load_image
 
     files = _files(args.images)
     if not files:
@@ -133,7 +133,7 @@ def cmd_embed(args) -> int:
 
 def engine_for_reference(ref):
     """The engine that made a reference's vectors (so drift compares like with like)."""
-    from .faces import get_engine
+    from ..faces import get_engine
 
     if ref.backend == "insightface":
         return get_engine("insightface", insightface_pack=ref.model)
@@ -142,9 +142,9 @@ def engine_for_reference(ref):
 
 def measure_drift(ref, files: list[Path], threshold: float | None = None) -> list[dict]:
     """Rows of ``{"file","face_found","drift","locked","rescue"}`` (+ "error" for unreadable files)."""
-    from .errors import IdentityLockError
-    from .faces import analyze
-    from .images import load_image
+    from ..errors import IdentityLockError
+    from ..faces import analyze
+    from ..images import load_image
 
     engine = engine_for_reference(ref)
     limit = ref.lock_threshold if threshold is None else threshold
@@ -165,7 +165,7 @@ def measure_drift(ref, files: list[Path], threshold: float | None = None) -> lis
 
 
 def cmd_drift(args) -> int:
-    from .identity import IdentityReference
+    from ..identity import IdentityReference
 
     ref = IdentityReference.load(args.reference)
     files = _files(args.images)
@@ -195,7 +195,7 @@ def cmd_drift(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import check, format_report
+    from ..doctor import check, format_report
 
     report = check(args.model_dir or None)
     print(json.dumps(report, indent=1, default=str) if args.json else format_report(report))

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import IdentityLockError
+from ..errors import IdentityLockError
 
 
 def register(subparsers: Any) -> None:
@@ -76,9 +76,9 @@ def register(subparsers: Any) -> None:
 
 # -- views ------------------------------------------------------------------------------------------------
 def cmd_views(args: argparse.Namespace) -> int:
-    from .faces import get_engine
-    from .images import iter_image_files, load_image
-    from .portrait.views import check_view, expected_view
+    from ..faces import get_engine
+    from ..images import iter_image_files, load_image
+    from ..portrait.views import check_view, expected_view
 
     engine = get_engine(args.backend)
     files = list(iter_image_files(args.paths))
@@ -132,7 +132,7 @@ class DiffusersInpainter:
                  denoise: float = 0.75, lora: str | None = None, lora_scale: float = 1.0):  # fmt: skip
         from diffusers import StableDiffusionInpaintPipeline
 
-        from .diffusion import DiffusersRenderer
+        from ..diffusion import DiffusersRenderer
 
         self.renderer = DiffusersRenderer(pipe, lora=lora)
         self.renderer.set_lora_scale(lora_scale)
@@ -170,12 +170,12 @@ class DiffusersInpainter:
 def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
     import torch
 
-    from .diffusion import build_tiny_pipeline, load_pipeline
-    from .faces import get_engine
-    from .identity import IdentityReference
-    from .images import load_image, save_png
-    from .portrait.pipeline import PortraitSettings, matched_portrait
-    from .portrait.scene import analyze_scene
+    from ..diffusion import build_tiny_pipeline, load_pipeline
+    from ..faces import get_engine
+    from ..identity import IdentityReference
+    from ..images import load_image, save_png
+    from ..portrait.pipeline import PortraitSettings, matched_portrait
+    from ..portrait.scene import analyze_scene
 
     out = Path(args.out)
     ref = IdentityReference.load(args.reference)

@@ -91,12 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .errors import IdentityLockError
-    from .training import dataset as ds
-    from .training.convergence import ControllerConfig
-    from .training.diffusers_backend import base_model_hash, load_pipeline, train_diffusers
-    from .training.lora_format import check_lora_name
-    from .training.presets import config_for, get_preset, load_schedule
+    from ..errors import IdentityLockError
+    from ..training import dataset as ds
+    from ..training.convergence import ControllerConfig
+    from ..training.diffusers_backend import base_model_hash, load_pipeline, train_diffusers
+    from ..training.lora_format import check_lora_name
+    from ..training.presets import config_for, get_preset, load_schedule
 
     trigger = ds.check_trigger(args.trigger)
     from pathlib import Path
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.rank = cfg.alpha = args.rank
     reference = None
     if args.identity:
-        from .identity import IdentityReference
+        from ..identity import IdentityReference
 
         reference = IdentityReference.load(args.identity)
     pipe = load_pipeline(args.model, args.config)

@@ -101,7 +101,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _prepare(args: argparse.Namespace):
     """Workflow with --set applied, servers, uploads — everything checked before anything is queued."""
-    from .comfy_client import (
+    from ..comfy_client import (
         ComfyServer,
         WorkflowError,
         apply_sets,
@@ -117,7 +117,7 @@ def _prepare(args: argparse.Namespace):
         raw = json.loads(path.read_text(encoding="utf-8"))
         if is_ui_workflow(raw):
             object_info = servers[0].object_info()
-            from .workflow_validate import merged_schemas
+            from ..workflow_validate import merged_schemas
 
             object_info = merged_schemas(object_info, include_ours=False)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
@@ -147,14 +147,14 @@ def _exit_code(results) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from .comfy_client import (
+    from ..comfy_client import (
         Job,
         ProgressLine,
         parse_seed_range,
         run_jobs,
         set_seed,
-        write_json_atomic,
     )
+    from ..fileio import write_json_atomic
 
     prompt, servers, uploads = _prepare(args)
     stem = Path(args.workflow).stem
@@ -203,8 +203,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .comfy_client import ProgressLine, run_jobs, write_json_atomic
-    from .portfolio_gen import (
+    from ..comfy_client import ProgressLine, run_jobs
+    from ..fileio import write_json_atomic
+    from ..portfolio_gen import (
         CATALOG_NAME,
         catalog_entries,
         distribution,
@@ -291,8 +292,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .comfy_client import ComfyServer
-    from .workflow_validate import load_object_info, merged_schemas, validate_file
+    from ..comfy_client import ComfyServer
+    from ..workflow_validate import load_object_info, merged_schemas, validate_file
 
     if args.server:
         info = ComfyServer(args.server).object_info()

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .comfy_client import Job, WorkflowError, node_title, seed_targets
+from .comfy import Job, WorkflowError, node_title, seed_targets
 
 CATALOG_NAME = "master_image_catalog.json"
 SETTINGS_CLASSES = (
@@ -128,7 +128,7 @@ def _linked_text_node(prompt: dict[str, Any], input_name: str) -> list[str]:
 def prompt_nodes(prompt: dict[str, Any], ref: str | None = None) -> tuple[list[str], list[str]]:
     """(positive text node ids, negative text node ids): the CLIPTextEncode nodes feeding a sampler."""
     if ref:
-        from .comfy_client import find_nodes
+        from .comfy import find_nodes
 
         ids = find_nodes(prompt, ref)
         if not ids or not all(isinstance(prompt[i].get("inputs", {}).get("text"), str) for i in ids):

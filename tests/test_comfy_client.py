@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_comfy_server import SHARED, FakeComfy  # noqa: E402
-from identitylock.core import comfy_client as cc  # noqa: E402
+from identitylock.core import comfy as cc  # noqa: E402
 from identitylock.core import portfolio_gen  # noqa: E402
 from identitylock.core.cli import client as comfy_client_cli  # noqa: E402
 from identitylock.core.errors import IdentityLockError  # noqa: E402

@@ -101,7 +101,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _prepare(args: argparse.Namespace):
     """Workflow with --set applied, servers, uploads — everything checked before anything is queued."""
-    from ..comfy_client import (
+    from ..comfy import (
         ComfyServer,
         WorkflowError,
         apply_sets,
@@ -147,7 +147,7 @@ def _exit_code(results) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from ..comfy_client import (
+    from ..comfy import (
         Job,
         ProgressLine,
         parse_seed_range,
@@ -203,7 +203,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ..comfy_client import ProgressLine, run_jobs
+    from ..comfy import ProgressLine, run_jobs
     from ..fileio import write_json_atomic
     from ..portfolio_gen import (
         CATALOG_NAME,
@@ -292,7 +292,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..comfy_client import ComfyServer
+    from ..comfy import ComfyServer
     from ..workflow_validate import load_object_info, merged_schemas, validate_file
 
     if args.server:

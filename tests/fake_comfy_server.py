@@ -8,6 +8,12 @@ combo / min / max -> ``node_errors`` exactly shaped like ``prompt_validation_err
 execution_success, executing null), ``execution_error`` for a checkpoint whose name contains "corrupt"
 (as in ``ws_messages_execution_error.json``), ``GET /history/{id}``, ``GET /view`` (PNG bytes) and
 ``GET /object_info``.
+
+Hostile servers for the client's robustness tests: ``mangle={"history": fn}`` passes a route's JSON reply through
+``fn`` (return bytes to send raw bytes); ``trickle={"prompt": 0.5}`` sends that route's reply one byte every 0.5 s;
+``die_after_prompts=N`` drops the connection on every ``POST /prompt`` after N accepted ones; ``ws_register_delay``
+registers a websocket only that long after its handshake (how a busy server behaves). Route names: ``prompt``,
+``upload``, ``history``, ``view``, ``object_info``.
 """
 
 from __future__ import annotations
@@ -124,12 +130,20 @@ class FakeComfy:
         node_delay: float = 0.0,
         fail_uploads: bool = False,
         steps_progress: bool = True,
+        mangle: dict[str, Any] | None = None,
+        trickle: dict[str, float] | None = None,
+        die_after_prompts: int | None = None,
+        ws_register_delay: float = 0.0,
     ):
         self.object_info = load_object_info()
         self.object_info.update(extra_classes or {})
         self.node_delay = node_delay
         self.fail_uploads = fail_uploads
         self.steps_progress = steps_progress
+        self.mangle = mangle or {}
+        self.trickle = trickle or {}
+        self.die_after_prompts = die_after_prompts
+        self.ws_register_delay = ws_register_delay
         self.prompts: list[dict[str, Any]] = []  # every accepted prompt
         self.uploads: dict[str, bytes] = {}
         self.files: dict[tuple[str, str], bytes] = {}
@@ -429,13 +443,31 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # quiet
         pass
 
-    def _send_json(self, status: int, body: Any) -> None:
-        raw = json.dumps(body).encode()
+    def _send_json(self, status: int, body: Any, route: str = "") -> None:
+        if route in self.fake.mangle:
+            body = self.fake.mangle[route](body)
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self._send_raw(status, raw, "application/json", route)
+
+    def _send_raw(self, status: int, raw: bytes, ctype: str, route: str = "") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
-        self.wfile.write(raw)
+        delay = self.fake.trickle.get(route)
+        if not delay:
+            self.wfile.write(raw)
+            return
+        self.wfile.flush()
+        for i in range(len(raw)):  # a server that hangs while looking alive
+            if self.fake._stopping:
+                return
+            try:
+                self.wfile.write(raw[i : i + 1])
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(delay)
 
     def _body(self) -> bytes:
         n = int(self.headers.get("Content-Length") or 0)
@@ -447,11 +479,11 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/ws":
             return self._websocket(q.get("clientId", [uuid.uuid4().hex])[0])
         if url.path == "/object_info":
-            return self._send_json(200, self.fake.object_info)
+            return self._send_json(200, self.fake.object_info, "object_info")
         if url.path.startswith("/history/"):
             pid = url.path.split("/", 2)[2]
             entry = self.fake.history.get(pid)
-            return self._send_json(200, {pid: entry} if entry else {})
+            return self._send_json(200, {pid: entry} if entry else {}, "history")
         if url.path == "/queue":
             return self._send_json(200, {"queue_running": [], "queue_pending": []})
         if url.path == "/view":
@@ -462,12 +494,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
+            if "view" in self.fake.mangle:
+                data = self.fake.mangle["view"](data)
+            return self._send_raw(200, data, "image/png", "view")
         self._send_json(404, {"error": "not found"})
 
     def do_POST(self) -> None:
@@ -494,7 +523,14 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             status, err = self.fake.validate(prompt)
             if status != 200:
-                return self._send_json(status, err)
+                return self._send_json(status, err, "prompt")
+            if (
+                self.fake.die_after_prompts is not None
+                and len(self.fake.prompts) >= self.fake.die_after_prompts
+            ):
+                self.close_connection = True  # the server went away mid-run: no reply at all
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             with self.fake._lock:
                 self.fake._counter += 1
                 number = self.fake._counter
@@ -505,7 +541,9 @@ class _Handler(BaseHTTPRequestHandler):
             with self.fake._cv:
                 self.fake._queue.append((prompt_id, prompt, client_id))
                 self.fake._cv.notify()
-            return self._send_json(200, {"prompt_id": prompt_id, "number": number, "node_errors": {}})
+            return self._send_json(
+                200, {"prompt_id": prompt_id, "number": number, "node_errors": {}}, "prompt"
+            )
         if url.path == "/upload/image":
             if self.fake.fail_uploads:
                 return self._send_json(500, {"error": "disk full"})
@@ -522,7 +560,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            return self._send_json(200, {"name": name, "subfolder": "", "type": "input"})
+            return self._send_json(200, {"name": name, "subfolder": "", "type": "input"}, "upload")
         self._send_json(404, {"error": "not found"})
 
     def _websocket(self, client_id: str) -> None:
@@ -537,6 +575,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         ws = _WS(self.connection)
+        if self.fake.ws_register_delay:
+            time.sleep(self.fake.ws_register_delay)  # the handshake is done, the server is not listening yet
         self.fake.sockets[client_id] = ws
         ws.send_text(
             json.dumps(

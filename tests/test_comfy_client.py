@@ -297,9 +297,9 @@ def test_fan_out_survives_one_server_down(workflow: Path, tmp_path: Path, capsys
 
 
 def test_seed_range_parsing():
-    assert cc.parse_seed_range("3:5") == [3, 4, 5]
-    assert cc.parse_seed_range("0:10:5") == [0, 5, 10]
-    assert cc.parse_seed_range("7,1,9") == [7, 1, 9]
+    assert list(cc.parse_seed_range("3:5")) == [3, 4, 5]
+    assert list(cc.parse_seed_range("0:10:5")) == [0, 5, 10]
+    assert list(cc.parse_seed_range("7,1,9")) == [7, 1, 9]
     for bad in ("5:3", "a:b", "1:2:0", "1:2:3:4"):
         with pytest.raises(cc.WorkflowError):
             cc.parse_seed_range(bad)

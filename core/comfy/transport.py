@@ -3,86 +3,114 @@
 Speaks the protocol a real ComfyUI 0.8 speaks (``tests/fixtures/comfyui/protocol/``): ``POST /upload/image``,
 ``POST /prompt``, progress over ``GET /ws?clientId=``, ``GET /history/{id}``, ``GET /view``. Every failure
 becomes a :class:`ComfyError` subclass whose message says what went wrong and what to do about it.
+
+Time limits are deadlines, not socket timeouts: a server that sends one byte every few seconds never trips
+a per-read timeout, so every request (and every websocket) runs under a watchdog that closes its socket when
+the request's time — or the whole run's ``--timeout`` — is up.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
+import socket
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import (
     ComfyError,
     ExecutionFailed,
     PromptRejected,
+    ProtocolError,
+    RunTimeout,
     ServerUnavailable,
     UploadFailed,
     WorkflowError,
 )
-from .workflow import _id_key, node_title
+from .replies import (
+    RunResult,
+    execution_failed,
+    format_node_errors,
+    history_state,
+    progress_event,
+    run_result,
+)
+from .workflow import node_title
 
 _log = logging.getLogger("IdentityLock")
 
-
-def format_node_errors(prompt: dict[str, Any] | None, body: dict[str, Any]) -> str:
-    """Turn the ``error`` / ``node_errors`` of a rejected ``POST /prompt`` into readable lines."""
-    lines = []
-    err = body.get("error")
-    if isinstance(err, dict):
-        head = err.get("message") or err.get("type") or "rejected"
-        if err.get("details"):
-            head += f" ({err['details']})"
-        lines.append(head)
-    elif err:
-        lines.append(str(err))
-    for nid, info in (body.get("node_errors") or {}).items():
-        cls = info.get("class_type", "?")
-        title = node_title(prompt, nid) if prompt and nid in prompt else cls
-        for e in info.get("errors", []):
-            extra = e.get("extra_info") or {}
-            inp = extra.get("input_name")
-            msg = e.get("message", e.get("type", "error"))
-            details = e.get("details", "")
-            where = f"node {nid} '{title}' ({cls})"
-            text = f"{where}: {inp + ': ' if inp else ''}{msg}"
-            if details and details != inp:
-                text += f" — {details}"
-            if "received_value" in extra and str(extra["received_value"]) not in text:
-                text += f" (got {extra['received_value']!r})"
-            lines.append(text)
-    return "\n  ".join(lines) if lines else "the server rejected the workflow"
+#: Largest JSON reply read into memory (a full /object_info is a few MB).
+MAX_JSON_BYTES = 256 << 20
+_CHUNK = 1 << 16
 
 
-@dataclass
-class RunResult:
-    """What one finished prompt produced."""
+class _Deadline:
+    """A watchdog: calls ``abort`` when ``end`` (time.monotonic) passes, so a blocked read returns."""
 
-    prompt_id: str
-    server: str
-    outputs: dict[str, Any]
-    files: list[dict[str, str]] = field(default_factory=list)  # {"node", "filename", "subfolder", "type"}
+    def __init__(self, end: float, abort: Callable[[], None]):
+        self.end = end
+        self.fired = False
+        self._abort = abort
+        self._timer = threading.Timer(max(0.0, end - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        try:
+            self._abort()
+        except OSError:
+            pass
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    if sock is not None:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def parse_server_url(url: Any) -> tuple[str, str, str, int, str]:
+    """(normalised url, scheme, host, port, base path) of ``--server``; one clear sentence when unusable."""
+    text = str(url).strip().rstrip("/")
+    if "://" not in text:
+        text = "http://" + text
+    usage = f"--server {str(url)!r}: expected http://host:port (e.g. http://127.0.0.1:8188)"
+    try:
+        parsed = urllib.parse.urlsplit(text)
+        port = parsed.port
+        host = parsed.hostname
+    except ValueError:
+        raise WorkflowError(usage) from None
+    if parsed.scheme not in ("http", "https") or not host or parsed.query or parsed.fragment:
+        raise WorkflowError(usage)
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise WorkflowError(usage)
+    port = port or (443 if parsed.scheme == "https" else 80)
+    return text, parsed.scheme, host, port, parsed.path
 
 
 class ComfyServer:
-    """One ComfyUI server. Thread-safe for sequential use by one worker thread."""
+    """One ComfyUI server. Thread-safe for sequential use by one worker thread.
+
+    ``timeout`` bounds each request; ``deadline=`` (a ``time.monotonic()`` value) on the calls bounds them by
+    the whole run's time as well.
+    """
 
     def __init__(self, url: str, timeout: float = 30.0, client_id: str | None = None):
-        url = url.strip().rstrip("/")
-        if "://" not in url:
-            url = "http://" + url
-        parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise WorkflowError(f"--server {url!r}: expected http://host:port")
-        self.url = url
+        self.url, self._scheme, self._host, self._port, self._base = parse_server_url(url)
         self.timeout = timeout
         self.client_id = client_id or str(uuid.uuid4())
         self._uploaded: dict[str, str] = {}
@@ -91,43 +119,102 @@ class ComfyServer:
         return f"ComfyServer({self.url!r})"
 
     # -- plumbing
-    def _request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ServerUnavailable(
-                f"ComfyUI at {self.url} is not reachable ({reason}); start it or check --server"
-            ) from None
+    def _end(self, deadline: float | None) -> tuple[float, bool]:
+        """(end time of a request, whether the run's deadline is what limits it)."""
+        end = time.monotonic() + self.timeout
+        if deadline is not None and deadline < end:
+            return deadline, True
+        return end, False
 
-    def _json(self, method: str, path: str, payload: Any = None) -> tuple[int, Any]:
-        body = None if payload is None else json.dumps(payload).encode()
-        status, raw = self._request(
-            method, path, body, {"Content-Type": "application/json"} if body else None
+    def _timed_out(self, path: str, by_run: bool) -> ComfyError:
+        if by_run:
+            return RunTimeout(f"{self.url}{path}: the run did not finish within --timeout; raise --timeout")
+        return ServerUnavailable(
+            f"ComfyUI at {self.url} did not answer {path} within {self.timeout:g} s (hung or overloaded); "
+            "check the server or raise --timeout"
         )
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        deadline: float | None = None,
+        sink: IO[bytes] | None = None,
+        max_bytes: int = MAX_JSON_BYTES,
+    ) -> tuple[int, bytes]:
+        """(HTTP status, body). With ``sink``, a 200 body is streamed there instead (no size limit)."""
+        end, by_run = self._end(deadline)
+        if end <= time.monotonic():
+            raise self._timed_out(path, by_run)
+        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        conn = cls(self._host, self._port, timeout=max(0.01, end - time.monotonic()))
+        watchdog = _Deadline(end, lambda: _shutdown(conn.sock))
+        try:
+            conn.request(method, self._base + path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            chunks, size = [], 0
+            while True:
+                if conn.sock is not None:
+                    conn.sock.settimeout(max(0.01, watchdog.left()))
+                chunk = resp.read1(_CHUNK)
+                if not chunk:
+                    break
+                if watchdog.fired:
+                    raise TimeoutError
+                if sink is not None and resp.status == 200:
+                    sink.write(chunk)
+                    continue
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ProtocolError(
+                        f"{self.url}{path}: the reply is larger than {max_bytes >> 20} MB; is this a ComfyUI server?"
+                    )
+                chunks.append(chunk)
+            if watchdog.fired:
+                raise TimeoutError
+            if resp.length:  # the connection closed before Content-Length bytes came
+                raise http.client.IncompleteRead(b"".join(chunks), resp.length)
+            return resp.status, b"".join(chunks)
+        except (OSError, http.client.HTTPException) as exc:
+            if watchdog.fired or isinstance(exc, TimeoutError):
+                raise self._timed_out(path, by_run) from None
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            raise ServerUnavailable(
+                f"ComfyUI at {self.url} is not reachable ({reason or type(exc).__name__}); "
+                "start it or check --server"
+            ) from None
+        finally:
+            watchdog.cancel()
+            conn.close()
+
+    def _json(
+        self, method: str, path: str, payload: Any = None, deadline: float | None = None
+    ) -> tuple[int, Any]:
+        body = None if payload is None else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"} if body else None
+        status, raw = self._request(method, path, body, headers, deadline=deadline)
         try:
             return status, json.loads(raw.decode() or "null")
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             if status >= 400:
                 return status, {"error": raw.decode(errors="replace").strip()[:500]}
-            raise ComfyError(
-                f"{self.url}{path}: the server did not answer with JSON (HTTP {status})"
+            raise ProtocolError(
+                f"{self.url}{path}: the server did not answer with JSON (HTTP {status}); is this a ComfyUI server?"
             ) from None
 
     # -- API
-    def object_info(self) -> dict[str, Any]:
-        status, data = self._json("GET", "/object_info")
+    def object_info(self, deadline: float | None = None) -> dict[str, Any]:
+        status, data = self._json("GET", "/object_info", deadline=deadline)
         if status != 200 or not isinstance(data, dict):
-            raise ComfyError(f"{self.url}/object_info: HTTP {status}")
+            raise ProtocolError(f"{self.url}/object_info: HTTP {status}, not the node list ComfyUI sends")
         return data
 
-    def upload_image(self, path: str | os.PathLike, name: str | None = None) -> str:
+    def upload_image(
+        self, path: str | os.PathLike, name: str | None = None, deadline: float | None = None
+    ) -> str:
         """Upload once per server (cached); returns the name LoadImage's ``image`` input takes."""
         p = Path(path)
         key = str(p.resolve())
@@ -137,7 +224,7 @@ class ComfyServer:
             data = p.read_bytes()
         except OSError as exc:
             raise UploadFailed(f"--upload {p}: cannot read the file ({exc.strerror or exc})") from None
-        name = name or p.name
+        name = (name or p.name).replace('"', "_").replace("\r", "_").replace("\n", "_")
         boundary = uuid.uuid4().hex
         parts = [
             f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
@@ -152,171 +239,189 @@ class ComfyServer:
             "/upload/image",
             b"".join(parts),
             {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            deadline=deadline,
         )
         if status != 200:
             text = raw.decode(errors="replace").strip()[:300]
             raise UploadFailed(f"upload of {p.name} to {self.url} failed: HTTP {status} {text}")
         try:
             info = json.loads(raw)
-            uploaded = info["name"] if not info.get("subfolder") else f"{info['subfolder']}/{info['name']}"
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UploadFailed(f"upload of {p.name} to {self.url}: unexpected answer {raw[:200]!r}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            info = None
+        sub = info.get("subfolder") if isinstance(info, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("name"), str) or not info["name"]:
+            raise ProtocolError(
+                f"upload of {p.name} to {self.url}: unexpected answer {raw[:200]!r}; is this a ComfyUI server?"
+            )
+        uploaded = f"{sub}/{info['name']}" if isinstance(sub, str) and sub else info["name"]
         self._uploaded[key] = uploaded
         return uploaded
 
-    def queue_prompt(self, prompt: dict[str, Any]) -> str:
-        status, body = self._json("POST", "/prompt", {"prompt": prompt, "client_id": self.client_id})
+    def queue_prompt(self, prompt: dict[str, Any], deadline: float | None = None) -> str:
+        status, body = self._json(
+            "POST", "/prompt", {"prompt": prompt, "client_id": self.client_id}, deadline=deadline
+        )
         body = body if isinstance(body, dict) else {}
-        if status != 200 or body.get("node_errors") or "prompt_id" not in body:
+        if status != 200 or body.get("node_errors"):
             raise PromptRejected(
                 f"{self.url} rejected the workflow:\n  {format_node_errors(prompt, body)}",
                 body.get("node_errors"),
                 body.get("error"),
             )
-        return body["prompt_id"]
+        prompt_id = body.get("prompt_id")
+        if not isinstance(prompt_id, str) or not prompt_id:
+            raise ProtocolError(
+                f"{self.url}/prompt: the answer has no prompt_id ({str(body)[:200]}); is this a ComfyUI server?"
+            )
+        return prompt_id
 
-    def history(self, prompt_id: str) -> dict[str, Any] | None:
-        status, body = self._json("GET", f"/history/{urllib.parse.quote(prompt_id)}")
+    def history(self, prompt_id: str, deadline: float | None = None) -> Any:
+        """The history entry of ``prompt_id`` (None while it is not there yet), unchecked."""
+        path = f"/history/{urllib.parse.quote(prompt_id)}"
+        status, body = self._json("GET", path, deadline=deadline)
         if status != 200 or not isinstance(body, dict):
-            raise ComfyError(f"{self.url}/history/{prompt_id}: HTTP {status}")
+            raise ProtocolError(f"{self.url}{path}: HTTP {status}, not the history ComfyUI sends")
         return body.get(prompt_id)
 
-    def view(self, filename: str, subfolder: str = "", type_: str = "output") -> bytes:
-        q = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": type_})
-        status, raw = self._request("GET", f"/view?{q}")
+    def _view_path(self, filename: str, subfolder: str, type_: str) -> str:
+        return "/view?" + urllib.parse.urlencode(
+            {"filename": filename, "subfolder": subfolder, "type": type_}
+        )
+
+    def view(
+        self, filename: str, subfolder: str = "", type_: str = "output", deadline: float | None = None
+    ) -> bytes:
+        status, raw = self._request("GET", self._view_path(filename, subfolder, type_), deadline=deadline)
         if status != 200:
             raise ComfyError(f"{self.url}/view {filename}: HTTP {status}")
         return raw
 
+    def view_to(
+        self, fh: IO[bytes], filename: str, subfolder: str = "", type_: str = "output", *, deadline=None
+    ) -> None:
+        """Stream an output file into ``fh`` (no size limit, nothing held in memory)."""
+        status, _ = self._request(
+            "GET", self._view_path(filename, subfolder, type_), deadline=deadline, sink=fh
+        )
+        if status != 200:
+            raise ComfyError(f"{self.url}/view {filename}: HTTP {status}")
+
     # -- running
     def _ws_url(self) -> str:
-        scheme = "wss" if self.url.startswith("https") else "ws"
+        scheme = "wss" if self._scheme == "https" else "ws"
         return f"{scheme}://{self.url.split('://', 1)[1]}/ws?clientId={self.client_id}"
 
-    def connect_ws(self):
-        """Open the progress websocket (None when websocket-client is missing or the socket fails)."""
+    @contextmanager
+    def _progress_socket(self, deadline: float | None) -> Iterator[Any]:
+        """The progress websocket, registered on the server (or None: no websocket-client, or it failed).
+
+        The server registers a socket only after the handshake and drops this client's messages until then.
+        Its first message (``status`` with our ``sid``) proves the registration, so we wait for it before the
+        prompt is posted; otherwise the start of a fast run is lost (seen under CPU load). After that the
+        socket lives until the run's deadline, when a watchdog closes it (a trickling server cannot hold us).
+        """
         try:
             import websocket  # websocket-client
         except ImportError:  # pragma: no cover
-            return None
+            yield None
+            return
+        ws = websocket.WebSocket(skip_utf8_validation=True)
+        abort = lambda: _shutdown(getattr(ws, "sock", None))  # noqa: E731
+        handshake = _Deadline(self._end(deadline)[0], abort)
         try:
-            ws = websocket.create_connection(self._ws_url(), timeout=self.timeout)
+            ws.connect(self._ws_url(), timeout=max(0.01, handshake.left()))
+            ws.settimeout(max(0.01, min(10.0, handshake.left())))
+            ws.recv()  # the greeting: from now on the server sends us this client's events
         except Exception as exc:
-            _log.debug("websocket to %s failed (%s); falling back to polling /history", self.url, exc)
-            return None
-        return ws
+            _log.debug("websocket to %s failed (%s); polling /history instead", self.url, exc)
+            _close_quietly(ws)
+            yield None
+            return
+        finally:
+            handshake.cancel()
+        run_watchdog = _Deadline(deadline, abort) if deadline is not None else None
+        try:
+            yield ws
+        finally:
+            if run_watchdog is not None:
+                run_watchdog.cancel()
+            _close_quietly(ws)
 
     def run(
         self,
         prompt: dict[str, Any],
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         timeout: float | None = None,
+        deadline: float | None = None,
     ) -> RunResult:
-        """Queue ``prompt``, follow it to the end, return its outputs. Raises PromptRejected/ExecutionFailed."""
-        ws = self.connect_ws()  # connect first so no message of this prompt is missed
-        try:
-            prompt_id = self.queue_prompt(prompt)
-            if ws is not None:
-                self._follow_ws(ws, prompt, prompt_id, on_progress, timeout)
-            entry = self._wait_history(prompt, prompt_id, timeout)
-        finally:
-            if ws is not None:
-                try:
-                    ws.close()
-                except Exception:
-                    pass
-        return self._result(prompt_id, entry)
+        """Queue ``prompt``, follow it to the end, return its outputs. Raises PromptRejected/ExecutionFailed.
 
-    def _follow_ws(self, ws, prompt, prompt_id, on_progress, timeout) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        ws.settimeout(5.0)
+        ``timeout`` (seconds) or ``deadline`` (time.monotonic) bounds the whole run, every request included."""
+        if timeout is not None:
+            end = time.monotonic() + timeout
+            deadline = end if deadline is None else min(deadline, end)
+        with self._progress_socket(deadline) as ws:
+            prompt_id = self.queue_prompt(prompt, deadline=deadline)
+            if ws is not None:
+                self._follow_ws(ws, prompt, prompt_id, on_progress, deadline)
+            entry = self._wait_history(prompt, prompt_id, deadline)
+        return run_result(self.url, prompt_id, entry)
+
+    def _run_timeout(self, prompt_id: str) -> RunTimeout:
+        return RunTimeout(f"{self.url}: prompt {prompt_id} did not finish within --timeout; raise --timeout")
+
+    def _follow_ws(self, ws, prompt, prompt_id, on_progress, deadline) -> None:
         import websocket
 
         while True:
-            if deadline is not None and time.monotonic() > deadline:
-                raise ComfyError(f"{self.url}: prompt {prompt_id} did not finish within {timeout:.0f} s")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise self._run_timeout(prompt_id)
+            ws.settimeout(5.0 if left is None else max(0.01, min(5.0, left)))
             try:
                 msg = ws.recv()
             except websocket.WebSocketTimeoutException:
                 # Quiet socket: check history in case we missed the end (e.g. the prompt was cached).
-                entry = self.history(prompt_id)
-                if entry and (entry.get("status") or {}).get("completed") is not None:
-                    if (entry.get("status") or {}).get("status_str") in ("success", "error"):
-                        return
+                if history_state(self.url, prompt, prompt_id, self.history(prompt_id, deadline)) == "done":
+                    return
                 continue
             except (websocket.WebSocketException, OSError):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise self._run_timeout(prompt_id) from None
                 _log.debug("websocket to %s closed; polling /history", self.url)
                 return
-            if isinstance(msg, bytes):  # binary preview frames
+            event = progress_event(msg, prompt_id)
+            if event is None:
                 continue
-            try:
-                event = json.loads(msg)
-            except json.JSONDecodeError:
-                continue
-            kind, data = event.get("type"), event.get("data") or {}
-            if data.get("prompt_id") not in (None, prompt_id):
-                continue
-            if kind == "execution_error" and data.get("prompt_id") == prompt_id:
-                raise self._execution_failed(prompt, data)
-            if kind == "execution_interrupted" and data.get("prompt_id") == prompt_id:
+            kind, data = event
+            mine = data.get("prompt_id") == prompt_id
+            if kind == "execution_error" and mine:
+                raise execution_failed(self.url, prompt, data)
+            if kind == "execution_interrupted" and mine:
                 raise ExecutionFailed(f"{self.url}: the run was interrupted (cancelled on the server)", data)
             if on_progress is not None and kind in ("executing", "progress", "executed", "execution_start"):
                 info = dict(data, type=kind, server=self.url)
                 nid = data.get("node")
-                if nid is not None and nid in prompt:
+                if isinstance(nid, str) and nid in prompt:
                     info["title"] = node_title(prompt, nid)
                 on_progress(info)
-            if kind == "execution_success" and data.get("prompt_id") == prompt_id:
-                return
-            if kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+            if mine and (kind == "execution_success" or (kind == "executing" and data.get("node") is None)):
                 return
 
-    def _wait_history(self, prompt, prompt_id, timeout) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _wait_history(self, prompt, prompt_id, deadline) -> dict[str, Any]:
         delay = 0.05
         while True:
-            entry = self.history(prompt_id)
-            status = (entry or {}).get("status") or {}
-            if entry is not None and status.get("status_str") == "error":
-                for kind, data in status.get("messages", []):
-                    if kind == "execution_error":
-                        raise self._execution_failed(prompt, data)
-                raise ExecutionFailed(f"{self.url}: prompt {prompt_id} failed", status)
-            if entry is not None and (status.get("completed") or status.get("status_str") == "success"):
+            entry = self.history(prompt_id, deadline)
+            if history_state(self.url, prompt, prompt_id, entry) == "done":
                 return entry
-            if entry is not None and not status and entry.get("outputs"):
-                return entry
-            if deadline is not None and time.monotonic() > deadline:
-                raise ComfyError(f"{self.url}: prompt {prompt_id} did not finish within {timeout:.0f} s")
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise self._run_timeout(prompt_id)
             time.sleep(delay)
             delay = min(1.0, delay * 1.5)
 
-    def _execution_failed(self, prompt, data: dict[str, Any]) -> ExecutionFailed:
-        nid = str(data.get("node_id", "?"))
-        cls = data.get("node_type", "?")
-        title = node_title(prompt, nid) if nid in prompt else cls
-        msg = (data.get("exception_message") or "").strip()
-        etype = (data.get("exception_type") or "").rsplit(".", 1)[-1]
-        return ExecutionFailed(
-            f"{self.url}: node {nid} '{title}' ({cls}) failed while running: {etype + ': ' if etype else ''}{msg}",
-            data,
-        )
 
-    def _result(self, prompt_id: str, entry: dict[str, Any]) -> RunResult:
-        outputs = entry.get("outputs") or {}
-        found: list[dict[str, str]] = []
-        for nid in sorted(outputs, key=_id_key):
-            for kind in ("images", "gifs", "videos", "audio", "files"):
-                for f in outputs[nid].get(kind, []) or []:
-                    if isinstance(f, dict) and f.get("filename"):
-                        found.append(
-                            {
-                                "node": nid,
-                                "filename": f["filename"],
-                                "subfolder": f.get("subfolder", ""),
-                                "type": f.get("type", "output"),
-                            }
-                        )
-        # Saved outputs; previews (type "temp") only when the workflow saves nothing.
-        files = [f for f in found if f["type"] == "output"] or [f for f in found if f["type"] == "temp"]
-        return RunResult(prompt_id=prompt_id, server=self.url, outputs=outputs, files=files)
+def _close_quietly(ws: Any) -> None:
+    try:
+        ws.close(timeout=1)
+    except Exception:  # closing a broken socket: nothing left to do
+        pass

@@ -9,13 +9,17 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import WorkflowError
 
 SEED_INPUTS = ("seed", "noise_seed")
+#: Deepest nesting accepted in a workflow file; real workflows stay under 10.
+MAX_JSON_DEPTH = 64
+#: ComfyUI's seed inputs take 0 .. 2**64 - 1.
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
 def is_ui_workflow(data: Any) -> bool:
@@ -30,37 +34,95 @@ def is_api_workflow(data: Any) -> bool:
     return all(isinstance(v, dict) and isinstance(v.get("class_type"), str) for v in data.values())
 
 
-def load_workflow(path: str | os.PathLike, object_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read an API-format workflow. A UI-format file is converted when ``object_info`` is given."""
+def api_shape_problem(data: dict[str, Any]) -> str | None:
+    """The first thing in an API-format workflow that later code could not handle (None = usable).
+
+    Checked once at load, so the rest of the client can rely on ``inputs`` and ``_meta`` being objects."""
+    for nid, node in data.items():
+        if not isinstance(node.get("inputs", {}), dict):
+            return f"node {nid}: 'inputs' must be an object {{name: value}}"
+        meta = node.get("_meta", {})
+        if not isinstance(meta, dict) or not isinstance(meta.get("title", ""), (str, type(None))):
+            return f"node {nid}: '_meta' must be an object with a text 'title'"
+    return None
+
+
+def json_depth_problem(data: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """A message when ``data`` nests deeper than ``limit`` (no real workflow does; deep copies and re-encoding
+    of such data would overflow Python's stack), else None. Iterative, so it cannot overflow itself."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return f"nested more than {limit} levels deep"
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def read_json(path: str | os.PathLike, what: str = "workflow") -> Any:
+    """Parse a JSON file, turning every way it can fail (missing, unreadable, not UTF-8, not JSON, nested so
+    deep that the parser overflows) into one :class:`WorkflowError` sentence."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise WorkflowError(f"{p}: workflow file not found") from None
+        raise WorkflowError(f"{p}: {what} file not found") from None
+    except IsADirectoryError:
+        raise WorkflowError(f"{p}: is a folder, not a {what} file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowError(f"{p}: cannot read the workflow ({exc})") from None
+        raise WorkflowError(
+            f"{p}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
+        hint = " Export it from ComfyUI with 'Export (API)'." if what == "workflow" else ""
         raise WorkflowError(
-            f"{p}: not a workflow — the file is not JSON ({exc.msg} at line {exc.lineno}). "
-            "Export it from ComfyUI with 'Export (API)'."
+            f"{p}: not a {what} — the file is not JSON ({exc.msg} at line {exc.lineno}).{hint}"
         ) from None
+    except RecursionError:
+        data = None
+        problem: str | None = "nested too deeply to parse"
+    else:
+        problem = json_depth_problem(data)
+    if problem:
+        raise WorkflowError(f"{p}: not a usable {what} — its JSON is {problem}") from None
+    return data
+
+
+def load_workflow(path: str | os.PathLike, object_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read an API-format workflow. A UI-format file is converted when ``object_info`` is given."""
+    return workflow_from_data(read_json(path), Path(path), object_info)
+
+
+def workflow_from_data(
+    data: Any, where: str | os.PathLike, object_info: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The API-format prompt in parsed JSON ``data`` (read from ``where``): checked, UI format converted."""
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and is_api_workflow(data["prompt"]):
         data = data["prompt"]  # a saved POST /prompt body
     if is_api_workflow(data):
+        problem = api_shape_problem(data)
+        if problem:
+            raise WorkflowError(f"{where}: not a usable workflow — {problem}")
         return data
     if is_ui_workflow(data):
         if object_info is None:
             raise WorkflowError(
-                f"{p}: this is a UI-format workflow; use the API-format file (workflows/api/...) or "
+                f"{where}: this is a UI-format workflow; use the API-format file (workflows/api/...) or "
                 "'Export (API)' in ComfyUI"
             )
         from ..workflow_validate import ui_to_api
 
-        return ui_to_api(data, object_info)
+        try:
+            return ui_to_api(data, object_info)
+        except ValueError as exc:
+            raise WorkflowError(f"{where}: cannot convert this UI-format workflow: {exc}") from None
     raise WorkflowError(
-        f"{p}: not a ComfyUI workflow (expected {{node_id: {{'class_type': ..., 'inputs': {{...}}}}}} "
+        f"{where}: not a ComfyUI workflow (expected {{node_id: {{'class_type': ..., 'inputs': {{...}}}}}} "
         "or a UI workflow with 'nodes' and 'links')"
     )
 
@@ -202,8 +264,12 @@ def set_seed(
     return out
 
 
-def parse_seed_range(text: str) -> list[int]:
-    """``A:B`` (inclusive), ``A:B:STEP`` or a comma list ``1,5,9``."""
+def parse_seed_range(text: str) -> Sequence[int]:
+    """``A:B`` (inclusive), ``A:B:STEP`` or a comma list ``1,5,9``.
+
+    A range comes back as a lazy :class:`range` (``0:100000000`` costs no memory; jobs are made one at a time
+    as servers free up). Seeds must lie in ComfyUI's 0 .. 2**64-1."""
+    usage = f"--seeds {text!r}: expected A:B (inclusive), A:B:STEP or a list 1,5,9 of whole numbers"
     try:
         if ":" in text:
             parts = [int(p) for p in text.split(":")]
@@ -215,7 +281,15 @@ def parse_seed_range(text: str) -> list[int]:
                 raise ValueError
             if step <= 0 or b < a:
                 raise ValueError
-            return list(range(a, b + 1, step))
-        return [int(p) for p in text.split(",") if p.strip()]
+            seeds: Sequence[int] = range(a, b + 1, step)
+            low, high = a, b
+        else:
+            seeds = [int(p) for p in text.split(",") if p.strip()]
+            low, high = min(seeds, default=0), max(seeds, default=0)
     except ValueError:
-        raise WorkflowError(f"--seeds {text!r}: expected A:B (inclusive), A:B:STEP or a list 1,5,9") from None
+        raise WorkflowError(usage) from None
+    if not seeds:
+        raise WorkflowError(f"{usage} (it names no seed)")
+    if low < 0 or high > MAX_SEED:
+        raise WorkflowError(f"--seeds {text!r}: seeds must lie between 0 and {MAX_SEED} (ComfyUI's range)")
+    return seeds

@@ -89,8 +89,9 @@ def load_scenarios(path: str | None) -> list[str]:
     else:
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise WorkflowError(f"--scenarios {path}: cannot read ({exc.strerror or exc})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise WorkflowError(f"--scenarios {path}: cannot read ({reason})") from None
         source = str(path)
     items: Any
     stripped = text.lstrip()
@@ -101,6 +102,8 @@ def load_scenarios(path: str | None) -> list[str]:
             raise WorkflowError(
                 f"--scenarios {source}: invalid JSON ({exc.msg}, line {exc.lineno})"
             ) from None
+        except RecursionError:
+            raise WorkflowError(f"--scenarios {source}: the JSON is nested too deeply to read") from None
         if isinstance(items, dict):
             items = items.get("scenarios")
         if not isinstance(items, list) or not all(isinstance(s, str) for s in items):

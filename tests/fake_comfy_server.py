@@ -47,6 +47,28 @@ def load_transcript(name: str) -> Any:
     return json.loads((SHARED / "protocol" / name).read_text())
 
 
+def txt2img() -> dict:
+    """The captured txt2img prompt (history_response.json) with titles, as ComfyUI's 'Export (API)' writes."""
+    body = load_transcript("history_response.json")["body"]
+    prompt = next(iter(body.values()))["prompt"][2]
+    titles = {"4": "Checkpoint", "6": "Positive", "7": "Negative", "5": "Latent", "3": "Sampler", "9": "Save"}
+    for nid, t in titles.items():
+        prompt[nid]["_meta"] = {"title": t}
+    return prompt
+
+
+def with_load_image(prompt: dict) -> dict:
+    """``prompt`` plus a LoadImage titled "Reference" saved by a second SaveImage (for --upload)."""
+    p = json.loads(json.dumps(prompt))
+    p["20"] = {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Reference"}}
+    p["21"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["20", 0], "filename_prefix": "ref"},
+        "_meta": {"title": "Save ref"},
+    }
+    return p
+
+
 def _png(seed: int, size: int = 16) -> bytes:
     from PIL import Image
 

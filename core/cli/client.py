@@ -236,7 +236,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         index = _read_index(index_path)
         prompt, servers, uploads = _prepare(args)
         stem = Path(args.workflow).stem
-        if args.seeds:
+        if args.seeds is not None:
             seeds = parse_seed_range(args.seeds)
             jobs: Any = seed_jobs(stem, prompt, seeds, uploads)  # lazy: one job per seed as servers free up
             total = len(seeds)
@@ -398,6 +398,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for w in args.workflows:
         p = Path(w)
         files += sorted(p.glob("*.json")) + sorted((p / "api").glob("*.json")) if p.is_dir() else [p]
+    if not files:
+        print(
+            f"error: no workflow (.json) files in {', '.join(map(printable, args.workflows))}",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     bad = 0
     for f in files:
         problems = validate_file(f, schemas)  # never raises: a hostile file is one bad file, the rest go on

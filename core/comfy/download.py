@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..fileio import check_output_dir, default_file_mode, unique_path
+from .errors import ProtocolError
 from .jobs import Job
 from .replies import RunResult
 from .transport import ComfyServer
@@ -93,6 +94,8 @@ def download_outputs(
         for f, name in zip(result.files, names):
             with open(staging / name, "wb") as fh:
                 client.view_to(fh, f["filename"], f["subfolder"], f["type"], deadline=deadline)
+                if not fh.tell():
+                    raise ProtocolError(f"{client.url}/view {f['filename']}: the server sent an empty file")
             os.chmod(staging / name, default_file_mode())
         out.mkdir(parents=True, exist_ok=True)
         placed = []

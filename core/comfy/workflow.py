@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -177,9 +178,12 @@ def parse_value(text: str, current: Any) -> Any:
             return int(f)
     if isinstance(current, float):
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise WorkflowError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise WorkflowError(f"expected a finite number, got {text!r}")
+        return value
     if isinstance(current, str) or current is None:
         return text
     try:

@@ -142,6 +142,48 @@ def test_callback_failure_is_reported_not_lost(workflow: Path, tmp_path: Path):
     assert all(not r.ok and "could not be recorded" in r.error for r in results)
 
 
+def test_job_given_back_by_a_dead_server_is_run_by_another(workflow: Path, tmp_path: Path, capsys):
+    """Server B accepts connections and drops them after 1 s; A is healthy and finishes its job first. B's job
+    goes back to the queue after A's worker found it empty: A must still run it (it used to be reported as
+    'no reachable server left' although A was alive)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def drop_after_a_second() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            time.sleep(1.0)
+            conn.close()
+
+    threading.Thread(target=drop_after_a_second, daemon=True).start()
+    dead = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with FakeComfy() as a:
+            code, _, err = cli(
+                [
+                    "queue",
+                    workflow,
+                    "--server",
+                    a.url,
+                    "--server",
+                    dead,
+                    "--out",
+                    tmp_path / "o",
+                    "--seeds",
+                    "1:2",
+                ],
+                capsys,
+            )
+            assert len(a.prompts) == 2, err
+    finally:
+        listener.close()
+    assert code == 0 and "2/2 runs finished" in err, err
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # 2. --out that cannot hold the results fails before the work.
 

@@ -296,6 +296,21 @@ def test_second_queue_keeps_the_first_runs_images(workflow: Path, tmp_path: Path
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no staging or temporary file left"
 
 
+def test_long_and_odd_workflow_names_make_legal_output_names(tmp_path: Path, capsys):
+    """A legal 255-byte workflow file name plus ``_seed_1.png`` is too long for the file system; a newline in
+    it would forge lines of the printed file list."""
+    out = tmp_path / "o"
+    with FakeComfy() as srv:
+        for stem in ("x" * 250, "evil\nname"):
+            wf = tmp_path / f"{stem}.json"
+            wf.write_text(json.dumps(txt2img()))
+            code, stdout, err = cli(["queue", wf, "--server", srv.url, "--out", out, "--seeds", "1"], capsys)
+            assert code == 0 and "1/1 runs finished" in err, err
+            assert len(stdout.strip().splitlines()) == 1
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["evil_name_seed_1.png", "x" * 180 + "_seed_1.png"]
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # 6. JSON nested deeply enough to overflow Python is one bad file, not the end of the folder.
 

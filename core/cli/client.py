@@ -209,6 +209,16 @@ def _summary(results, total: int) -> tuple[list[str], int]:
     return lines, max(0, not_run)
 
 
+def _file_stem(workflow: str) -> str:
+    """The workflow's file name as the stem of output names: one safe component, short enough for suffixes."""
+    from ..fileio import OutputPathError, confined_name, short_stem
+
+    try:
+        return confined_name(short_stem(Path(workflow).stem), "workflow name")
+    except OutputPathError:
+        return "workflow"
+
+
 def _read_index(path: Path) -> list[dict[str, Any]]:
     """The ``queue_results.json`` of earlier runs (kept and appended to); refused before any work when it is
     not ours, so nothing the user keeps there is overwritten."""
@@ -227,7 +237,7 @@ def _read_index(path: Path) -> list[dict[str, Any]]:
 def cmd_queue(args: argparse.Namespace) -> int:
     from ..comfy import Job, ProgressLine, parse_seed_range, run_jobs, seed_jobs
     from ..comfy.download import claim_output_dir, release_output_dir
-    from ..fileio import write_json_atomic
+    from ..fileio import printable, write_json_atomic
 
     out = Path(args.out)
     created = claim_output_dir(out)  # before any work: a file or a read-only folder fails now
@@ -235,7 +245,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         index_path = out / INDEX_NAME
         index = _read_index(index_path)
         prompt, servers, uploads = _prepare(args)
-        stem = Path(args.workflow).stem
+        stem = _file_stem(args.workflow)
         if args.seeds is not None:
             seeds = parse_seed_range(args.seeds)
             jobs: Any = seed_jobs(stem, prompt, seeds, uploads)  # lazy: one job per seed as servers free up
@@ -279,7 +289,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     ok = [r for r in results if r.ok]
     for r in ok:
         for f in r.files:
-            print(f)
+            print(printable(f))
     lines, not_run = _summary(results, total)
     for line in lines:
         print(line, file=sys.stderr)

@@ -77,6 +77,15 @@ class _Deadline:
         self._timer.cancel()
 
 
+def _write(sink: IO[bytes], chunk: bytes) -> None:
+    try:
+        sink.write(chunk)
+    except OSError as exc:
+        raise ComfyError(
+            f"cannot write a downloaded file ({exc.strerror or exc}): free space in --out"
+        ) from None
+
+
 def _shutdown(sock: socket.socket | None) -> None:
     if sock is not None:
         sock.shutdown(socket.SHUT_RDWR)
@@ -165,7 +174,7 @@ class ComfyServer:
                 if watchdog.fired:
                     raise TimeoutError
                 if sink is not None and resp.status == 200:
-                    sink.write(chunk)
+                    _write(sink, chunk)  # a local disk error is not the server's fault: not an OSError here
                     continue
                 size += len(chunk)
                 if size > max_bytes:
@@ -297,7 +306,13 @@ class ComfyServer:
         return raw
 
     def view_to(
-        self, fh: IO[bytes], filename: str, subfolder: str = "", type_: str = "output", *, deadline=None
+        self,
+        fh: IO[bytes],
+        filename: str,
+        subfolder: str = "",
+        type_: str = "output",
+        *,
+        deadline: float | None = None,
     ) -> None:
         """Stream an output file into ``fh`` (no size limit, nothing held in memory)."""
         status, _ = self._request(

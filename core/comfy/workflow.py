@@ -187,9 +187,16 @@ def parse_value(text: str, current: Any) -> Any:
     if isinstance(current, str) or current is None:
         return text
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError:
         return text
+    except RecursionError:
+        value, problem = None, "nested too deeply to parse"
+    else:
+        problem = json_depth_problem(value)
+    if problem:
+        raise WorkflowError(f"the JSON value is {problem}")
+    return value
 
 
 def split_set(spec: str) -> tuple[str, str, str]:

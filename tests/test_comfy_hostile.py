@@ -510,6 +510,22 @@ def test_hostile_corpus_queue_generate_validate(tmp_path: Path, capsys):
             args = [str(deep) if a == "DEEP" else str(ints) if a == "INTS" else a for a in args]
             argv = ["generate", good, "--server", srv.url, "--out", tmp_path / "g_args", *gen, *args]
             check(f"generate {name}", argv, {2})
+        listy = txt2img()
+        listy["5"]["inputs"]["meta"] = [1, 2]  # a list-valued input: --set parses its value as JSON
+        listy_wf = tmp_path / "listy.json"
+        listy_wf.write_text(json.dumps(listy))
+        for name, value in {"deep": "[" * 100_000, "too deep": deep_json(200)}.items():
+            argv = [
+                "queue",
+                listy_wf,
+                "--server",
+                srv.url,
+                "--out",
+                tmp_path / "o_set",
+                "--set",
+                f"Latent.meta={value}",
+            ]
+            check(f"queue set {name} JSON", argv, {2})
         for command, extra in (("queue", []), ("generate", gen)):
             check(
                 f"{command} out is a file",

@@ -13,7 +13,7 @@ Hostile servers for the client's robustness tests: ``mangle={"history": fn}`` pa
 ``fn`` (return bytes to send raw bytes); ``trickle={"prompt": 0.5}`` sends that route's reply one byte every 0.5 s;
 ``die_after_prompts=N`` drops the connection on every ``POST /prompt`` after N accepted ones; ``ws_register_delay``
 registers a websocket only that long after its handshake (how a busy server behaves). Route names: ``prompt``,
-``upload``, ``history``, ``view``, ``object_info``.
+``upload``, ``history``, ``view``, ``object_info`` (and ``ws`` for ``trickle``: every websocket message).
 """
 
 from __future__ import annotations
@@ -82,10 +82,11 @@ def _png(seed: int, size: int = 16) -> bytes:
 class _WS:
     """One accepted websocket connection (server side: frames unmasked)."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, trickle: float = 0.0):
         self.sock = sock
         self.lock = threading.Lock()
         self.open = True
+        self.trickle = trickle  # seconds per byte: a server that hangs while looking alive
 
     def send_text(self, text: str) -> None:
         payload = text.encode()
@@ -100,7 +101,12 @@ class _WS:
             if not self.open:
                 return
             try:
-                self.sock.sendall(header + payload)
+                if not self.trickle:
+                    self.sock.sendall(header + payload)
+                    return
+                for byte in header + payload:
+                    self.sock.sendall(bytes([byte]))
+                    time.sleep(self.trickle)
             except OSError:
                 self.open = False
 
@@ -596,7 +602,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Sec-WebSocket-Accept", accept)
         self.end_headers()
         self.wfile.flush()
-        ws = _WS(self.connection)
+        ws = _WS(self.connection, self.fake.trickle.get("ws", 0.0))
         if self.fake.ws_register_delay:
             time.sleep(self.fake.ws_register_delay)  # the handshake is done, the server is not listening yet
         self.fake.sockets[client_id] = ws

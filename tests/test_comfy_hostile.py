@@ -206,7 +206,7 @@ def test_out_is_an_existing_file(workflow: Path, tmp_path: Path, capsys, command
 # 3. --timeout is a deadline: a server trickling one byte at a time cannot hold a run past it.
 
 
-@pytest.mark.parametrize("route", ["prompt", "history", "view"])
+@pytest.mark.parametrize("route", ["prompt", "history", "view", "ws"])
 def test_timeout_bounds_a_trickling_server(workflow: Path, tmp_path: Path, capsys, route: str):
     box: dict[str, object] = {}
     with FakeComfy(trickle={route: 0.25}) as srv:

@@ -19,9 +19,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .comfy_client import Job, WorkflowError, node_title, seed_targets
+from .comfy import Job, WorkflowError, node_title, read_json, seed_targets
 
 CATALOG_NAME = "master_image_catalog.json"
+#: Largest portfolio one ``generate`` plans (its catalog is one JSON file, rewritten after each job); split a
+#: bigger one over several --out folders.
+MAX_PORTFOLIO_IMAGES = 100_000
 SETTINGS_CLASSES = (
     "KSampler",
     "KSamplerAdvanced",
@@ -65,7 +68,13 @@ def distribution(
     per_scenario = 0
     if modified > 0:
         per_scenario = max(min_per_scenario, math.ceil(modified / (groups * num_scenarios)))
-    return Distribution(groups, batch, per_scenario * num_scenarios, per_scenario, num_scenarios)
+    dist = Distribution(groups, batch, per_scenario * num_scenarios, per_scenario, num_scenarios)
+    if dist.total_images > MAX_PORTFOLIO_IMAGES:
+        raise WorkflowError(
+            f"this portfolio would have {dist.total_images} images, more than {MAX_PORTFOLIO_IMAGES} in one "
+            "--out: lower --originals / --modified / --min-per-scenario, or split it over several folders"
+        )
+    return dist
 
 
 def load_scenarios(path: str | None) -> list[str]:
@@ -80,8 +89,9 @@ def load_scenarios(path: str | None) -> list[str]:
     else:
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise WorkflowError(f"--scenarios {path}: cannot read ({exc.strerror or exc})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise WorkflowError(f"--scenarios {path}: cannot read ({reason})") from None
         source = str(path)
     items: Any
     stripped = text.lstrip()
@@ -92,6 +102,8 @@ def load_scenarios(path: str | None) -> list[str]:
             raise WorkflowError(
                 f"--scenarios {source}: invalid JSON ({exc.msg}, line {exc.lineno})"
             ) from None
+        except RecursionError:
+            raise WorkflowError(f"--scenarios {source}: the JSON is nested too deeply to read") from None
         if isinstance(items, dict):
             items = items.get("scenarios")
         if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
@@ -128,7 +140,7 @@ def _linked_text_node(prompt: dict[str, Any], input_name: str) -> list[str]:
 def prompt_nodes(prompt: dict[str, Any], ref: str | None = None) -> tuple[list[str], list[str]]:
     """(positive text node ids, negative text node ids): the CLIPTextEncode nodes feeding a sampler."""
     if ref:
-        from .comfy_client import find_nodes
+        from .comfy import find_nodes
 
         ids = find_nodes(prompt, ref)
         if not ids or not all(isinstance(prompt[i].get("inputs", {}).get("text"), str) for i in ids):
@@ -288,9 +300,11 @@ def catalog_entries(job: Job, files: list[str], header: dict[str, Any], server: 
     rows = []
     now = datetime.now().isoformat()
     for img, path in zip(job.meta["images"], files):
+        extra = {} if Path(path).name == img["filename"] else {"planned_filename": img["filename"]}
         rows.append(
             {
                 "filename": Path(path).name,
+                **extra,  # the file got another name (its extension, or a name already taken: never replaced)
                 "character_name": header["session_info"]["character_name"],
                 "seed": img["seed"],
                 "base_seed": img["base_seed"],
@@ -316,10 +330,14 @@ def load_catalog(out_dir: Path, header: dict[str, Any]) -> dict[str, Any]:
     path = out_dir / CATALOG_NAME
     if not path.exists():
         return dict(header, catalog=[])
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WorkflowError(f"{path}: cannot read the existing catalog to resume ({exc})") from None
+    old = read_json(path, what="catalog")
+    rows = old.get("catalog", []) if isinstance(old, dict) else None
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("filename", ""), str) for r in rows
+    ):
+        raise WorkflowError(
+            f"{path}: not a generation catalog (an object with a 'catalog' list); move it away to start over"
+        )
     same = (
         old.get("distribution") == header["distribution"]
         and (old.get("session_info") or {}).get("character_prompt")
@@ -331,11 +349,11 @@ def load_catalog(out_dir: Path, header: dict[str, Any]) -> dict[str, Any]:
             f"{out_dir} holds a portfolio of a different run (character, seeds or distribution differ); "
             "use another --out or the same settings to resume"
         )
-    old["catalog"] = [r for r in old.get("catalog", []) if (out_dir / r.get("filename", "")).is_file()]
+    old["catalog"] = [r for r in rows if r.get("filename") and (out_dir / r["filename"]).is_file()]
     return old
 
 
 def pending_jobs(jobs: list[Job], catalog: dict[str, Any]) -> list[Job]:
     """Jobs with at least one image missing from the catalog (finished jobs are not redone)."""
-    done = {r["filename"] for r in catalog.get("catalog", [])}
+    done = {r.get("planned_filename", r["filename"]) for r in catalog.get("catalog", [])}
     return [j for j in jobs if not all(i["filename"] in done for i in j.meta["images"])]

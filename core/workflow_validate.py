@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .workflow_shape import ui_shape_problems, usable_schema
+
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UI_ONLY_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 MODEL_FILE_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".onnx", ".gguf", ".sft", ".pkl")
@@ -38,7 +40,12 @@ def load_object_info(path: str | Path | None = None) -> dict[str, Any]:
     """A captured ``/object_info`` file, or the subset bundled with the pack."""
     if path is None:
         return _bundled("object_info_subset.json")
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    from .comfy.workflow import WorkflowError, read_json
+
+    info = read_json(path, what="object_info")
+    if not isinstance(info, dict):
+        raise WorkflowError(f"{path}: not an /object_info file (an object {{class name: schema}})")
+    return info
 
 
 def our_object_info() -> dict[str, Any]:
@@ -48,7 +55,8 @@ def our_object_info() -> dict[str, Any]:
 
 
 def merged_schemas(object_info: dict[str, Any] | None = None, include_ours: bool = True) -> dict[str, Any]:
-    schemas = dict(object_info if object_info is not None else load_object_info())
+    info = object_info if object_info is not None else load_object_info()
+    schemas = {k: v for k, v in info.items() if usable_schema(v)} if isinstance(info, dict) else {}
     if include_ours:
         schemas.update(our_object_info())
     return schemas
@@ -188,6 +196,9 @@ def validate_api(prompt: Any, schemas: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: unknown node class {cls!r} (missing custom node pack?)")
             continue
         inputs = node.get("inputs") or {}
+        if not isinstance(inputs, dict):
+            problems.append(f"{where}: 'inputs' must be an object {{name: value}}")
+            continue
         for name in list(schema.get("input", {}).get("required") or {}):
             if name not in inputs:
                 problems.append(f"{where}: required input {name!r} is neither linked nor set")
@@ -222,23 +233,32 @@ def validate_api(prompt: Any, schemas: dict[str, Any]) -> list[str]:
 
 
 def _cycles(prompt: dict[str, Any]) -> list[str]:
+    """Links that close a cycle. Iterative: a chain of thousands of nodes must not overflow the stack."""
     state: dict[str, int] = {}
     problems: list[str] = []
 
-    def visit(nid: str) -> None:
-        state[nid] = 1
-        for v in (prompt[nid].get("inputs") or {}).values():
-            if _is_link(v) and str(v[0]) in prompt:
-                s = str(v[0])
+    def links(nid: str) -> list[str]:
+        inputs = prompt[nid].get("inputs") if isinstance(prompt[nid], dict) else None
+        values = inputs.values() if isinstance(inputs, dict) else []
+        return [str(v[0]) for v in values if _is_link(v) and str(v[0]) in prompt]
+
+    for root in prompt:
+        if root in state or not isinstance(prompt[root], dict):
+            continue
+        state[root] = 1
+        stack = [(root, iter(links(root)))]
+        while stack:
+            nid, todo = stack[-1]
+            for s in todo:
                 if state.get(s) == 1:
                     problems.append(f"node {nid}: cycle through node {s}")
                 elif s not in state:
-                    visit(s)
-        state[nid] = 2
-
-    for nid in prompt:
-        if nid not in state and isinstance(prompt[nid], dict):
-            visit(nid)
+                    state[s] = 1
+                    stack.append((s, iter(links(s))))
+                    break
+            else:
+                state[nid] = 2
+                stack.pop()
     return problems
 
 
@@ -262,7 +282,9 @@ def validate_ui(ui: Any, schemas: dict[str, Any]) -> list[str]:
     """Problems in a UI-format workflow: structure and links here, inputs via its API conversion."""
     if not isinstance(ui, dict) or not isinstance(ui.get("nodes"), list):
         return ["not a UI-format workflow (expected 'nodes' and 'links')"]
-    problems: list[str] = []
+    problems = ui_shape_problems(ui)
+    if problems:
+        return problems
     nodes = {n["id"]: n for n in ui["nodes"]}
     links = _ui_links(ui)
     for lid, (_, src, sslot, dst, dslot, ltype) in links.items():
@@ -312,7 +334,12 @@ def validate_ui(ui: Any, schemas: dict[str, Any]) -> list[str]:
 
 
 def ui_to_api(ui: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
-    """Convert a UI-format workflow to the API format ComfyUI's ``POST /prompt`` takes."""
+    """Convert a UI-format workflow to the API format ComfyUI's ``POST /prompt`` takes (ValueError when it
+    cannot be converted)."""
+    problems = ui_shape_problems(ui)
+    if problems:
+        raise ValueError("; ".join(problems[:3]))
+    schemas = {k: v for k, v in schemas.items() if usable_schema(v)}
     links = _ui_links(ui)
     nodes = {n["id"]: n for n in ui["nodes"]}
     api: dict[str, Any] = {}
@@ -376,19 +403,31 @@ def compare_ui_api(ui: dict[str, Any], api: dict[str, Any], schemas: dict[str, A
 
 
 def validate_file(path: str | Path, schemas: dict[str, Any]) -> list[str]:
-    """Validate one workflow file of either format; for ``workflows/X.json`` also compare ``api/X.json``."""
+    """Validate one workflow file of either format; for ``workflows/X.json`` also compare ``api/X.json``.
+
+    Never raises: whatever a file holds, it is reported as that file's problems (and the caller goes on
+    with the other files)."""
+    from .comfy.workflow import WorkflowError, read_json
+
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        return [f"cannot read: {exc}"]
-    except json.JSONDecodeError as exc:
-        return [f"not a workflow: invalid JSON ({exc.msg} at line {exc.lineno})"]
+        data = read_json(p)
+    except WorkflowError as exc:
+        return [str(exc).removeprefix(f"{p}: ")]
+    try:
+        return _validate_data(p, data, schemas)
+    except Exception as exc:  # a shape no check foresaw: one line for this file, the others go on
+        return [f"could not be checked ({type(exc).__name__}: {exc})"]
+
+
+def _validate_data(p: Path, data: Any, schemas: dict[str, Any]) -> list[str]:
+    from .comfy.workflow import read_json
+
     if isinstance(data, dict) and isinstance(data.get("nodes"), list):
         problems = validate_ui(data, schemas)
         twin = p.parent / "api" / p.name
         if not problems and twin.exists():
-            api = json.loads(twin.read_text(encoding="utf-8"))
+            api = read_json(twin)
             problems += [f"vs {twin.name} (API): {x}" for x in compare_ui_api(data, api, schemas)]
         return problems
     if (

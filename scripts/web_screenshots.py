@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900, help="seconds per job")
     ap.add_argument("--full-page", action="store_true", help="also save web_<panel>_page.png (whole window)")
     args = ap.parse_args(argv)
-    from identitylock.core.comfy_client import ComfyServer
+    from identitylock.core.comfy import ComfyServer
 
     panels = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(panels) - set(PANELS)

@@ -8,6 +8,12 @@ combo / min / max -> ``node_errors`` exactly shaped like ``prompt_validation_err
 execution_success, executing null), ``execution_error`` for a checkpoint whose name contains "corrupt"
 (as in ``ws_messages_execution_error.json``), ``GET /history/{id}``, ``GET /view`` (PNG bytes) and
 ``GET /object_info``.
+
+Hostile servers for the client's robustness tests: ``mangle={"history": fn}`` passes a route's JSON reply through
+``fn`` (return bytes to send raw bytes); ``trickle={"prompt": 0.5}`` sends that route's reply one byte every 0.5 s;
+``die_after_prompts=N`` drops the connection on every ``POST /prompt`` after N accepted ones; ``ws_register_delay``
+registers a websocket only that long after its handshake (how a busy server behaves). Route names: ``prompt``,
+``upload``, ``history``, ``view``, ``object_info`` (and ``ws`` for ``trickle``: every websocket message).
 """
 
 from __future__ import annotations
@@ -41,6 +47,28 @@ def load_transcript(name: str) -> Any:
     return json.loads((SHARED / "protocol" / name).read_text())
 
 
+def txt2img() -> dict:
+    """The captured txt2img prompt (history_response.json) with titles, as ComfyUI's 'Export (API)' writes."""
+    body = load_transcript("history_response.json")["body"]
+    prompt = next(iter(body.values()))["prompt"][2]
+    titles = {"4": "Checkpoint", "6": "Positive", "7": "Negative", "5": "Latent", "3": "Sampler", "9": "Save"}
+    for nid, t in titles.items():
+        prompt[nid]["_meta"] = {"title": t}
+    return prompt
+
+
+def with_load_image(prompt: dict) -> dict:
+    """``prompt`` plus a LoadImage titled "Reference" saved by a second SaveImage (for --upload)."""
+    p = json.loads(json.dumps(prompt))
+    p["20"] = {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Reference"}}
+    p["21"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["20", 0], "filename_prefix": "ref"},
+        "_meta": {"title": "Save ref"},
+    }
+    return p
+
+
 def _png(seed: int, size: int = 16) -> bytes:
     from PIL import Image
 
@@ -54,10 +82,11 @@ def _png(seed: int, size: int = 16) -> bytes:
 class _WS:
     """One accepted websocket connection (server side: frames unmasked)."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, trickle: float = 0.0):
         self.sock = sock
         self.lock = threading.Lock()
         self.open = True
+        self.trickle = trickle  # seconds per byte: a server that hangs while looking alive
 
     def send_text(self, text: str) -> None:
         payload = text.encode()
@@ -72,7 +101,12 @@ class _WS:
             if not self.open:
                 return
             try:
-                self.sock.sendall(header + payload)
+                if not self.trickle:
+                    self.sock.sendall(header + payload)
+                    return
+                for byte in header + payload:
+                    self.sock.sendall(bytes([byte]))
+                    time.sleep(self.trickle)
             except OSError:
                 self.open = False
 
@@ -124,12 +158,20 @@ class FakeComfy:
         node_delay: float = 0.0,
         fail_uploads: bool = False,
         steps_progress: bool = True,
+        mangle: dict[str, Any] | None = None,
+        trickle: dict[str, float] | None = None,
+        die_after_prompts: int | None = None,
+        ws_register_delay: float = 0.0,
     ):
         self.object_info = load_object_info()
         self.object_info.update(extra_classes or {})
         self.node_delay = node_delay
         self.fail_uploads = fail_uploads
         self.steps_progress = steps_progress
+        self.mangle = mangle or {}
+        self.trickle = trickle or {}
+        self.die_after_prompts = die_after_prompts
+        self.ws_register_delay = ws_register_delay
         self.prompts: list[dict[str, Any]] = []  # every accepted prompt
         self.uploads: dict[str, bytes] = {}
         self.files: dict[tuple[str, str], bytes] = {}
@@ -429,13 +471,31 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # quiet
         pass
 
-    def _send_json(self, status: int, body: Any) -> None:
-        raw = json.dumps(body).encode()
+    def _send_json(self, status: int, body: Any, route: str = "") -> None:
+        if route in self.fake.mangle:
+            body = self.fake.mangle[route](body)
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self._send_raw(status, raw, "application/json", route)
+
+    def _send_raw(self, status: int, raw: bytes, ctype: str, route: str = "") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
-        self.wfile.write(raw)
+        delay = self.fake.trickle.get(route)
+        if not delay:
+            self.wfile.write(raw)
+            return
+        self.wfile.flush()
+        for i in range(len(raw)):  # a server that hangs while looking alive
+            if self.fake._stopping:
+                return
+            try:
+                self.wfile.write(raw[i : i + 1])
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(delay)
 
     def _body(self) -> bytes:
         n = int(self.headers.get("Content-Length") or 0)
@@ -447,11 +507,11 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/ws":
             return self._websocket(q.get("clientId", [uuid.uuid4().hex])[0])
         if url.path == "/object_info":
-            return self._send_json(200, self.fake.object_info)
+            return self._send_json(200, self.fake.object_info, "object_info")
         if url.path.startswith("/history/"):
             pid = url.path.split("/", 2)[2]
             entry = self.fake.history.get(pid)
-            return self._send_json(200, {pid: entry} if entry else {})
+            return self._send_json(200, {pid: entry} if entry else {}, "history")
         if url.path == "/queue":
             return self._send_json(200, {"queue_running": [], "queue_pending": []})
         if url.path == "/view":
@@ -462,12 +522,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
+            if "view" in self.fake.mangle:
+                data = self.fake.mangle["view"](data)
+            return self._send_raw(200, data, "image/png", "view")
         self._send_json(404, {"error": "not found"})
 
     def do_POST(self) -> None:
@@ -494,7 +551,14 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             status, err = self.fake.validate(prompt)
             if status != 200:
-                return self._send_json(status, err)
+                return self._send_json(status, err, "prompt")
+            if (
+                self.fake.die_after_prompts is not None
+                and len(self.fake.prompts) >= self.fake.die_after_prompts
+            ):
+                self.close_connection = True  # the server went away mid-run: no reply at all
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             with self.fake._lock:
                 self.fake._counter += 1
                 number = self.fake._counter
@@ -505,7 +569,9 @@ class _Handler(BaseHTTPRequestHandler):
             with self.fake._cv:
                 self.fake._queue.append((prompt_id, prompt, client_id))
                 self.fake._cv.notify()
-            return self._send_json(200, {"prompt_id": prompt_id, "number": number, "node_errors": {}})
+            return self._send_json(
+                200, {"prompt_id": prompt_id, "number": number, "node_errors": {}}, "prompt"
+            )
         if url.path == "/upload/image":
             if self.fake.fail_uploads:
                 return self._send_json(500, {"error": "disk full"})
@@ -522,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            return self._send_json(200, {"name": name, "subfolder": "", "type": "input"})
+            return self._send_json(200, {"name": name, "subfolder": "", "type": "input"}, "upload")
         self._send_json(404, {"error": "not found"})
 
     def _websocket(self, client_id: str) -> None:
@@ -536,7 +602,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Sec-WebSocket-Accept", accept)
         self.end_headers()
         self.wfile.flush()
-        ws = _WS(self.connection)
+        ws = _WS(self.connection, self.fake.trickle.get("ws", 0.0))
+        if self.fake.ws_register_delay:
+            time.sleep(self.fake.ws_register_delay)  # the handshake is done, the server is not listening yet
         self.fake.sockets[client_id] = ws
         ws.send_text(
             json.dumps(

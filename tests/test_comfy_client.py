@@ -12,32 +12,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fake_comfy_server import SHARED, FakeComfy  # noqa: E402
-from identitylock.core import comfy_client as cc  # noqa: E402
+from fake_comfy_server import FakeComfy, txt2img, with_load_image  # noqa: E402
+from identitylock.core import comfy as cc  # noqa: E402
 from identitylock.core import portfolio_gen  # noqa: E402
 from identitylock.core.cli import client as comfy_client_cli  # noqa: E402
 from identitylock.core.errors import IdentityLockError  # noqa: E402
-
-
-def txt2img() -> dict:
-    """The captured txt2img prompt (history_response.json) with titles, as ComfyUI's 'Export (API)' writes."""
-    body = json.loads((SHARED / "protocol" / "history_response.json").read_text())["body"]
-    prompt = next(iter(body.values()))["prompt"][2]
-    titles = {"4": "Checkpoint", "6": "Positive", "7": "Negative", "5": "Latent", "3": "Sampler", "9": "Save"}
-    for nid, t in titles.items():
-        prompt[nid]["_meta"] = {"title": t}
-    return prompt
-
-
-def with_load_image(prompt: dict) -> dict:
-    p = json.loads(json.dumps(prompt))
-    p["20"] = {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Reference"}}
-    p["21"] = {
-        "class_type": "SaveImage",
-        "inputs": {"images": ["20", 0], "filename_prefix": "ref"},
-        "_meta": {"title": "Save ref"},
-    }
-    return p
 
 
 @pytest.fixture()
@@ -297,9 +276,9 @@ def test_fan_out_survives_one_server_down(workflow: Path, tmp_path: Path, capsys
 
 
 def test_seed_range_parsing():
-    assert cc.parse_seed_range("3:5") == [3, 4, 5]
-    assert cc.parse_seed_range("0:10:5") == [0, 5, 10]
-    assert cc.parse_seed_range("7,1,9") == [7, 1, 9]
+    assert list(cc.parse_seed_range("3:5")) == [3, 4, 5]
+    assert list(cc.parse_seed_range("0:10:5")) == [0, 5, 10]
+    assert list(cc.parse_seed_range("7,1,9")) == [7, 1, 9]
     for bad in ("5:3", "a:b", "1:2:0", "1:2:3:4"):
         with pytest.raises(cc.WorkflowError):
             cc.parse_seed_range(bad)

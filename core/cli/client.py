@@ -1,19 +1,65 @@
 """``identitylock queue``, ``identitylock generate`` and ``identitylock validate-workflow``.
 
-Exit codes: 0 every job finished; 2 bad input (not a workflow, bad ``--set`` / ``--upload``, the server
-rejected the workflow, an upload failed); 1 a server was down or a node failed while running.
+Exit codes: 0 every job finished; 2 bad input (not a workflow, bad ``--set`` / ``--upload`` / ``--out``, the
+server rejected the workflow, an upload failed; the other files are still checked); 1 anything else: a server
+down, hung or answering nonsense, a node that failed while running, a run over ``--timeout``, jobs not run.
+Never 0 unless every job finished. Every error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
+import math
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+INDEX_NAME = "queue_results.json"
+_log = logging.getLogger("IdentityLock")
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Any error becomes one line and its exit code: a server that is down is not bad input (1), a
+    workflow the user can fix is (2), and an unexpected exception is 1, with the traceback only under -v."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        from ..comfy import exit_code_of
+        from ..errors import IdentityLockError
+
+        try:
+            return func(args)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if isinstance(exc, IdentityLockError):
+                print(f"error: {exc}", file=sys.stderr)
+            else:
+                _log.debug("unexpected error", exc_info=True)
+                print(
+                    f"error: unexpected {type(exc).__name__}: {exc} (run with -v for details)",
+                    file=sys.stderr,
+                )
+            return exit_code_of(exc)
+
+    return run
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seed range A:B (inclusive), A:B:STEP or list 1,5,9: one run per seed, "
         "spread over the servers; sets every literal seed/noise_seed input",
     )
-    q.set_defaults(func=cmd_queue)
+    q.set_defaults(func=_guarded(cmd_queue))
 
     g = sub.add_parser(
         "generate",
@@ -57,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="print the distribution and job count, queue nothing"
     )
-    g.set_defaults(func=cmd_generate)
+    g.set_defaults(func=_guarded(cmd_generate))
 
     v = sub.add_parser(
         "validate-workflow",
@@ -68,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--object-info", help="a saved /object_info JSON (default: the subset bundled with the pack)"
     )
     v.add_argument("--server", help="fetch /object_info from this ComfyUI server instead")
-    v.set_defaults(func=cmd_validate)
+    v.set_defaults(func=_guarded(cmd_validate))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -95,34 +141,41 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="NODE[.INPUT]=PATH",
         help="upload a local image and put its name in NODE's input (default input: image)",
     )
-    p.add_argument("--out", required=True, help="output folder (only complete files are ever moved in)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per run (default 3600)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (only complete files are ever moved in; existing files are never replaced)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=3600.0,
+        help="seconds allowed per run, upload and download included (default 3600)",
+    )
 
 
 def _prepare(args: argparse.Namespace):
     """Workflow with --set applied, servers, uploads — everything checked before anything is queued."""
-    from ..comfy_client import (
+    import copy
+
+    from ..comfy import (
         ComfyServer,
         WorkflowError,
         apply_sets,
         is_ui_workflow,
-        load_workflow,
+        read_json,
         set_input,
+        workflow_from_data,
     )
 
     servers = [ComfyServer(u, timeout=min(args.timeout, 60.0)) for u in args.server]
-    path = Path(args.workflow)
+    data = read_json(args.workflow)
     object_info = None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        if is_ui_workflow(raw):
-            object_info = servers[0].object_info()
-            from ..workflow_validate import merged_schemas
+    if is_ui_workflow(data):
+        from ..workflow_validate import merged_schemas
 
-            object_info = merged_schemas(object_info, include_ours=False)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        pass  # load_workflow reports it properly
-    prompt = load_workflow(path, object_info)
+        object_info = merged_schemas(servers[0].object_info(), include_ours=False)
+    prompt = workflow_from_data(data, args.workflow, object_info)
     prompt = apply_sets(prompt, args.sets)
     uploads: dict[str, str] = {}
     for spec in args.upload:
@@ -132,89 +185,124 @@ def _prepare(args: argparse.Namespace):
         if not Path(local).is_file():
             raise WorkflowError(f"--upload {spec!r}: {local} is not a file")
         ref, name = target.rsplit(".", 1) if "." in target else (target, "image")
-        set_input(json.loads(json.dumps(prompt)), ref, name, "probe", parse=False)  # node/input exist?
+        set_input(copy.deepcopy(prompt), ref, name, "probe", parse=False)  # node/input exist?
         uploads[f"{ref}.{name}"] = local
     return prompt, servers, uploads
 
 
-def _exit_code(results) -> int:
-    if all(r.ok for r in results):
+def _exit_code(results, not_run: int = 0) -> int:
+    failed = [r for r in results if not r.ok]
+    if not failed and not not_run:
         return EXIT_OK
-    bad_input = ("rejected the workflow", "upload of", "--upload", "has no input")
-    if any(any(b in (r.error or "") for b in bad_input) for r in results if not r.ok):
-        return EXIT_BAD_INPUT
-    return EXIT_ERROR
+    return EXIT_BAD_INPUT if any(r.exit_code == EXIT_BAD_INPUT for r in failed) else EXIT_ERROR
+
+
+def _summary(results, total: int) -> tuple[list[str], int]:
+    """Error lines for the failed jobs and the jobs never run, and how many were never run."""
+    lines = [f"error: {r.job.name}: {r.error}" for r in results if not r.ok]
+    not_run = total - len(results)
+    if not_run > 0:
+        lines.append(
+            f"error: {not_run} job(s) were not run (the run stopped: see the errors above); "
+            "fix the cause and run again"
+        )
+    return lines, max(0, not_run)
+
+
+def _file_stem(workflow: str) -> str:
+    """The workflow's file name as the stem of output names: one safe component, short enough for suffixes."""
+    from ..fileio import OutputPathError, confined_name, short_stem
+
+    try:
+        return confined_name(short_stem(Path(workflow).stem), "workflow name")
+    except OutputPathError:
+        return "workflow"
+
+
+def _read_index(path: Path) -> list[dict[str, Any]]:
+    """The ``queue_results.json`` of earlier runs (kept and appended to); refused before any work when it is
+    not ours, so nothing the user keeps there is overwritten."""
+    from ..comfy import WorkflowError, read_json
+
+    if not path.exists():
+        return []
+    index = read_json(path, what="results index")
+    if not isinstance(index, list) or not all(isinstance(r, dict) for r in index):
+        raise WorkflowError(
+            f"{path}: not a queue results index (a list of runs); move it away or choose another --out"
+        )
+    return index
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from ..comfy_client import (
-        Job,
-        ProgressLine,
-        parse_seed_range,
-        run_jobs,
-        set_seed,
-    )
-    from ..fileio import write_json_atomic
+    from ..comfy import Job, ProgressLine, parse_seed_range, run_jobs, seed_jobs
+    from ..comfy.download import claim_output_dir, release_output_dir
+    from ..fileio import printable, write_json_atomic
 
-    prompt, servers, uploads = _prepare(args)
-    stem = Path(args.workflow).stem
-    if args.seeds:
-        seeds = parse_seed_range(args.seeds)
-        jobs = [Job(f"{stem}_seed_{s}", set_seed(prompt, s), {"seed": s}, uploads) for s in seeds]
-    else:
-        jobs = [Job(stem, prompt, {}, uploads)]
     out = Path(args.out)
-    progress = ProgressLine(len(jobs))
+    created = claim_output_dir(out)  # before any work: a file or a read-only folder fails now
     try:
-        results = run_jobs(jobs, servers, out, on_event=progress, timeout=args.timeout)
-    finally:
-        progress.close()
-    ok = [r for r in results if r.ok]
-    if ok:
-        index_path = out / "queue_results.json"
-        index: list[dict[str, Any]] = []
-        if index_path.exists():
-            try:
-                index = json.loads(index_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                index = []
-        index += [
-            {
-                "job": r.job.name,
-                **r.job.meta,
-                "server": r.server,
-                "prompt_id": r.prompt_id,
-                "files": [Path(f).name for f in r.files],
-            }
-            for r in ok
-        ]
-        write_json_atomic(index_path, index)
-    for r in results:
-        if r.ok:
-            for f in r.files:
-                print(f)
+        index_path = out / INDEX_NAME
+        index = _read_index(index_path)
+        prompt, servers, uploads = _prepare(args)
+        stem = _file_stem(args.workflow)
+        if args.seeds is not None:
+            seeds = parse_seed_range(args.seeds)
+            jobs: Any = seed_jobs(stem, prompt, seeds, uploads)  # lazy: one job per seed as servers free up
+            total = len(seeds)
         else:
-            print(f"error: {r.job.name}: {r.error}", file=sys.stderr)
+            jobs, total = [Job(stem, prompt, {}, uploads)], 1
+        added = len(index)
+        last_write = [time.monotonic()]
+
+        def on_done(r) -> None:  # serialised by run_jobs; the index is rewritten at most every 5 s
+            index.append(
+                {
+                    "job": r.job.name,
+                    **r.job.meta,
+                    "server": r.server,
+                    "prompt_id": r.prompt_id,
+                    "files": [Path(f).name for f in r.files],
+                }
+            )
+            if time.monotonic() - last_write[0] > 5.0:
+                write_json_atomic(index_path, index)
+                last_write[0] = time.monotonic()
+
+        progress = ProgressLine(total)
+        try:
+            results = run_jobs(
+                jobs,
+                servers,
+                out,
+                on_event=progress,
+                on_done=on_done,
+                timeout=args.timeout,
+                stop_on_bad_input=True,
+            )
+        finally:
+            progress.close()
+            if len(index) > added:
+                write_json_atomic(index_path, index)
+    finally:
+        release_output_dir(out, created)
+    ok = [r for r in results if r.ok]
+    for r in ok:
+        for f in r.files:
+            print(printable(f))
+    lines, not_run = _summary(results, total)
+    for line in lines:
+        print(line, file=sys.stderr)
     print(
-        f"{len(ok)}/{len(results)} runs finished; {sum(len(r.files) for r in ok)} files in {out}",
+        f"{len(ok)}/{total} runs finished; {sum(len(r.files) for r in ok)} files in {out}",
         file=sys.stderr,
     )
-    return _exit_code(results)
+    return _exit_code(results, not_run)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ..comfy_client import ProgressLine, run_jobs
-    from ..fileio import write_json_atomic
-    from ..portfolio_gen import (
-        CATALOG_NAME,
-        catalog_entries,
-        distribution,
-        load_catalog,
-        load_scenarios,
-        pending_jobs,
-        plan_jobs,
-        safe_name,
-    )
+    from ..comfy.download import claim_output_dir, release_output_dir
+    from ..portfolio_gen import distribution, load_scenarios, plan_jobs, safe_name
 
     scenarios = load_scenarios(args.scenarios)
     dist = distribution(args.originals, args.modified, args.batch, len(scenarios), args.min_per_scenario)
@@ -242,12 +330,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(header["distribution"], indent=1))
         return EXIT_OK
+    created = claim_output_dir(out)  # before any work: a file or a read-only folder fails now
+    try:
+        return _generate(out, jobs, header, dist, servers, args)
+    finally:
+        release_output_dir(out, created)
+
+
+def _generate(out: Path, jobs, header: dict[str, Any], dist, servers, args: argparse.Namespace) -> int:
+    from ..comfy import ProgressLine, run_jobs
+    from ..comfy.download import safe_ext
+    from ..fileio import write_json_atomic
+    from ..portfolio_gen import CATALOG_NAME, catalog_entries, load_catalog, pending_jobs
+
     catalog = load_catalog(out, header)
     todo = pending_jobs(jobs, catalog)
     if len(todo) < len(jobs):
         print(f"resuming: {len(jobs) - len(todo)} jobs already done, {len(todo)} to go", file=sys.stderr)
     lock = threading.Lock()
     by_name = {r["filename"]: r for r in catalog["catalog"]}
+    own = set(by_name)  # files this run's catalog already holds
 
     def on_done(result) -> None:
         if not result.ok:
@@ -262,10 +364,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         planned = [i["filename"] for i in job.meta["images"]]
         if len(files) != len(planned):  # the workflow saved a different number of images than planned
             stem = job.name
-            return [f"{stem}_x{i + 1:02d}{Path(f['filename']).suffix}" for i, f in enumerate(files)]
-        return [
-            str(Path(p).with_suffix(Path(f["filename"]).suffix or ".png")) for p, f in zip(planned, files)
-        ]
+            return [f"{stem}_x{i + 1:02d}{safe_ext(f['filename'])}" for i, f in enumerate(files)]
+        return [str(Path(p).with_suffix(safe_ext(f["filename"]))) for p, f in zip(planned, files)]
 
     progress = ProgressLine(len(todo))
     try:
@@ -277,22 +377,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
             on_done=on_done,
             timeout=args.timeout,
             name_files=name_files,
+            stop_on_bad_input=True,
+            may_replace=lambda name: name in own,  # re-running a job of this catalog: same seed, same image
         )
     finally:
         progress.close()
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        print(f"error: {r.job.name}: {r.error}", file=sys.stderr)
+    lines, not_run = _summary(results, len(todo))
+    for line in lines:
+        print(line, file=sys.stderr)
+    failed = len([r for r in results if not r.ok]) + not_run
     print(
         f"{len(catalog['catalog'])}/{dist.total_images} images in {out / CATALOG_NAME}"
-        + (f"; {len(failed)} jobs failed — run the same command again to resume" if failed else ""),
+        + (f"; {failed} jobs not finished — run the same command again to resume" if failed else ""),
         file=sys.stderr,
     )
-    return _exit_code(results)
+    return _exit_code(results, not_run)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..comfy_client import ComfyServer
+    from ..comfy import ComfyServer
+    from ..fileio import printable
     from ..workflow_validate import load_object_info, merged_schemas, validate_file
 
     if args.server:
@@ -304,14 +408,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for w in args.workflows:
         p = Path(w)
         files += sorted(p.glob("*.json")) + sorted((p / "api").glob("*.json")) if p.is_dir() else [p]
+    if not files:
+        print(
+            f"error: no workflow (.json) files in {', '.join(map(printable, args.workflows))}",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     bad = 0
     for f in files:
-        problems = validate_file(f, schemas)
+        problems = validate_file(f, schemas)  # never raises: a hostile file is one bad file, the rest go on
         if problems:
             bad += 1
-            print(f"{f}: {len(problems)} problem(s)")
+            print(f"{printable(f)}: {len(problems)} problem(s)")
             for pr in problems:
-                print(f"  - {pr}")
+                print(f"  - {printable(pr)}")
         else:
-            print(f"{f}: ok")
+            print(f"{printable(f)}: ok")
     return EXIT_BAD_INPUT if bad else EXIT_OK

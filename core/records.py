@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -101,9 +102,9 @@ def process_path(
     path = str(path)
     try:
         with Image.open(path) as img:
+            check_size(img.width, img.height, name=path)  # from the header, before decoding any pixel
             text = {k: v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
             img.load()
-            check_size(img.width, img.height, name=path)
             rgb = pil_to_rgb_array(img, name=path)
         meta = metadata_from_text(path, text)
         analysis = analyze(rgb, engine, **analyze_kwargs)
@@ -183,8 +184,14 @@ def collect_inputs(
     files: list[Path] = []
     bad: list[ImageRecord] = []
 
+    def excluded(f: str | Path) -> bool:
+        r = Path(f).resolve()
+        return excl is not None and (r == excl or excl in r.parents)
+
     def unreadable(exc: OSError) -> None:
         where = exc.filename or "?"
+        if excluded(where):
+            return
         _log.warning(
             "IdentityLock: cannot read the folder %s (%s); its images are skipped", where, exc.strerror
         )
@@ -192,18 +199,31 @@ def collect_inputs(
             failed_record(where, f"cannot read this folder ({exc.strerror or exc}); its images were skipped")
         )
 
+    def add(f: Path) -> None:
+        """Regular files go to the work; a broken link or a FIFO/socket/device is reported, never opened."""
+        if excluded(f.parent) or excluded(f):
+            return
+        try:
+            regular = stat.S_ISREG(f.stat().st_mode)
+        except OSError as exc:
+            bad.append(failed_record(f, f"not a readable image ({exc.strerror or exc}: a broken link?)"))
+            return
+        if regular:
+            files.append(f)
+        else:
+            bad.append(failed_record(f, "not a readable image (not a regular file)"))
+
     for raw in inputs:
         p = Path(raw)
         if not p.is_dir():
-            files.append(p)
+            add(p)
             continue
         found = []
         for root, dirs, names in os.walk(p, onerror=unreadable):
             dirs.sort()
             found.extend(Path(root) / n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
-        files.extend(sorted(f for f in found if f.is_file()))
-    if excl is not None:
-        files = [f for f in files if not (excl == f.resolve().parent or excl in f.resolve().parents)]
+        for f in sorted(found):
+            add(f)
     return files, bad
 
 

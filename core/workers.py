@@ -37,6 +37,7 @@ MAX_CRASHES_IN_A_ROW = 5
 class WorkerCrashError(IdentityLockError):
     """Worker processes keep dying whatever the item: the cause is the environment, not one input."""
 
+
 # Worker processes only: pool id -> context made by ``setup`` (or the setup error). See the module docstring.
 _contexts: dict[str, Any] = {}
 

@@ -146,7 +146,7 @@ def run_pool(paths: list[Path], workers: int, engine_kwargs: dict) -> dict[str, 
         t0 = time.perf_counter()
         with FacePool(workers, engine_kwargs) as pool:
             t1 = time.perf_counter()
-            results = pool.map(paths, chunksize=8)
+            results = pool.map(paths)
             t2 = time.perf_counter()
     found = sum(1 for r, _ in results if r is not None and r.found)
     return {

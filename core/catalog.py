@@ -16,6 +16,7 @@ be checked without an extra dependency; any JSON-schema library accepts the same
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -49,11 +50,33 @@ def _follow(graph: Mapping[str, Any], value: Any, keys: tuple[str, ...], depth: 
     return None
 
 
+def _seed(value: Any) -> int | None:
+    """A usable seed: an integer below 2**64 in size, or a float equal to one (NaN, 1e400, 1.5, True: None)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**64:
+        return value
+    return None
+
+
+def _setting(value: Any) -> Any:
+    """A sampler setting worth keeping in a catalog (JSON-safe scalar), else None (NaN, inf, nested...)."""
+    if isinstance(value, (bool, int, str)):
+        return value if not isinstance(value, str) or len(value) <= 200 else None
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
+
+
 def parse_comfy_prompt(text: str) -> dict[str, Any]:
-    """Seed, positive/negative prompt and sampler settings from ComfyUI's ``prompt`` PNG chunk."""
+    """Seed, positive/negative prompt and sampler settings from ComfyUI's ``prompt`` PNG chunk.
+
+    Metadata is untrusted input: anything unusable (invalid or absurdly nested JSON, NaN/inf seeds) is ignored,
+    never allowed to make a good image "unreadable".
+    """
     try:
         graph = json.loads(text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return {}
     if not isinstance(graph, dict):
         return {}
@@ -67,9 +90,9 @@ def parse_comfy_prompt(text: str) -> dict[str, Any]:
         inputs = node.get("inputs", {})
         for key in SAMPLER_SEED_KEYS:
             if key in inputs:
-                seed = _follow(graph, inputs[key], ("seed", "noise_seed", "value", "int", "number"))
-                if isinstance(seed, (int, float)) and not isinstance(seed, bool):
-                    out.setdefault("seed", int(seed))
+                seed = _seed(_follow(graph, inputs[key], ("seed", "noise_seed", "value", "int", "number")))
+                if seed is not None:
+                    out.setdefault("seed", seed)
         for key, name in (("positive", "prompt"), ("negative", "negative_prompt")):
             link = inputs.get(key)
             if isinstance(link, list) and len(link) == 2:
@@ -79,7 +102,7 @@ def parse_comfy_prompt(text: str) -> dict[str, Any]:
                 if isinstance(text_val, str):
                     out.setdefault(name, text_val)
         for key in ("steps", "cfg", "sampler_name", "scheduler", "denoise"):
-            if key in inputs and not isinstance(inputs[key], list):
+            if key in inputs and _setting(inputs[key]) is not None:
                 out.setdefault("settings", {})[key] = inputs[key]
         if "seed" in out:
             break
@@ -89,8 +112,8 @@ def parse_comfy_prompt(text: str) -> dict[str, Any]:
 def parse_a1111_parameters(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     m = _A1111_SEED_RE.search(text or "")
-    if m:
-        out["seed"] = int(m.group(1))
+    if m and len(m.group(1)) <= 20:
+        out["seed"] = _seed(int(m.group(1)))
     first = (text or "").split("\n", 1)[0].strip()
     if first and not first.startswith(("Steps:", "Negative prompt:")):
         out["prompt"] = first
@@ -100,7 +123,18 @@ def parse_a1111_parameters(text: str) -> dict[str, Any]:
 def metadata_from_text(path: str | os.PathLike, text: Mapping[str, str] | None) -> dict[str, Any]:
     """Combine PNG text chunks and the file name into ``{seed, seed_source, prompt, ...}``."""
     meta: dict[str, Any] = {"seed": None, "seed_source": None}
-    text = text or {}
+    try:
+        _from_chunks(meta, text or {})
+    except Exception:  # hostile metadata: ignore what we cannot use, keep the image
+        meta = {"seed": None, "seed_source": None}
+    if meta["seed"] is None:
+        seed = seed_from_filename(path)
+        if seed is not None:
+            meta["seed"], meta["seed_source"] = seed, "filename"
+    return meta
+
+
+def _from_chunks(meta: dict[str, Any], text: Mapping[str, str]) -> None:
     if "prompt" in text:
         parsed = parse_comfy_prompt(text["prompt"])
         if parsed:
@@ -113,11 +147,6 @@ def metadata_from_text(path: str | os.PathLike, text: Mapping[str, str] | None) 
         if parsed.get("seed") is not None:
             meta["seed"], meta["seed_source"] = parsed.pop("seed"), "png:parameters"
         meta.update({k: v for k, v in parsed.items() if k not in meta})
-    if meta["seed"] is None:
-        seed = seed_from_filename(path)
-        if seed is not None:
-            meta["seed"], meta["seed_source"] = seed, "filename"
-    return meta
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -20,9 +20,12 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .errors import ModelNotFoundError
 
 SELECTION_STRATEGIES = ("quality-first", "balanced", "diversity-first")
 FALLBACK_NAME = "embedded-layout-v1"
@@ -328,6 +331,32 @@ def select(candidates: Sequence[Candidate], target: int, strategy: str = "balanc
 
 
 # -- CLIP embeddings ---------------------------------------------------------------------------------------------
+_REMOTE_MARKERS = ("hf-hub:", "://")
+
+
+def check_clip_source(model_name: str, checkpoint: str | None, config: str | None = None) -> None:
+    """Refuse, in one sentence, any CLIP source that is not a local file (IdentityLock never downloads)."""
+    if not model_name or any(m in str(model_name) for m in _REMOTE_MARKERS):
+        raise ModelNotFoundError(
+            f"--clip-model {model_name!r} names a model hub, not a local model: give an open_clip architecture name "
+            "(e.g. ViT-B-32) and --clip-checkpoint PATH to a checkpoint file you have (IdentityLock never downloads)"
+        )
+    if not checkpoint:
+        raise ModelNotFoundError(
+            f"--clip-model {model_name} needs --clip-checkpoint PATH, a local open_clip checkpoint file "
+            "(IdentityLock never downloads weights)"
+        )
+    if any(m in str(checkpoint) for m in _REMOTE_MARKERS) or not Path(checkpoint).is_file():
+        raise ModelNotFoundError(
+            f"--clip-checkpoint {checkpoint!r} is not an existing local file: give the path of a checkpoint file "
+            "you have (pretrained tags such as laion2b_s34b_b79k, hf-hub: names and URLs are never downloaded)"
+        )
+    if config and not Path(config).is_file():
+        raise ModelNotFoundError(
+            f"--clip-config {config!r} is not an existing local file: give a model-config JSON path"
+        )
+
+
 class ClipEmbedder:
     """Image embeddings from an open_clip model (a local checkpoint; never downloaded).
 
@@ -347,17 +376,22 @@ class ClipEmbedder:
     def from_open_clip(
         cls, model_name: str, checkpoint: str | None, config: str | None = None, device: str = "cpu"
     ) -> ClipEmbedder:
+        """Build from a local checkpoint file. Anything that could reach the network (an open_clip pretrained
+        tag such as ``laion2b_s34b_b79k``, an ``hf-hub:`` name, a URL) is refused before open_clip is called."""
+        check_clip_source(model_name, checkpoint, config)
         import open_clip
 
-        if config:
-            open_clip.add_model_config(config)
-        if checkpoint is None:
-            raise ValueError(
-                "a local CLIP checkpoint path is required (IdentityLock never downloads weights)"
+        try:
+            if config:
+                open_clip.add_model_config(config)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=checkpoint, device=device
             )
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=checkpoint, device=device
-        )
+        except Exception as exc:
+            raise ModelNotFoundError(
+                f"cannot load the CLIP model {model_name!r} from {checkpoint} ({exc.__class__.__name__}: {exc}); "
+                "check that the checkpoint file matches the model name"
+            ) from None
         return cls(model, preprocess, name=f"open_clip:{model_name}")
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:

@@ -70,10 +70,12 @@ class Curve:
         return cls(((0.0, 0.0), (eps[0], 10.0), (eps[1], 40.0), (eps[2], 80.0), (eps[3], 100.0)))
 
 
-# Seed anchors: sharpness excellent 500 / good 300 / poor 100 / very poor 20 (Laplacian variance);
-# contrast: hard minimum 40, preferred 60, peak 80+ (grey std); confidence: 0.85 marginal, 0.95 excellent.
+# Measured anchors (benchmarks/quality_defaults.py, docs/curation.md): face-region Laplacian variance of real
+# studio photos at 512-1024 px is 72-737 (median 259, p90 463); blurred by 3 px it is 3-39, by 5 px 2-12.
+# Sharpness: very poor 5 (median 5 px blur), poor 40 (sharpest 3 px blur), good 260 (median sharp), excellent 460.
+# Contrast: hard minimum 40, preferred 60, peak 80+ (grey std); confidence: 0.85 marginal, 0.95 excellent.
 DEFAULT_CURVES: dict[str, Curve] = {
-    "sharpness": Curve.from_points(20, 100, 300, 500),
+    "sharpness": Curve.from_points(5, 40, 260, 460),
     "contrast": Curve(((0.0, 0.0), (20.0, 10.0), (40.0, 50.0), (60.0, 80.0), (80.0, 100.0))),
     "confidence": Curve(((0.0, 0.0), (0.5, 30.0), (0.85, 80.0), (0.95, 100.0))),
     "face_size": Curve(((0.0, 0.0), (0.04, 20.0), (0.10, 70.0), (0.15, 100.0))),
@@ -92,11 +94,15 @@ class Thresholds:
     min_score: float  # weighted total 0..100
 
 
-# The seed's strategies (its final thresholds 0.88 / 0.85 / 0.75 are on a 0..1 scale; ours is 0..100).
+# Minimums measured on real photos (benchmarks/quality_defaults.py prints the distributions and these choices):
+# B sits in the gap between the sharpest 3 px blur (face sharpness 39) and the softest sharp/render-like photo
+# (54), and between contrast cut to 0.15 (grey std <= 10) and the flattest real photo (45); its confidence and
+# score minimums sit below every sharp photo (dlib confidence >= 0.76, weighted total >= 58). A and C are fixed
+# offsets from B. The seed's values (B: sharpness 280, confidence 0.90) rejected 43 of 48 sharp photos.
 STRATEGIES: dict[str, Thresholds] = {
-    "A": Thresholds("A-conservative", 350.0, 70.0, 0.95, 88.0),
-    "B": Thresholds("B-balanced", 280.0, 55.0, 0.90, 85.0),
-    "C": Thresholds("C-aggressive", 150.0, 40.0, 0.85, 75.0),
+    "A": Thresholds("A-conservative", 80.0, 35.0, 0.80, 65.0),
+    "B": Thresholds("B-balanced", 45.0, 20.0, 0.60, 50.0),
+    "C": Thresholds("C-aggressive", 25.0, 15.0, 0.50, 40.0),
 }
 STRATEGY_ALIASES = {"conservative": "A", "balanced": "B", "aggressive": "C", "a": "A", "b": "B", "c": "C"}
 

@@ -1,7 +1,9 @@
 """QualityScore and ClusterSelect: thin ComfyUI adapters over core.quality / core.cluster / core.curate.
 
-IMAGE batches share one size, so the outputs keep the input size; an empty output is a 1x64x64 black image
-(ComfyUI cannot carry an empty batch) and the JSON/summary outputs say it is empty.
+IMAGE batches share one size, so the outputs keep the input size. An empty output is an honest empty batch
+``[0, H, W, 3]`` (H, W of the input), never a black placeholder image: SaveImage/PreviewImage then write
+nothing, and a node that receives it counts zero images. ClusterSelect, given an empty batch, stops with a
+sentence that says nothing reached it and why (usually: no image passed QualityScore's minimums).
 """
 
 from __future__ import annotations
@@ -14,6 +16,27 @@ import numpy as np
 from ._comfy import CATEGORY, Progress, check_interrupted, image_to_numpy, numpy_to_image
 
 _CAT = f"{CATEGORY}/Curation"
+
+
+def _batch(arrays: list[np.ndarray], like: Any):
+    """IMAGE of ``arrays``; with none, an empty batch of the input's size (counted as zero downstream)."""
+    if arrays:
+        return numpy_to_image(arrays)
+    import torch
+
+    h, w = (int(like.shape[1]), int(like.shape[2])) if getattr(like, "ndim", 0) == 4 else (64, 64)
+    return torch.zeros((0, h, w, 3), dtype=torch.float32)
+
+
+def _input_arrays(images: Any, node: str) -> list[np.ndarray]:
+    from ..core.errors import ImageInputError
+
+    if images is not None and getattr(images, "ndim", 0) == 4 and images.shape[0] == 0:
+        raise ImageInputError(
+            f"{node}: the image batch is empty, so there is nothing to score; if it comes from QualityScore, no "
+            "image passed its minimums (its summary says why): choose a looser strategy or generate more images"
+        )
+    return image_to_numpy(images)
 
 
 def _config(strategy: str, w_sharp: float, w_contrast: float, w_conf: float, config_json: str = ""):
@@ -33,8 +56,8 @@ def _config(strategy: str, w_sharp: float, w_contrast: float, w_conf: float, con
 
 
 def _records(images: list[np.ndarray], cfg, backend: str, seeds: list[int | None] | None = None):
-    from ..core.curate import record_from_array
     from ..core.faces import analyze, get_engine
+    from ..core.records import record_from_array
 
     engine = get_engine(backend)
     bar = Progress(len(images))
@@ -158,9 +181,9 @@ class QualityScore:
         preview,
         config_json="",
     ):
-        from ..core.curate import scores_document
+        from ..core.records import scores_document
 
-        arrays = image_to_numpy(images)
+        arrays = _input_arrays(images, "QualityScore")
         cfg = _config(strategy, weight_sharpness, weight_contrast, weight_face, config_json)
         recs = _records(arrays, cfg, face_backend)
         doc = scores_document(recs, cfg)
@@ -174,13 +197,13 @@ class QualityScore:
             f"  #{i}: {r.quality.total:.1f} {'ok' if r.passed else r.quality.reason}"
             for i, r in enumerate(recs)
         ]
-        grid = _preview(arrays, recs) if preview else np.zeros((64, 64, 3), np.uint8)
+        grid = [_preview(arrays, recs)] if preview else []
         return (
-            numpy_to_image(passing),
-            numpy_to_image(rejected),
+            _batch(passing, images),
+            _batch(rejected, images),
             json.dumps(doc),
             "\n".join(lines),
-            numpy_to_image([grid]),
+            _batch(grid, None),
         )
 
 
@@ -266,9 +289,10 @@ class ClusterSelect:
         seeds="",
     ):
         from ..core.cluster import FALLBACK_NAME
-        from ..core.curate import build_catalogs, select_records, selection_log
+        from ..core.portfolio_catalogs import build_catalogs, selection_log
+        from ..core.selection import select_records
 
-        arrays = image_to_numpy(images)
+        arrays = _input_arrays(images, "ClusterSelect")
         cfg = _config(quality_strategy, 0.5, 0.3, 0.2)
         recs = _records(arrays, cfg, face_backend, _parse_seeds(seeds, len(arrays)))
         emb = idx = None
@@ -300,7 +324,7 @@ class ClusterSelect:
         report["timings"] = {}
         picked = [arrays[i] for i in sel.selected]
         return (
-            numpy_to_image(picked),
+            _batch(picked, images),
             json.dumps({"curated": curated, "report": report}),
             selection_log(report),
         )

@@ -17,6 +17,7 @@ from identitylock.core.cluster import (
     phash,
     select,
 )
+from identitylock.core.errors import IdentityLockError
 
 
 def _group_image(group: int, rng: np.random.Generator, size: int = 160) -> np.ndarray:
@@ -160,5 +161,5 @@ def test_clip_path_with_random_tiny_open_clip(tmp_path, groups):
     assert np.allclose(again, x[:3], atol=1e-5)  # the checkpoint round-trips the random weights
     res = cluster(x, 4)
     assert res.k == 4 and len(res.labels) == 40
-    with pytest.raises(ValueError):
+    with pytest.raises(IdentityLockError, match="needs --clip-checkpoint"):
         ClipEmbedder.from_open_clip("IdentityLockTinyCLIP", None)

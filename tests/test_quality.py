@@ -89,13 +89,13 @@ def test_small_background_face_does_not_count(sharp):
     assert m.faces == 1 and m.faces_detected == 2
 
 
-def test_curves_monotone_and_seed_anchors():
-    s = DEFAULT_CURVES["sharpness"]
+def test_curves_monotone_and_measured_anchors():
+    s = DEFAULT_CURVES["sharpness"]  # anchors from benchmarks/quality_defaults.py
     assert (
-        s(500) == 100
-        and s(300) == pytest.approx(80)
-        and s(100) == pytest.approx(40)
-        and s(20) == pytest.approx(10)
+        s(460) == 100
+        and s(260) == pytest.approx(80)
+        and s(40) == pytest.approx(40)
+        and s(5) == pytest.approx(10)
     )
     for curve in DEFAULT_CURVES.values():
         xs = np.linspace(curve.knots[0][0] - 1, curve.knots[-1][0] * 2 + 1, 300)
@@ -184,3 +184,54 @@ def test_seed_and_prompt_metadata(tmp_path):
     meta = read_metadata(p)
     assert meta["seed"] == 966983 and meta["seed_source"] == "png:prompt"  # chunk beats file name
     assert metadata_from_text(tmp_path / "a_seed_5.png", {})["seed_source"] == "filename"
+
+
+# -- defaults measured on real photos (benchmarks/quality_defaults.py, docs/curation.md) ---------------------------
+SHARP_SET = [f"lisa_{i}" for i in (1, 2, 3, 4)] + [
+    f"london{n:03d}_{k}" for n in (1, 4, 5, 6, 25, 42) for k in (1, 2)
+]
+
+
+def _resize_long(img, side):
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    return cv2.resize(
+        img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+    )
+
+
+def _cut_contrast(img, factor=0.15):
+    f = img.astype(np.float32)
+    mean = f.mean(axis=(0, 1), keepdims=True)
+    return np.clip(mean + factor * (f - mean), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def sized_sharp(faces_dir):
+    return {
+        (name, side): _resize_long(load_image(faces_dir / f"{name}.jpg"), side)
+        for name in SHARP_SET
+        for side in (512, 768, 1024)
+    }
+
+
+def _b(img, engine):
+    return assess(img, analyze(img, engine, embed=False), QualityConfig())
+
+
+def test_strategy_b_passes_sharp_real_photos_at_512_to_1024(sized_sharp, engine):
+    """Regression: the seed's B (face sharpness >= 280, confidence >= 0.90) rejected 43 of these 48."""
+    failed = {k: _b(img, engine).reasons for k, img in sized_sharp.items()}
+    failed = {k: v for k, v in failed.items() if v}
+    assert failed == {}
+
+
+@pytest.mark.parametrize("side", [512, 768, 1024])
+def test_strategy_b_rejects_blur_of_3px_and_more_and_contrast_cut(sized_sharp, engine, side):
+    for name in SHARP_SET[::3]:
+        img = sized_sharp[(name, side)]
+        for sigma in (3.0, 5.0):
+            r = _b(cv2.GaussianBlur(img, (0, 0), sigma), engine)
+            assert not r.passed and "low_sharpness" in r.reasons, (name, side, sigma, r.metrics)
+        flat = _b(_cut_contrast(img), engine)
+        assert not flat.passed and "low_contrast" in flat.reasons, (name, side, flat.metrics)

@@ -114,10 +114,14 @@ def _progress(args):
 
 
 def _config(args):
-    from ..curate import iter_records
     from ..errors import IdentityLockError
+    from ..fileio import check_output_file, write_json_atomic
     from ..images import iter_image_files
     from ..quality import QualityConfig, calibrate
+    from ..records import iter_records
+
+    if args.save_config:  # before the calibration work, not after it
+        check_output_file(args.save_config, overwrite=True, what="--save-config file")
 
     try:
         if args.config:
@@ -136,14 +140,21 @@ def _config(args):
     except (ValueError, KeyError, OSError) as exc:
         raise IdentityLockError(f"quality settings: {exc}") from exc
     if args.save_config:
-        Path(args.save_config).write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_json_atomic(args.save_config, cfg.to_dict(), indent=2)
     return cfg
 
 
 def cmd_curate(args) -> int:
-    from ..cluster import ClipEmbedder
-    from ..curate import curate, selection_log
+    from ..cluster import ClipEmbedder, check_clip_source
+    from ..curate import check_portfolio_out, curate, selection_log
+    from ..errors import IdentityLockError
 
+    # everything the user can get wrong is checked before any work (and before any open_clip call)
+    if (args.clip_checkpoint or args.clip_config) and not args.clip_model:
+        raise IdentityLockError("--clip-checkpoint/--clip-config need --clip-model NAME (e.g. ViT-B-32)")
+    if args.clip_model:
+        check_clip_source(args.clip_model, args.clip_checkpoint, args.clip_config)
+    check_portfolio_out(Path(args.out), args.overwrite)
     cfg = _config(args)
     clip = None
     if args.clip_model:
@@ -173,8 +184,10 @@ def cmd_curate(args) -> int:
 
 def cmd_quality(args) -> int:
     from ..catalog import write_json
-    from ..curate import score_paths
+    from ..fileio import check_output_file
+    from ..records import score_paths
 
+    check_output_file(args.out, overwrite=True, what="scores file")  # before the work
     cfg = _config(args)
     records, doc = score_paths(
         args.inputs,

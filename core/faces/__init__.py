@@ -174,36 +174,35 @@ def analyze_file(path: str | os.PathLike, engine: FaceEngine | None = None, **kw
     return analyze(load_image(path), engine, **kwargs)
 
 
-# -- parallel analysis (dlib holds the GIL, so throughput on several cores needs processes) ---------------
-_worker_engine: FaceEngine | None = None
-_worker_kwargs: dict[str, Any] = {}
+# -- parallel analysis (dlib holds the GIL, so several cores need processes: core/workers.py) ---------------
+CRASH_MESSAGE = "the face analyzer crashed on this image"
 
 
-def _worker_init(engine_kwargs: dict[str, Any], analyze_kwargs: dict[str, Any]) -> None:
-    global _worker_engine, _worker_kwargs
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _worker_engine = get_engine(**engine_kwargs)
-    _worker_kwargs = analyze_kwargs
+def _face_setup(engine_kwargs: dict[str, Any], analyze_kwargs: dict[str, Any]) -> tuple[FaceEngine, dict]:
+    """Worker context: this pool's engine (loaded once per worker) and the analyse options."""
+    return get_engine(**engine_kwargs), dict(analyze_kwargs)
 
 
-def _worker_run(item: Any) -> tuple[FaceAnalysis | None, str | None]:
+def _face_task(context: tuple[FaceEngine, dict], item: Any) -> tuple[FaceAnalysis | None, str | None]:
+    engine, analyze_kwargs = context
     try:
         image = load_image(item) if isinstance(item, (str, Path)) else item
-        return analyze(image, _worker_engine, **_worker_kwargs), None
+        return analyze(image, engine, **analyze_kwargs), None
     except IdentityLockError as exc:
         return None, str(exc)
 
 
-def _worker_ready(_: int) -> bool:
-    return _worker_engine is not None
+def _face_crashed(item: Any, reason: str) -> tuple[None, str]:
+    return None, f"{CRASH_MESSAGE} ({reason})"
 
 
 class FacePool:
-    """A pool of worker processes, each holding its own engine: for analysing many images on every core.
+    """Worker processes, each holding its own engine, for analysing many images on every core.
 
-    dlib holds the GIL, so threads do not scale; processes do. Creating the pool costs about a second per
-    worker (imports + model load), paid once: keep one pool for a whole job. ``spawn`` is used so the pool is
-    safe inside servers that already initialised CUDA (ComfyUI).
+    Creating the pool costs about a second per worker (imports + model load), paid once: keep one pool for a
+    whole job. Built on :class:`~identitylock.core.workers.WorkerPool` (``spawn``, safe inside ComfyUI): an image
+    that kills its worker is reported as ``(None, "the face analyzer crashed on this image ...")`` and every
+    other result is kept.
     """
 
     def __init__(
@@ -213,35 +212,29 @@ class FacePool:
         warm: bool = True,
         **analyze_kwargs: Any,
     ):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from ..workers import WorkerPool
 
-        self.workers = max(1, workers or (os.cpu_count() or 1))
-        self._executor = ProcessPoolExecutor(
-            self.workers,
-            mp_context=mp.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=(dict(engine_kwargs or {}), analyze_kwargs),
+        self._pool = WorkerPool(
+            _face_task,
+            _face_setup,
+            (dict(engine_kwargs or {}), analyze_kwargs),
+            workers=max(1, workers or (os.cpu_count() or 1)),
+            crashed=_face_crashed,
         )
+        self.workers = self._pool.workers
         if warm:  # start every worker and load its engine now, not inside the first timed batch
-            list(self._executor.map(_worker_ready, range(self.workers * 2), chunksize=1))
+            self._pool.warm()
 
     def map(
         self,
         items: Iterable[str | os.PathLike | np.ndarray],
         progress: Callable[[int, int], None] | None = None,
-        chunksize: int = 4,
     ) -> list[tuple[FaceAnalysis | None, str | None]]:
         items = [Path(i) if isinstance(i, (str, os.PathLike)) else i for i in items]
-        results = []
-        for i, res in enumerate(self._executor.map(_worker_run, items, chunksize=chunksize)):
-            results.append(res)
-            if progress:
-                progress(i + 1, len(items))
-        return results
+        return self._pool.map(items, progress)
 
     def close(self) -> None:
-        self._executor.shutdown()
+        self._pool.close()
 
     def __enter__(self) -> FacePool:
         return self
@@ -256,25 +249,16 @@ def analyze_many(
     workers: int | None = None,
     engine_kwargs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
-    chunksize: int = 4,
     **analyze_kwargs: Any,
 ) -> list[tuple[FaceAnalysis | None, str | None]]:
     """Analyse many images (paths or arrays), in order, using ``workers`` processes (default: all cores).
 
-    Returns ``(analysis, None)`` or ``(None, error message)`` per item: one unreadable file never stops a
-    batch. With ``workers=1`` everything runs in this process (what ComfyUI nodes use by default).
+    Returns ``(analysis, None)`` or ``(None, error message)`` per item: one unreadable file, or one that
+    crashes the analyzer, never stops a batch. With ``workers=1`` everything runs in this process (what
+    ComfyUI nodes use by default).
     """
-    items = [Path(i) if isinstance(i, (str, os.PathLike)) else i for i in items]
-    total = len(items)
-    engine_kwargs = dict(engine_kwargs or {})
-    workers = workers or min(os.cpu_count() or 1, max(1, total))
-    if workers <= 1 or total <= 1:
-        _worker_init(engine_kwargs, analyze_kwargs)
-        results: list[tuple[FaceAnalysis | None, str | None]] = []
-        for i, item in enumerate(items):
-            results.append(_worker_run(item))
-            if progress:
-                progress(i + 1, total)
-        return results
-    with FacePool(workers, engine_kwargs, warm=False, **analyze_kwargs) as pool:
-        return pool.map(items, progress, chunksize)
+    from ..workers import default_workers
+
+    items = list(items)
+    with FacePool(default_workers(len(items), workers), engine_kwargs, warm=False, **analyze_kwargs) as pool:
+        return pool.map(items, progress)

@@ -279,7 +279,7 @@ class LoRATrainAdaptive:
         )
         path, result, mp = self._train(
             model, clip, vae, arrays, captions, cfg, state_path, lora_path, trigger, identity,
-            int(probe_samples), bool(flip), float(color_jitter), bool(resume), bool(overwrite), unique_id,
+            int(probe_samples), bool(flip), float(color_jitter), bool(resume), unique_id,
         )  # fmt: skip
         from ..core.training.report import loss_curve_image, report_text
 
@@ -288,7 +288,7 @@ class LoRATrainAdaptive:
         return (mp, file_name, numpy_to_image([loss_curve_image(result)]), report)
 
     def _train(self, model, clip, vae, arrays, captions, cfg, state_path, lora_path, trigger, identity, probe_samples,
-               flip, jitter, resume, overwrite, unique_id):  # fmt: skip
+               flip, jitter, resume, unique_id):  # fmt: skip
         """The ComfyUI side of a run: clone the MODEL, attach the LoRA as weight wrappers, train, save."""
         from ..core.training import dataset as ds
         from ..core.training import job
@@ -312,7 +312,7 @@ class LoRATrainAdaptive:
         with training_mode():
             # loaded here, not under ComfyUI's inference mode: its tensors are updated in place while training;
             # the saved seed is adopted before anything seed-dependent (split, augmentation, LoRA init)
-            resume_state = job.saved_state(state_path, resume=resume, overwrite=overwrite, spelling=job.NODE)
+            resume_state = job.saved_state(state_path, resume=resume, spelling=job.NODE)
             if resume_state is not None:
                 adopt_saved_seed(cfg, resume_state)
             mp.model.requires_grad_(False)

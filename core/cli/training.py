@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         from ..identity import IdentityReference
 
         reference = IdentityReference.load(args.identity)
-    resume_state = job.saved_state(state_path, resume=args.resume, overwrite=args.overwrite)
+    resume_state = job.saved_state(state_path, resume=args.resume)
     pipe = load_pipeline(args.model, config=args.config)
     result, path, report = train_diffusers(
         pipe,

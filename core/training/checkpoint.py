@@ -72,11 +72,21 @@ def load_checkpoint(path: str | os.PathLike, start_over: str = "delete it to sta
     except Exception:  # truncated zip, not a torch file at all, unreadable...
         why = "it is not a complete training-state file (truncated, damaged or another format)"
     else:
-        missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else list(STATE_KEYS)
-        if not missing and state.get("version") == 1:
-            return state
-        why = "it is not a training state written by this version of IdentityLock"
+        return state
     raise TrainingStateError(f"cannot resume from {p}: {why}; {start_over}") from None
+
+
+def check_state(
+    state: Any, path: str | os.PathLike, start_over: str = "delete it to start over"
+) -> dict[str, Any]:
+    """``state`` if it has what ``Trainer.load_state_dict`` reads (a loadable file can still be someone else's)."""
+    missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else list(STATE_KEYS)
+    if missing or state.get("version") != 1:
+        raise TrainingStateError(
+            f"cannot resume from {path}: it is not a training state written by this version of IdentityLock; "
+            f"{start_over}"
+        )
+    return state
 
 
 def adopt_saved_seed(config: Any, state: dict[str, Any]) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import IdentityLockError
 from ..fileio import OutputPathError, check_output_file
-from .checkpoint import TrainingStateError, load_checkpoint
+from .checkpoint import TrainingStateError, check_state, load_checkpoint
 from .convergence import ControllerConfig
 from .phases import Phase
 from .presets import Preset, TrainConfig, config_for
@@ -96,16 +96,28 @@ def check_outputs(
     overwrite: bool,
     spelling: Spelling = CLI,
 ) -> None:
-    """Before any work: both output folders are writable, neither path is a folder, and an existing LoRA file is
-    replaced only when the user said so (``overwrite``) or continues the run that writes it (``resume``).
+    """Before any work: the run may use these outputs, and both can be written.
 
-    Why before: a read-only folder or a file in the way used to fail after the training steps (work lost).
+    - a saved training state is continued only on ``resume`` and discarded only on ``overwrite``: a new run used
+      to replace an interrupted run's state at its first checkpoint without a word (step 25 back to step 5);
+    - an existing LoRA file is replaced only on ``overwrite``, or by the run that writes it (``resume``);
+    - both folders are writable and neither path is a folder: these used to fail after the training steps.
     """
     lora, state = Path(lora_path), Path(state_path)
+    start_over = f"{spelling.overwrite} to start over"
     if resume and overwrite:
         raise TrainingStateError(
             f"resume and overwrite contradict each other: {spelling.resume} to continue the saved run, or "
-            f"{spelling.overwrite} to start over, not both"
+            f"{start_over}, not both"
+        )
+    if resume and not state.is_file():
+        raise TrainingStateError(
+            f"nothing to resume: there is no saved training state at {state}; start a new run without resume"
+        )
+    if state.is_file() and not (resume or overwrite):
+        raise TrainingStateError(
+            f"a saved training state exists at {state} (an interrupted or finished run with this output): "
+            f"{spelling.resume} to continue it, or {start_over}"
         )
     if lora.exists() and not lora.is_dir() and not (resume or overwrite):
         raise OutputPathError(
@@ -115,26 +127,12 @@ def check_outputs(
     check_output_file(state, overwrite=True, what="training-state file")
 
 
-def saved_state(state_path: str | os.PathLike, *, resume: bool, overwrite: bool, spelling: Spelling = CLI):
-    """The saved state to continue (``resume``), or None for a new run; refuses to discard a saved run silently.
-
-    Why: a new run with the same output used to overwrite an interrupted run's state at its first checkpoint
-    (the state went from step 25 back to step 5) without a word.
-    """
-    p = Path(state_path)
+def saved_state(state_path: str | os.PathLike, *, resume: bool, spelling: Spelling = CLI) -> dict | None:
+    """The saved state to continue when ``resume`` (checked by :func:`check_outputs` first), else None."""
+    if not resume:
+        return None
     start_over = f"{spelling.overwrite} to start over"
-    if resume:
-        if not p.exists():
-            raise TrainingStateError(
-                f"nothing to resume: there is no saved training state at {p}; start a new run without resume"
-            )
-        return load_checkpoint(p, start_over=start_over)
-    if p.exists() and not overwrite:
-        raise TrainingStateError(
-            f"a saved training state exists at {p} (an interrupted or finished run with this output): "
-            f"{spelling.resume} to continue it, or {start_over}"
-        )
-    return None
+    return check_state(load_checkpoint(state_path, start_over=start_over), state_path, start_over)
 
 
 def step_status(info: Any) -> dict[str, Any]:

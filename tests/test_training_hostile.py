@@ -284,3 +284,15 @@ def test_hostile_node_corpus(tmp_path, monkeypatch):
         assert "\n" not in msg and "weights_only" not in msg and "Traceback" not in msg, (name, msg)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before, "a refused run wrote something"
     assert os.listdir(tmp_path / "loras") == ["taken.safetensors"]
+
+
+def test_train_loads_models_through_the_one_load_pipeline(setup, tmp_path, capsys):
+    """Issue 18: the trainer had its own load_pipeline that had drifted from core.diffusion's (no model_index
+    check, no error translation: a folder without model_index.json gave a traceback). One loader now."""
+    from identitylock.core.training import diffusers_backend
+
+    assert not hasattr(diffusers_backend, "load_pipeline")
+    empty = tmp_path / "not_a_pipeline"
+    empty.mkdir()
+    assert main(args_for(setup, tmp_path / "x.safetensors", "--model", str(empty))) == 2
+    assert "without model_index.json" in one_sentence_error(capsys)

@@ -69,6 +69,8 @@ def test_hostile_checkpoint_gives_our_sentence_never_unpickling_advice(tmp_path)
         msg = str(err.value)
         assert "weights_only" not in msg and "\n" not in msg, (kind, msg)
         assert str(path) in msg and "--overwrite" in msg, (kind, msg)
+        objects = "holds Python objects" in msg
+        assert objects == (kind == "custom_class"), (kind, msg)  # the reason given is the true one
         # torch's exception (whose text advises weights_only=False) is not chained into what a UI may print
         assert err.value.__cause__ is None and (
             err.value.__context__ is None or err.value.__suppress_context__

@@ -66,7 +66,9 @@ def load_checkpoint(path: str | os.PathLike, start_over: str = "delete it to sta
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # by name: this module imports no pickle machinery (tests/test_packaging.py)
-        if type(exc).__name__ == "UnpicklingError":  # weights_only refused a global: other Python objects
+        if (
+            type(exc).__name__ == "UnpicklingError" and "global" in str(exc).lower()
+        ):  # a refused class/function
             why = "it holds Python objects other than tensors and plain values, which are never loaded"
         else:  # truncated zip, not a torch file at all, unreadable...
             why = "it is not a complete training-state file (truncated, damaged or another format)"

@@ -30,18 +30,13 @@ class Gadget:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, faces_dir):
-    from diffusers import StableDiffusionPipeline
+    from identitylock.core.diffusion import build_tiny_pipeline
     from identitylock.core.images import load_image
-    from identitylock.core.training.tiny import tiny_components
     from PIL import Image
 
     root = tmp_path_factory.mktemp("train_hostile")
-    comps = tiny_components(0, root / "tok")
     model = root / "tiny_sd"
-    StableDiffusionPipeline(
-        vae=comps["vae"], text_encoder=comps["text_encoder"], tokenizer=comps["tokenizer"], unet=comps["unet"],
-        scheduler=comps["scheduler"], safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    ).save_pretrained(model)  # fmt: skip
+    build_tiny_pipeline(0, root / "tok").save_pretrained(model)
     imgs = root / "imgs"
     imgs.mkdir()
     for i, f in enumerate(sorted(faces_dir.glob("lisa_*.jpg"))[:3]):

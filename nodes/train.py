@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from pathlib import Path
 
 from ._comfy import (
     CATEGORY,
     Progress,
     check_interrupted,
     image_to_numpy,
+    model_folder_paths,
     numpy_to_image,
     output_directory,
     send_status,
@@ -150,7 +151,8 @@ class LoRATrainAdaptive:
                     {
                         "default": "",
                         "multiline": True,
-                        "tooltip": "Custom phases as JSON (list of {name, lr, alpha, loss, optimizer, min_steps, max_steps}). Empty = seed phases.",
+                        "tooltip": "Custom phases as JSON text (list of {name, lr, alpha, loss, optimizer, min_steps, max_steps}), "
+                        "or the name of a .json file in models/identitylock/phases. Empty = seed phases.",
                     },
                 ),
                 "window": (
@@ -215,6 +217,14 @@ class LoRATrainAdaptive:
                         "tooltip": "Continue from the saved training state of this lora_name.",
                     },
                 ),
+                "overwrite": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Start over: discard the saved training state of this lora_name and replace its "
+                        "LoRA file. Off: the node refuses to touch either (set resume to continue a saved run).",
+                    },
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -233,152 +243,107 @@ class LoRATrainAdaptive:
     def train(self, model, clip, vae, images, trigger_word, lora_name, preset, schedule, seed, identity=None,
               probe_every=0, probe_samples=4, rank=0, caption_template="", flip=False, color_jitter=0.0,
               phases_json="", window=50, patience=3, p_threshold=0.5, significance=0.05, min_val_gain=0.02, checkpoint_every=100, resume=False,
-              unique_id=None):  # fmt: skip
-        import comfy.model_management as mm  # type: ignore[import-not-found]
-        import comfy.utils  # type: ignore[import-not-found]
-        import torch
-
+              overwrite=False, unique_id=None):  # fmt: skip
         from ..core.errors import IdentityLockError
         from ..core.training import dataset as ds
-        from ..core.training.checkpoint import adopt_saved_seed, load_checkpoint
-        from ..core.training.comfy_backend import (
-            SigmaBackend,
-            ldm_to_diffusers_map,
-            name_mapper,
-            release_inference_tensors,
-            training_mode,
-        )
-        from ..core.training.convergence import ControllerConfig
-        from ..core.training.lora_format import check_lora_name, save_lora
-        from ..core.training.network import LoRANetwork
-        from ..core.training.presets import TARGETS, config_for, load_schedule
-        from ..core.training.probe import drift_scorer, make_probe
-        from ..core.training.report import lora_metadata, loss_curve_image, report_text
-        from ..core.training.trainer import TrainData, Trainer
+        from ..core.training import job
+        from ..core.training.lora_format import check_lora_name
+        from ..core.training.presets import load_schedule
 
+        # every check before any work (encoding, training): a bad value fails in a second, not after N steps
         trigger = ds.check_trigger(trigger_word)
         file_name = check_lora_name(lora_name)
         arrays = image_to_numpy(images, "images")
         ds.check_images(arrays)
-        try:
-            phases = load_schedule(phases_json).phases if phases_json.strip() else None
-        except ValueError as exc:
-            raise IdentityLockError(f"phases_json: {exc}") from exc
+        if preset not in PRESET_NAMES:  # never a file path from a prompt sent to the server
+            raise IdentityLockError(f"preset {preset!r} is not one of {', '.join(PRESET_NAMES)}")
+        phases = None
+        if phases_json and phases_json.strip():
+            try:
+                phases = load_schedule(phases_json, folder=_phases_dir(), allow_paths=False).phases
+            except ValueError as exc:
+                raise IdentityLockError(f"phases_json: {str(exc).removeprefix('phases: ')}") from None
         if probe_every and identity is None:
             raise IdentityLockError("probe_every > 0 needs an IDENTITY input (IdentityEmbed)")
-        cfg = config_for(
-            preset, len(arrays), adaptive=schedule == "adaptive", phases=phases, seed=int(seed),
-            checkpoint_every=int(checkpoint_every), probe_every=int(probe_every),
-            controller=ControllerConfig(window=int(window), patience=int(patience), p_threshold=float(p_threshold),
-                                        significance=float(significance), min_val_gain=float(min_val_gain)),
+        cfg = job.build_config(
+            preset, len(arrays), schedule=schedule, phases=phases, seed=int(seed), rank=int(rank),
+            checkpoint_every=int(checkpoint_every), probe_every=int(probe_every), window=int(window),
+            patience=int(patience), p_threshold=float(p_threshold), significance=float(significance),
+            min_val_gain=float(min_val_gain),
         )  # fmt: skip
-        if rank:
-            cfg.rank = cfg.alpha = int(rank)
         captions = ds.make_captions(len(arrays), trigger, None, caption_template or None)
-        ckpt = os.path.join(output_directory(), "identitylock_training", file_name + ".state.pt")
-        if resume and not os.path.exists(ckpt):
-            raise IdentityLockError(f"resume: no saved training state for {file_name} at {ckpt}")
+        lora_path = Path(_loras_dir()) / file_name
+        state_path = job.node_state_path(output_directory(), file_name)
+        job.check_outputs(
+            lora_path, state_path, resume=bool(resume), overwrite=bool(overwrite), spelling=job.NODE
+        )
+        path, result, mp = self._train(
+            model, clip, vae, arrays, captions, cfg, state_path, lora_path, trigger, identity,
+            int(probe_samples), bool(flip), float(color_jitter), bool(resume), unique_id,
+        )  # fmt: skip
+        from ..core.training.report import loss_curve_image, report_text
+
+        report = report_text(result, cfg, str(path))
+        send_status("train_done", {"lora": file_name, "report": report}, unique_id)
+        return (mp, file_name, numpy_to_image([loss_curve_image(result)]), report)
+
+    def _train(self, model, clip, vae, arrays, captions, cfg, state_path, lora_path, trigger, identity, probe_samples,
+               flip, jitter, resume, unique_id):  # fmt: skip
+        """The ComfyUI side of a run: clone the MODEL, attach the LoRA as weight wrappers, train, save."""
+        from ..core.training import dataset as ds
+        from ..core.training import job
+        from ..core.training.checkpoint import adopt_saved_seed
+        from ..core.training.comfy_backend import (
+            attach_lora,
+            comfy_encoders,
+            model_fingerprint,
+            release_inference_tensors,
+            sigma_backend,
+            training_mode,
+        )
+        from ..core.training.lora_format import save_lora
+        from ..core.training.network import LoRANetwork
+        from ..core.training.presets import TARGETS
+        from ..core.training.probe import drift_scorer, make_probe
+        from ..core.training.report import lora_metadata
+        from ..core.training.trainer import Trainer
 
         mp = model.clone()
         with training_mode():
-            if resume:
-                # loaded here, not under ComfyUI's inference mode: its tensors are updated in place while training;
-                # the saved seed is adopted before anything seed-dependent (split, augmentation, LoRA init)
-                resume_state = load_checkpoint(ckpt)
+            # loaded here, not under ComfyUI's inference mode: its tensors are updated in place while training;
+            # the saved seed is adopted before anything seed-dependent (split, augmentation, LoRA init)
+            resume_state = job.saved_state(state_path, resume=resume, spelling=job.NODE)
+            if resume_state is not None:
                 adopt_saved_seed(cfg, resume_state)
             mp.model.requires_grad_(False)
-            ms = mp.get_model_object("model_sampling")
-            dev = mp.load_device
-
-            # frozen encoders: no autograd (their weights are inference tensors created by the loader)
-            @torch.no_grad()
-            def encode_images(ims):
-                px = torch.from_numpy(__import__("numpy").stack(ims)).float() / 255.0
-                return mp.model.process_latent_in(vae.encode(px[..., :3])).float().cpu().clone()
-
-            @torch.no_grad()
-            def encode_text(caps):
-                out = [clip.encode_from_tokens(clip.tokenize(c)) for c in caps]
-                return torch.cat(out).float().cpu().clone()
-
-            data: TrainData = ds.prepare_data(
-                arrays,
-                captions,
-                encode_images,
-                encode_text,
-                flip=bool(flip),
-                jitter=float(color_jitter),
-                seed=cfg.seed,
-            )
-            try:
-                ldm_map = ldm_to_diffusers_map(
-                    comfy.utils.unet_to_diffusers(mp.model.model_config.unet_config)
-                )
-            except Exception:
-                ldm_map = {}
+            encode_images, encode_text = comfy_encoders(mp, vae, clip)
+            data = ds.prepare_data(arrays, captions, encode_images, encode_text, flip=flip, jitter=jitter,
+                                   seed=cfg.seed)  # fmt: skip
             net = LoRANetwork(cfg.rank, cfg.alpha, cfg.dropout, seed=cfg.seed)
-            wrappers = net.weight_wrappers(
-                mp.model.diffusion_model, TARGETS[cfg.target_modules], name_map=name_mapper(ldm_map)
-            )
-            if not wrappers:
-                raise IdentityLockError(
-                    "no attention/feed-forward layers found in this MODEL; only UNet models (SD1.x/SDXL) are supported"
-                )
-            for path, fn in wrappers:
-                mp.add_weight_wrapper(f"diffusion_model.{path}", fn)
-            mm.load_models_gpu([mp], memory_required=1e20, force_full_load=True)
+            attach_lora(mp, net, TARGETS[cfg.target_modules], _ldm_map(mp))
+            _load_for_training(mp)
             n_inf = release_inference_tensors(mp.model.diffusion_model)
             _log.info("LoRATrainAdaptive: %d frozen base tensors copied out of inference mode", n_inf)
-            net.to(dev)
-            dtype = mp.model_dtype()
-
-            def apply_model(xt, sigma, cond):
-                return mp.model.apply_model(xt.to(dtype), sigma, c_crossattn=cond.to(dtype)).float()
-
-            backend = SigmaBackend(apply_model, ms.percent_to_sigma,
-                                   lambda s, n, x: ms.noise_scaling(s, n, x, False), dev)  # fmt: skip
+            net.to(mp.load_device)
             probe = None
-            if probe_every and identity is not None:
-                probe = make_probe(
-                    self._probe_renderer(mp, clip, vae, captions[0], data, int(probe_samples)),
-                    drift_scorer(identity),
-                )
-            bar = Progress(max(1, sum(p.max_steps for p in cfg.schedule.phases)))
-
-            def on_step(info):
-                bar.total = max(1, info.max_total_steps)
-                # live loss curve as the ProgressBar preview (a PIL drawing, ~ms) every 10 steps and at validations
-                preview = None
-                if info.step % 10 == 0 or info.val_loss is not None or info.step == 1:
-                    preview = loss_curve_image(trainer.snapshot(), 400, 200)
-                bar.update(1, preview)
-                send_status("train", {
-                    "phase": info.phase, "step": info.step, "loss": info.loss, "lr": info.lr, "slope": info.slope,
-                    "p_value": info.p_value, "eta_seconds": round(info.eta_seconds, 1), "val_loss": info.val_loss,
-                    "max_steps": info.max_total_steps,
-                }, unique_id)  # fmt: skip
-
-            trainer = Trainer(net, backend, data, cfg, on_step=on_step, check_cancel=check_interrupted,
-                              checkpoint_path=ckpt, probe=probe)  # fmt: skip
-            if resume:
+            if cfg.probe_every and identity is not None:
+                render = self._probe_renderer(mp, clip, vae, captions[0], data, probe_samples)
+                probe = make_probe(render, drift_scorer(identity))
+            reporter = job.StepReporter(
+                Progress(max(1, sum(p.max_steps for p in cfg.schedule.phases))),
+                lambda payload: send_status("train", payload, unique_id),
+            )
+            trainer = Trainer(net, sigma_backend(mp), data, cfg, on_step=reporter, check_cancel=check_interrupted,
+                              checkpoint_path=state_path, probe=probe)  # fmt: skip
+            reporter.snapshot = trainer.snapshot
+            if resume_state is not None:
                 trainer.resume(state=resume_state)
             result = trainer.run()
             net.requires_grad_(False)
-            state = net.kohya_state_dict()
-            extra: dict[str, Any] = {"alpha": net.alpha}
-            if result.probes.best_state is not None:
-                state = result.probes.best_state
-                extra["selected"] = f"best identity probe at step {result.probes.best.step}"
-                net.load_kohya_state_dict(state)
-                extra["alpha"] = net.alpha
-            fp = _model_fingerprint(mp)
-            path = save_lora(
-                os.path.join(_loras_dir(), file_name), state, lora_metadata(result, cfg, trigger, fp, **extra)
-            )
-        curve = loss_curve_image(result)
-        report = report_text(result, cfg, str(path))
-        send_status("train_done", {"lora": file_name, "report": report}, unique_id)
-        return (mp, file_name, numpy_to_image([curve]), report)
+            state, extra = job.lora_to_save(net, result)
+            meta = lora_metadata(result, cfg, trigger, model_fingerprint(mp), **extra)
+            path = save_lora(lora_path, state, meta)
+        return path, result, mp
 
     @staticmethod
     def _probe_renderer(mp, clip, vae, prompt, data, k):
@@ -404,16 +369,32 @@ class LoRATrainAdaptive:
         return render
 
 
-def _model_fingerprint(mp) -> str:
-    """Hash of a few base weights (a ComfyUI MODEL has no file path here)."""
-    import hashlib
+def _ldm_map(mp) -> dict[str, str]:
+    """ComfyUI's LDM -> diffusers module names for this UNet (empty when ComfyUI cannot map it)."""
+    from ..core.training.comfy_backend import ldm_to_diffusers_map
 
-    h = hashlib.sha256()
-    for i, (name, p) in enumerate(mp.model.diffusion_model.named_parameters()):
-        if i % 50 == 0:
-            h.update(name.encode())
-            h.update(p.detach().flatten()[:256].float().cpu().numpy().tobytes())
-    return "weights-sha256:" + h.hexdigest()
+    try:
+        import comfy.utils  # type: ignore[import-not-found]
+
+        return ldm_to_diffusers_map(comfy.utils.unet_to_diffusers(mp.model.model_config.unet_config))
+    except Exception:
+        return {}
+
+
+def _load_for_training(mp) -> None:
+    """Load the patched model fully onto its device (no-op outside ComfyUI, where there is nothing to manage)."""
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    mm.load_models_gpu([mp], memory_required=1e20, force_full_load=True)
+
+
+def _phases_dir() -> str | None:
+    """The one folder whose ``NAME.json`` files phases_json may name: models/identitylock/phases (None outside
+    ComfyUI, where only JSON text is accepted)."""
+    folders = model_folder_paths("identitylock")
+    return os.path.join(folders[0], "phases") if folders else None
 
 
 NODE_CLASS_MAPPINGS = {"LoRATrainAdaptive": LoRATrainAdaptive}

@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model", required=True, help="base model: local diffusers folder or SD1.5 .safetensors file"
     )
     p.add_argument(
-        "--config", help="diffusers config folder for a single-file checkpoint (nothing is downloaded)"
+        "--config",
+        help="diffusers config folder for a single-file checkpoint (default: SD1.5's, written locally; "
+        "nothing is downloaded)",
     )
     p.add_argument("--trigger", required=True, help="trigger word put in every caption, e.g. lsaperson")
     p.add_argument("--out", required=True, help="output LoRA file, e.g. loras/lisa.safetensors")
@@ -79,9 +81,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", help="training-state file (default: OUT.state.pt)")
     p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint")
     p.add_argument(
-        "--identity", help="IDENTITY reference .json for the drift probe (from `identitylock face embed`)"
+        "--overwrite",
+        action="store_true",
+        help="start over: discard a saved training state of this output and replace an existing --out file "
+        "(without --resume or --overwrite, train refuses to touch either)",
+    )
+    p.add_argument(
+        "--identity",
+        help="identity reference .safetensors for the drift probe (from `identitylock embed`)",
     )
     p.add_argument(
         "--probe-every", type=int, default=0, help="render K fixed-seed samples and score drift every N steps"
@@ -91,51 +100,42 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import IdentityLockError
-    from ..training import dataset as ds
-    from ..training.convergence import ControllerConfig
-    from ..training.diffusers_backend import base_model_hash, load_pipeline, train_diffusers
-    from ..training.lora_format import check_lora_name
-    from ..training.presets import config_for, get_preset, load_schedule
-
-    trigger = ds.check_trigger(args.trigger)
     from pathlib import Path
 
+    from ..diffusion import load_pipeline
+    from ..errors import IdentityLockError
+    from ..training import dataset as ds
+    from ..training import job
+    from ..training.diffusers_backend import base_model_hash, train_diffusers
+    from ..training.lora_format import check_lora_name
+    from ..training.presets import get_preset, load_schedule
+
+    trigger = ds.check_trigger(args.trigger)
     out = Path(args.out)
     check_lora_name(out.name)
+    state_path = job.cli_state_path(out, args.checkpoint)
+    job.check_outputs(out, state_path, resume=args.resume, overwrite=args.overwrite)  # before any work
     try:
         preset = get_preset(args.preset)
         phases = load_schedule(args.phases).phases if args.phases else None
     except ValueError as exc:
-        raise IdentityLockError(str(exc)) from exc
+        raise IdentityLockError(str(exc)) from None
     images, given = ds.load_folder(args.images)
     ds.check_images(images)
     captions = ds.make_captions(len(images), trigger, given, args.caption_template)
-    cfg = config_for(
-        preset,
-        len(images),
-        adaptive=args.schedule == "adaptive",
-        phases=phases,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        probe_every=args.probe_every,
-        controller=ControllerConfig(
-            window=args.window,
-            patience=args.patience,
-            p_threshold=args.p_threshold,
-            significance=args.significance,
-            exit_on=args.exit_on,
-            min_val_gain=args.min_val_gain,
-        ),
-    )
-    if args.rank:
-        cfg.rank = cfg.alpha = args.rank
+    cfg = job.build_config(
+        preset, len(images), schedule=args.schedule, phases=phases, seed=args.seed, rank=args.rank or 0,
+        checkpoint_every=args.checkpoint_every, probe_every=args.probe_every, window=args.window,
+        patience=args.patience, p_threshold=args.p_threshold, significance=args.significance,
+        exit_on=args.exit_on, min_val_gain=args.min_val_gain,
+    )  # fmt: skip
     reference = None
     if args.identity:
         from ..identity import IdentityReference
 
         reference = IdentityReference.load(args.identity)
-    pipe = load_pipeline(args.model, args.config)
+    resume_state = job.saved_state(state_path, resume=args.resume)
+    pipe = load_pipeline(args.model, config=args.config)
     result, path, report = train_diffusers(
         pipe,
         images,
@@ -147,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         flip=args.flip,
         jitter=args.color_jitter,
-        checkpoint_path=args.checkpoint or str(out) + ".state.pt",
-        resume=args.resume,
+        checkpoint_path=state_path,
+        resume_state=resume_state,
         probe_reference=reference,
         device=args.device,
     )

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import IdentityLockError
 from ..fileio import atomic_write
 
 _log = logging.getLogger("IdentityLock.training")
@@ -38,11 +39,55 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a training state; ``weights_only=True``: tensors and plain containers only, nothing is unpickled."""
+class TrainingStateError(IdentityLockError, ValueError):
+    """A saved training state that is missing, unusable or in the way of a new run."""
+
+
+#: Keys every state written by Trainer.state_dict has; a file without them is not ours.
+STATE_KEYS = ("version", "config", "step", "phase_index", "phase_started", "network", "alpha", "controller")
+
+
+def load_checkpoint(path: str | os.PathLike, start_over: str = "delete it to start over") -> dict[str, Any]:
+    """Load a training state; ``weights_only=True``: tensors and plain containers only, nothing is unpickled.
+
+    Every failure becomes one sentence of ours. Why not torch's message: on a file holding other Python objects
+    it advises retrying with weights-only loading turned off, i.e. running whatever code the file contains.
+    ``start_over`` says how to start a new run instead (the CLI flag or the node widget).
+    """
     import torch
 
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    p = Path(path)
+    if not p.is_file():
+        raise TrainingStateError(
+            f"no saved training state at {p}: nothing to resume; run without resume to start"
+        )
+    try:
+        state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # by name: this module imports no pickle machinery (tests/test_packaging.py)
+        if (
+            type(exc).__name__ == "UnpicklingError" and "global" in str(exc).lower()
+        ):  # a refused class/function
+            why = "it holds Python objects other than tensors and plain values, which are never loaded"
+        else:  # truncated zip, not a torch file at all, unreadable...
+            why = "it is not a complete training-state file (truncated, damaged or another format)"
+    else:
+        return state
+    raise TrainingStateError(f"cannot resume from {p}: {why}; {start_over}") from None
+
+
+def check_state(
+    state: Any, path: str | os.PathLike, start_over: str = "delete it to start over"
+) -> dict[str, Any]:
+    """``state`` if it has what ``Trainer.load_state_dict`` reads (a loadable file can still be someone else's)."""
+    missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else list(STATE_KEYS)
+    if missing or state.get("version") != 1:
+        raise TrainingStateError(
+            f"cannot resume from {path}: it is not a training state written by this version of IdentityLock; "
+            f"{start_over}"
+        )
+    return state
 
 
 def adopt_saved_seed(config: Any, state: dict[str, Any]) -> bool:

@@ -9,8 +9,10 @@ target = x0. We do the same, driven by our core Trainer instead of a sampler.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -80,3 +82,69 @@ def training_mode() -> Iterator[None]:
     in current PyTorch; ``enable_grad()`` makes that explicit (as ComfyUI's own nodes_train.py does)."""
     with torch.inference_mode(False), torch.enable_grad():
         yield
+
+
+# -- a ComfyUI ModelPatcher / VAE / CLIP, duck-typed (no comfy import): what the node used to do in closures ------
+def comfy_encoders(
+    model_patcher: Any, vae: Any, clip: Any
+) -> tuple[Callable[[list[np.ndarray]], torch.Tensor], Callable[[list[str]], torch.Tensor]]:
+    """(encode_images, encode_text) for ``dataset.prepare_data`` from the MODEL/VAE/CLIP the user wired.
+
+    Frozen encoders run without autograd (their weights are inference tensors made by ComfyUI's loader); the
+    results are cloned to ordinary CPU tensors so the training graph can use them.
+    """
+
+    @torch.no_grad()
+    def encode_images(images: list[np.ndarray]) -> torch.Tensor:
+        px = torch.from_numpy(np.stack(images)).float() / 255.0
+        return model_patcher.model.process_latent_in(vae.encode(px[..., :3])).float().cpu().clone()
+
+    @torch.no_grad()
+    def encode_text(captions: list[str]) -> torch.Tensor:
+        out = [clip.encode_from_tokens(clip.tokenize(c)) for c in captions]
+        return torch.cat(out).float().cpu().clone()
+
+    return encode_images, encode_text
+
+
+def sigma_backend(model_patcher: Any) -> SigmaBackend:
+    """The x0-objective backend on a ModelPatcher: its ``model_sampling``, dtype and load device."""
+    ms = model_patcher.get_model_object("model_sampling")
+    dtype = model_patcher.model_dtype()
+
+    def apply_model(xt: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return model_patcher.model.apply_model(xt.to(dtype), sigma, c_crossattn=cond.to(dtype)).float()
+
+    return SigmaBackend(apply_model, ms.percent_to_sigma,
+                        lambda s, n, x: ms.noise_scaling(s, n, x, False), model_patcher.load_device)  # fmt: skip
+
+
+def attach_lora(model_patcher: Any, network: Any, targets: Sequence[str], ldm_map: dict[str, str]) -> int:
+    """Add the LoRA as weight wrappers (w -> w + ΔW) on the ModelPatcher's diffusion model; returns their count.
+
+    Raises IdentityLockError when the model has no adaptable layer (only UNet families are supported yet).
+    """
+    from ..errors import IdentityLockError
+
+    wrappers = network.weight_wrappers(
+        model_patcher.model.diffusion_model, targets, name_map=name_mapper(ldm_map)
+    )
+    if not wrappers:
+        raise IdentityLockError(
+            "no attention/feed-forward layers found in this MODEL; only UNet models (SD1.x/SDXL) are supported"
+        )
+    for path, fn in wrappers:
+        model_patcher.add_weight_wrapper(f"diffusion_model.{path}", fn)
+    return len(wrappers)
+
+
+def model_fingerprint(model_patcher: Any) -> str:
+    """Hash of a few base weights (a ComfyUI MODEL has no file path here)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for i, (name, p) in enumerate(model_patcher.model.diffusion_model.named_parameters()):
+        if i % 50 == 0:
+            h.update(name.encode())
+            h.update(p.detach().flatten()[:256].float().cpu().numpy().tobytes())
+    return "weights-sha256:" + h.hexdigest()

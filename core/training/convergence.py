@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .fields import check_fields
+
 
 class Welford:
     """Numerically stable running mean and variance (Welford 1962)."""
@@ -137,8 +139,23 @@ class ControllerConfig:
     val_patience: int = 2
 
     def __post_init__(self) -> None:
+        problems = []
         if self.exit_on not in ("validation", "train"):
-            raise ValueError(f"exit_on must be 'validation' or 'train' (got {self.exit_on!r})")
+            problems.append(f"exit_on must be 'validation' or 'train' (got {self.exit_on!r})")
+        if not (self.window >= 1 and self.patience >= 1 and self.val_points >= 2 and self.val_patience >= 1):
+            problems.append("window, patience and val_patience must be >= 1 and val_points >= 2")
+        if not 0 < self.p_threshold < 1:
+            problems.append(f"p_threshold must be between 0 and 1 (got {self.p_threshold})")
+        if not (
+            0 <= self.significance <= 1 and 0 <= self.min_val_gain < math.inf and self.divergence_sigma >= 0
+        ):
+            problems.append("significance must be in [0, 1]; min_val_gain and divergence_sigma must be >= 0")
+        if problems:
+            raise ValueError("controller: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ControllerConfig:
+        return cls(**check_fields(cls, data, "controller"))
 
     @property
     def span(self) -> int:

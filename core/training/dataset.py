@@ -67,9 +67,20 @@ def load_folder(
     images, captions = [], []
     for path in sorted(iter_image_files([folder], recursive=False)):
         images.append(load_image(path))
-        cap = path.with_suffix(caption_ext)
-        captions.append(cap.read_text(encoding="utf-8").strip() if cap.exists() else None)
+        captions.append(_read_caption(path.with_suffix(caption_ext)))
     return images, captions
+
+
+def _read_caption(path: Path) -> str | None:
+    """The caption file beside an image (None when absent); unreadable or non-UTF-8 text is an input error."""
+    if not path.exists():
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise IdentityLockError(f"{path}: caption file is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise IdentityLockError(f"{path}: cannot read the caption file ({exc.strerror or exc})") from None
 
 
 def make_captions(
@@ -169,7 +180,7 @@ def prepare_data(
     seed: int = 0,
 ):
     """Split, augment the training side only, and cache latents and text embeddings into a TrainData."""
-    from .trainer import TrainData
+    from .records import TrainData
 
     check_images(images)
     train_idx, val_idx = split_indices(len(images), val_fraction, seed)

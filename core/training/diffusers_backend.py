@@ -1,7 +1,7 @@
 """Standalone backend: diffusers UNet + DDPM noise schedule, VAE latent and CLIP text caching, probe rendering.
 
-Loads a local diffusers folder or a single-file SD1.5 checkpoint (with a locally held diffusers config folder
-via ``config``); never downloads.
+The pipeline comes from ``core.diffusion.load_pipeline`` (one loader for the standalone diffusers concern:
+local diffusers folder or SD1.5 single file, never downloads).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from ..errors import ModelNotFoundError
 
 _log = logging.getLogger("IdentityLock.training")
 
@@ -59,26 +57,6 @@ def encode_text(tokenizer, text_encoder, captions: Sequence[str], device="cpu") 
         return_tensors="pt",
     ).input_ids
     return text_encoder(ids.to(device))[0].float().cpu()
-
-
-def load_pipeline(model: str | os.PathLike, config: str | os.PathLike | None = None, dtype=torch.float32):
-    """A StableDiffusionPipeline from a local diffusers folder or single .safetensors/.ckpt file, offline."""
-    from diffusers import StableDiffusionPipeline
-
-    path = Path(model)
-    if not path.exists():
-        raise ModelNotFoundError(
-            f"base model {path} not found (give a diffusers folder or an SD1.5 .safetensors)"
-        )
-    kw = {"torch_dtype": dtype, "local_files_only": True, "safety_checker": None}
-    if path.is_dir():
-        return StableDiffusionPipeline.from_pretrained(str(path), **kw)
-    if config is None:
-        raise ModelNotFoundError(
-            "a single-file checkpoint needs its diffusers config folder (model_index.json, unet/config.json, "
-            "tokenizer/...) given with --config, because nothing is downloaded"
-        )
-    return StableDiffusionPipeline.from_single_file(str(path), config=str(config), **kw)
 
 
 def base_model_hash(model: str | os.PathLike) -> str:
@@ -142,7 +120,7 @@ def train_diffusers(
     flip: bool = False,
     jitter: float = 0.0,
     checkpoint_path: str | os.PathLike | None = None,
-    resume: bool = False,
+    resume_state: dict | None = None,
     probe_reference=None,
     probe_seeds: Sequence[int] = (1, 2, 3, 4),
     probe_steps: int = 20,
@@ -152,11 +130,13 @@ def train_diffusers(
 ):
     """Train a LoRA on ``pipe.unet`` (standalone, diffusers), write it atomically to ``out_path``.
 
-    Returns (TrainResult, path, report text). Runs one process or several under ``accelerate launch``
+    ``resume_state``: a loaded training state to continue (``job.saved_state``). Returns (TrainResult, path,
+    report text). Runs one process or several under ``accelerate launch``
     (gradients all-reduced, data order differs per rank, only the main process writes files).
     """
     from . import dataset as ds
-    from .checkpoint import adopt_saved_seed, load_checkpoint
+    from .checkpoint import adopt_saved_seed
+    from .job import lora_to_save
     from .lora_format import save_lora
     from .network import LoRANetwork
     from .presets import TARGETS
@@ -170,15 +150,15 @@ def train_diffusers(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if grad_sync is not None and dev.type == "cuda":
         dev = torch.device("cuda", rank % max(1, torch.cuda.device_count()))
+    if int(resolution) < 8 or int(resolution) % 8:
+        raise ds.ImageInputError(
+            f"resolution {resolution} must be a positive multiple of 8 (latents are 1/8 size)"
+        )
     pipe.to(dev)
     ds.check_images(images)
     images = [ds.resize_square(im, resolution) for im in images]
-    resume_state = None
-    if resume:
+    if resume_state is not None:
         # before anything seed-dependent: the split, augmentation and LoRA init belong to the saved run
-        if checkpoint_path is None or not Path(checkpoint_path).exists():
-            raise FileNotFoundError(f"--resume: checkpoint {checkpoint_path} does not exist")
-        resume_state = load_checkpoint(checkpoint_path)
         adopt_saved_seed(config, resume_state)
     data = ds.prepare_data(
         images,
@@ -230,12 +210,7 @@ def train_diffusers(
     finally:
         if bar is not None:
             bar.close()
-    state = net.kohya_state_dict()
-    extra = {}
-    if keep_best_probe and result.probes.best_state is not None:
-        state = result.probes.best_state
-        extra["selected"] = f"best identity probe at step {result.probes.best.step}"
-    extra["alpha"] = float(next(v for k, v in state.items() if k.endswith(".alpha")))
+    state, extra = lora_to_save(net, result, keep_best_probe)
     path = None
     if is_main:
         path = save_lora(out_path, state, lora_metadata(result, config, trigger, base_hash, **extra))

@@ -14,10 +14,11 @@ delta the trained model used.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from .fields import check_fields, parse_json
 
 LOSSES = ("mse", "huber", "charbonnier", "l1")
 OPTIMIZERS = ("adamw", "adamw8bit", "adamp", "adam", "sgd")
@@ -91,11 +92,8 @@ class Phase:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Phase:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"phase: unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**data)
+        name = data.get("name") if isinstance(data, dict) else None
+        return cls(**check_fields(cls, data, f"phase {name!r}" if isinstance(name, str) else "phase"))
 
 
 def seed_phases(min_steps: int = 150, max_steps: int = 2000) -> list[Phase]:
@@ -129,11 +127,14 @@ class Schedule:
     def from_dict(cls, data: dict[str, Any] | list[Any]) -> Schedule:
         if isinstance(data, list):
             data = {"phases": data}
+        data = check_fields(cls, data, "schedule")
+        if not isinstance(data.get("phases", []), list):
+            raise ValueError("schedule: phases must be a list of phase objects")
         phases = [Phase.from_dict(p) for p in data.get("phases", [])]
         if not phases:
             raise ValueError("schedule: at least one phase is required")
-        return cls(phases=phases, adaptive=bool(data.get("adaptive", True)))
+        return cls(phases=phases, adaptive=data.get("adaptive", True))
 
     @classmethod
     def from_json(cls, text: str) -> Schedule:
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(parse_json(text, "schedule"))

@@ -8,13 +8,14 @@ replace the preset alpha; see phases.py for what a phase alpha means).
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .convergence import ControllerConfig
+from .fields import check_fields, parse_json
 from .phases import Phase, Schedule, seed_phases
 
 # Module-name suffixes inside the UNet's transformer blocks (diffusers naming).
@@ -63,11 +64,7 @@ class Preset:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preset:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"preset: unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
-        return cls(**data)
+        return cls(**check_fields(cls, data, "preset"))
 
 
 PRESETS: dict[str, Preset] = {
@@ -156,15 +153,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"config: unknown field(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        data = check_fields(cls, data, "config")
         if "schedule" in data:
             data["schedule"] = Schedule.from_dict(data["schedule"])
         if "controller" in data:
-            data["controller"] = ControllerConfig(**data["controller"])
+            data["controller"] = ControllerConfig.from_dict(data["controller"])
         return cls(**data)
 
 
@@ -215,24 +208,58 @@ def config_for(
 
 
 def get_preset(name: str) -> Preset:
-    """A built-in preset by name, or a JSON file path holding a preset dict."""
+    """A built-in preset by name, or a JSON file path holding a preset dict (CLI only: the node offers a list)."""
     if name in PRESETS:
         return PRESETS[name]
     path = Path(name)
     if path.suffix == ".json" and path.is_file():
-        return Preset.from_dict(json.loads(path.read_text()))
+        return Preset.from_dict(parse_json(_read_text(path, "preset"), f"preset file {path.name}"))
     raise ValueError(
         f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} or give a preset .json file"
     )
 
 
-def load_schedule(path_or_json: str) -> Schedule:
-    """Custom phases from a JSON file or a JSON string: a list of phases or {"adaptive":..,"phases":[..]}."""
-    text = path_or_json
-    p = Path(path_or_json)
-    if not path_or_json.lstrip().startswith(("[", "{")) and p.is_file():
-        text = p.read_text()
+def _read_text(path: Path, what: str) -> str:
     try:
-        return Schedule.from_json(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"phases: not valid JSON ({exc})") from exc
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ValueError(f"{what}: cannot read {path} ({reason})") from None
+
+
+def load_schedule(source: str, *, folder: str | Path | None = None, allow_paths: bool = True) -> Schedule:
+    """Custom phases: JSON text (a list of phases or {"adaptive":..,"phases":[..]}), or a saved schedule.
+
+    A saved schedule is a file path only when ``allow_paths`` (the CLI: the user's own files); the ComfyUI node
+    passes ``allow_paths=False`` and a ``folder``, so a name means ``folder/NAME.json`` and nothing outside that
+    folder is ever read (a prompt sent to the server must not make it read arbitrary files).
+    """
+    text = str(source).strip()
+    if not text:
+        raise ValueError('phases: empty; give JSON text such as [{"name": "A", "lr": 1e-4, "alpha": 4}]')
+    if not text.startswith(("[", "{")):
+        text = _read_text(_schedule_file(text, folder, allow_paths), "phases")
+    return Schedule.from_dict(parse_json(text, "phases"))
+
+
+def _schedule_file(name: str, folder: str | Path | None, allow_paths: bool) -> Path:
+    if allow_paths:
+        if Path(name).is_file():
+            return Path(name)
+        raise ValueError(f"phases: {name!r} is neither JSON text nor an existing file")
+    stem = name[: -len(".json")] if name.endswith(".json") else name
+    where = f"a .json file in {folder}" if folder else "JSON text"
+    if folder is None or not re.fullmatch(r"[\w][\w.\-]*", stem) or ".." in stem:
+        raise ValueError(
+            f"phases: give JSON text (starting with [ or {{) or the plain name of {where}; paths are not read"
+        )
+    path = Path(folder) / f"{stem}.json"
+    if path.resolve().parent != Path(folder).resolve():  # a symlink out of the folder
+        raise ValueError(
+            f"phases: {stem}.json in {folder} points outside that folder; copy the file there instead"
+        )
+    if not path.is_file():
+        raise ValueError(
+            f"phases: no saved schedule {stem!r}: put {stem}.json in {folder} or paste JSON text"
+        )
+    return path

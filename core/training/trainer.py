@@ -1,5 +1,11 @@
 """The training loop shared by every backend: phases, convergence exits, validation, probes, checkpoints.
 
+The records the loop fills and returns (TrainData, PhaseExit, StepInfo, TrainResult, the Backend protocol) live
+in records.py, so the reports, the dataset builder and the UIs read them without the loop; they are re-exported
+here. What stays is one class whose methods share its state (step, phase, optimizer, controller, RNG): the
+phase machine, the step, validation, and state save/restore must change together for resume to stay
+bit-identical, so they are not split further.
+
 A backend only has to turn (latents, conditioning, noise, timestep fraction) into (prediction, target); the
 diffusers backend predicts epsilon/v with a DDPM schedule, the ComfyUI backend predicts x0 through the model's
 own sampling object. Randomness is derived from (seed, step), so a resumed run repeats exactly what an
@@ -12,9 +18,9 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -26,97 +32,21 @@ from .optimizers import make_optimizer
 from .phases import Phase
 from .presets import TrainConfig
 from .probe import ProbeTracker
+from .records import Backend, PhaseExit, StepInfo, TrainData, TrainResult
+
+__all__ = [
+    "VAL_TIMESTEP_FRACTIONS",
+    "Backend",
+    "PhaseExit",
+    "StepInfo",
+    "TrainData",
+    "TrainResult",
+    "Trainer",
+]
 
 _log = logging.getLogger("IdentityLock.training")
 
 VAL_TIMESTEP_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
-
-
-class Backend(Protocol):
-    device: torch.device
-
-    def predict(
-        self, latents: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor, u: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """u in [0, 1): timestep fraction (0 = clean). Returns (model prediction, training target)."""
-        ...
-
-
-@dataclass
-class TrainData:
-    """Cached latents and text conditioning; one row per (augmented) training image."""
-
-    latents: torch.Tensor
-    cond: torch.Tensor
-    val_latents: torch.Tensor
-    val_cond: torch.Tensor
-    captions: list[str] = field(default_factory=list)
-
-
-@dataclass
-class PhaseExit:
-    phase: str
-    step: int
-    steps_in_phase: int
-    windows: int
-    reason: str
-    p_value: float | None
-    slope: float | None
-    loss_mean: float
-    loss_std: float
-    val_loss: float | None
-    val_start: float | None = None  # validation loss when the phase started
-    val_p_value: float | None = None  # one-sided p for "the phase lowered validation loss beyond its noise"
-    # training-loss slope test at the exit (secondary signal when validation decides)
-    train_p_value: float | None = None
-
-    def message(self) -> str:
-        p = f", p={self.p_value:.2f}" if self.p_value is not None else ""
-        return f"Exiting {self.phase} after {self.windows} windows / {self.steps_in_phase} steps ({self.reason}{p})"
-
-
-@dataclass
-class StepInfo:
-    step: int
-    phase: str
-    phase_index: int
-    step_in_phase: int
-    loss: float
-    lr: float
-    slope: float | None
-    p_value: float | None
-    eta_seconds: float
-    max_total_steps: int
-    val_loss: float | None = None
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    exits: list[PhaseExit]
-    losses: list[float]
-    val_losses: list[tuple[int, float]]
-    phase_starts: list[tuple[int, str]]
-    final_val_loss: float
-    probes: ProbeTracker
-    seconds: float
-    controller_seconds: float
-    skipped: list[str] = field(default_factory=list)
-    skip_reason: str = ""
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "exits": [asdict(e) for e in self.exits],
-            "skipped": list(self.skipped),
-            "skip_reason": self.skip_reason,
-            "final_val_loss": self.final_val_loss,
-            "val_losses": self.val_losses,
-            "phase_starts": self.phase_starts,
-            "probe_curve": self.probes.curve(),
-            "best_probe": asdict(self.probes.best) if self.probes.best else None,
-            "seconds": round(self.seconds, 2),
-        }
 
 
 class Trainer:

@@ -83,7 +83,7 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def add_lora(model, fam: dict, rank: int = 16) -> int:
+def add_lora(model, fam: dict, rank: int = 16, lora_dtype=None) -> int:
     """peft LoRA on the family's block linears; base frozen; LoRA params float32. Returns #trainable params."""
     import torch
     from peft import LoraConfig, inject_adapter_in_model
@@ -96,7 +96,7 @@ def add_lora(model, fam: dict, rank: int = 16) -> int:
     n = 0
     for name, p in model.named_parameters():
         if "lora_" in name:
-            p.data = p.data.to(torch.float32)
+            p.data = p.data.to(lora_dtype or torch.float32)
             p.requires_grad_(True)
             n += p.numel()
     if n == 0:
@@ -361,12 +361,14 @@ def ensure_pack_importable() -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def run_family(fam: dict, device, dtype, budget_s: float, skip_train: bool = False) -> dict:
+def run_family(fam: dict, device, dtype, budget_s: float, opts, save=lambda row: None) -> dict:
+    """Sample, LoRA-train (peft), pack Trainer (SD1.5), VAE decode; ``save(row)`` after each phase."""
     import torch
 
     clock = Clock(device, budget_s)
     row: dict = {"family": fam["name"], "class": fam["cls"], "config": fam["config"], "resolution": fam["res"],
                  "text_tokens": fam["text"], "steps_per_render": fam["steps"], "errors": {}}  # fmt: skip
+    only_train = opts.only == "train"
     t0 = time.perf_counter()
     model = None
     try:
@@ -376,38 +378,44 @@ def run_family(fam: dict, device, dtype, budget_s: float, skip_train: bool = Fal
         if str(device).startswith("cuda"):
             row["weights_gib"] = round(torch.cuda.memory_allocated() / 2**30, 2)
         print(f"[{fam['name']}] built {row['params_b']} B params in {row['build_s']} s", flush=True)
-        # -- sampling
-        mem_reset(device)
-        step, fwd_per_step, batch = sample_step(fam, model, device, dtype)
-        times = clock.time(step)
-        row["sample"] = {**summary(times), "peak_gib": peak_gib(device), "forwards_per_step": fwd_per_step,
-                         "batch": batch, "how": fam["sample"]}  # fmt: skip
-        row["sample"]["s_per_render"] = round(row["sample"]["median_s"] * fam["steps"], 3)
-        row["sample"]["output_finite"] = bool(torch.isfinite(step()).all())
-        print(f"[{fam['name']}] sample {row['sample']['median_s']} s/step", flush=True)
-        del step
-        # -- peft LoRA training
-        if skip_train:
+        if not only_train:
+            mem_reset(device)
+            step, fwd_per_step, batch = sample_step(fam, model, device, dtype)
+            times = clock.time(step)
+            row["sample"] = {**summary(times), "peak_gib": peak_gib(device), "forwards_per_step": fwd_per_step,
+                             "batch": batch, "how": fam["sample"]}  # fmt: skip
+            row["sample"]["s_per_render"] = round(row["sample"]["median_s"] * fam["steps"], 3)
+            row["sample"]["output_finite"] = bool(torch.isfinite(step()).all())
+            print(f"[{fam['name']}] sample {row['sample']['median_s']} s/step", flush=True)
+            save(row)
+            del step
+        if opts.skip_train:
             row["errors"]["train"] = "skipped (--skip-train)"
         elif clock.left() < 10:
             row["errors"]["train"] = "skipped: family time budget spent"
         else:
-            row["lora_params"] = add_lora(model, fam)
+            lora_dtype = torch.bfloat16 if opts.lora_dtype == "bf16" else torch.float32
+            row["lora_params"] = add_lora(model, fam, lora_dtype=lora_dtype)
             model.enable_gradient_checkpointing()
             model.train()
             mem_reset(device)
             step = train_step(fam, model, device, dtype)
             times = clock.time(step)
             row["train"] = {**summary(times), "peak_gib": peak_gib(device), "grad_checkpointing": True,
-                            "optimizer": "torch AdamW (LoRA params, fp32)", "loss_finite": bool(torch.isfinite(step()))}  # fmt: skip
+                            "optimizer": "torch AdamW over the LoRA params", "lora_dtype": opts.lora_dtype,
+                            "sdpa": opts.sdpa, "loss_finite": bool(torch.isfinite(step()))}  # fmt: skip
             print(f"[{fam['name']}] train {row['train']['median_s']} s/step", flush=True)
+            save(row)
             del step
     except Exception as e:  # OOM or anything else: record, continue with the next family
-        row["errors"]["model"] = f"{type(e).__name__}: {str(e)[:400]}"
+        row["errors"]["train" if "sample" in row or only_train else "model"] = (
+            f"{type(e).__name__}: {str(e)[:400]}"
+        )
         traceback.print_exc()
+        save(row)
     del model
     mem_reset(device)
-    if fam.get("pack") and not skip_train:
+    if fam.get("pack") and not opts.skip_train and not only_train:
         for ck in (False, True):
             key = "pack_train_gc" if ck else "pack_train"
             if clock.left() < 10:
@@ -419,8 +427,11 @@ def run_family(fam: dict, device, dtype, budget_s: float, skip_train: bool = Fal
             except Exception as e:
                 row["errors"][key] = f"{type(e).__name__}: {str(e)[:400]}"
                 traceback.print_exc()
+            save(row)
             mem_reset(device)
-    if clock.left() > 3:
+    if only_train:
+        pass
+    elif clock.left() > 3:
         try:
             mem_reset(device)
             row["vae_decode"] = vae_decode(fam, device, dtype, clock)
@@ -432,6 +443,61 @@ def run_family(fam: dict, device, dtype, budget_s: float, skip_train: bool = Fal
     else:
         row["errors"]["vae_decode"] = "skipped: family time budget spent"
     row["wall_s"] = round(time.perf_counter() - t0, 1)
+    save(row)
+    return row
+
+
+def run_child(fam: dict, args, budget_s: float, extra: list[str]) -> tuple[dict | None, int]:
+    """The family in a fresh process, so a CUDA error that kills the context spares the other families."""
+    import subprocess
+    import tempfile
+
+    rowfile = Path(tempfile.mkdtemp(prefix="gpu_fam_")) / "row.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--families", fam["name"],
+           "--budget", str(budget_s), "--child", str(rowfile), *extra]  # fmt: skip
+    if args.toy:
+        cmd.append("--toy")
+    if args.dtype:
+        cmd += ["--dtype", args.dtype]
+    if args.skip_train:
+        cmd.append("--skip-train")
+    try:
+        rc = subprocess.run(cmd, timeout=budget_s + 90).returncode
+    except subprocess.TimeoutExpired:
+        rc = 124
+    row = json.loads(rowfile.read_text()) if rowfile.exists() else None
+    return row, rc
+
+
+def run_isolated(fam: dict, args, budget_s: float) -> dict:
+    """Run a family in a child; if its training died (CUDA error), retry training only with flash/efficient
+    attention, then also with bf16 LoRA weights, each in a fresh process."""
+    t0 = time.perf_counter()
+    row, rc = run_child(fam, args, budget_s, [])
+    if row is None:
+        row = {
+            "family": fam["name"],
+            "errors": {"model": f"child process exited {rc} before writing a result"},
+        }
+    if rc != 0:
+        row["errors"]["child_exit"] = rc
+    retries = [["--sdpa", "flash"], ["--sdpa", "flash", "--lora-dtype", "bf16"]]
+    for extra in retries:
+        if "train" in row or args.skip_train or "sample" not in row:
+            break
+        left = budget_s - (time.perf_counter() - t0)
+        if left < 20:
+            row["errors"]["train_retry"] = "no time left to retry"
+            break
+        print(f"[{fam['name']}] retrying training in a fresh process with {' '.join(extra)}", flush=True)
+        r2, rc2 = run_child(fam, args, left, [*extra, "--only", "train"])
+        tries = row.setdefault("train_tries", [])
+        tries.append(
+            {"with": " ".join(extra), "exit": rc2, "error": (r2 or {}).get("errors", {}).get("train")}
+        )
+        if r2 and "train" in r2:
+            row["train"] = r2["train"]
+            row["lora_params"] = r2.get("lora_params")
     return row
 
 
@@ -447,7 +513,8 @@ def table(rows: list[dict]) -> str:
         lines.append(" | ".join([
             r["family"], f(r.get("params_b")), f(tr.get("median_s")), f(tr.get("peak_gib"), 1),
             f(sa.get("median_s")), f(sa.get("s_per_render"), 2), f(va.get("median_s")), f(sa.get("peak_gib"), 1),
-            "; ".join(f"{k}: {v}" for k, v in r["errors"].items())[:160] or "",
+            (f"[train: {tr['sdpa']} attention, {tr['lora_dtype']} LoRA] " if tr.get("sdpa", "default") != "default" else "")
+            + "; ".join(f"{k}: {v}" for k, v in r["errors"].items())[:160],
         ]))  # fmt: skip
         for key in ("pack_train", "pack_train_gc"):
             if key in r:
@@ -466,6 +533,21 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=340.0, help="total seconds; split over the families")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="default: bf16, fp32 with --toy")
+    ap.add_argument("--lora-dtype", choices=["bf16", "fp32"], default="fp32")
+    ap.add_argument(
+        "--sdpa",
+        choices=["default", "flash"],
+        default="default",
+        help="flash: only the flash / memory-efficient attention kernels (no cuDNN)",
+    )
+    ap.add_argument("--only", choices=["all", "train"], default="all")
+    ap.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="each family in its own process (default: on for CUDA)",
+    )
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     import diffusers
@@ -490,7 +572,10 @@ def main(argv=None) -> int:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "dtype": str(dtype),
         "toy": args.toy, "python": sys.version.split()[0],
     }  # fmt: skip
+    if args.child:
+        return child_main(specs[0], args, device, dtype)
     print(json.dumps(meta), flush=True)
+    isolate = args.isolate if args.isolate is not None else device.type == "cuda"
     rows = []
     for i, fam in enumerate(specs):
         left = args.budget - (time.perf_counter() - start)
@@ -498,12 +583,37 @@ def main(argv=None) -> int:
         if left < 15:
             rows.append({"family": fam["name"], "errors": {"all": "skipped: total time budget spent"}})
             continue
-        rows.append(run_family(fam, device, dtype, share, args.skip_train))
+        if isolate:
+            rows.append(run_isolated(fam, args, share))
+        else:
+            rows.append(run_family(fam, device, dtype, share, args))
         if args.out:
             write(args.out, meta, rows)
     print(table(rows), flush=True)
     if args.out:
         write(args.out, meta, rows)
+    return 0
+
+
+def child_main(fam: dict, args, device, dtype) -> int:
+    import contextlib
+
+    import torch
+
+    ctx = contextlib.nullcontext()
+    if args.sdpa == "flash":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        kernels = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+        ctx = sdpa_kernel(kernels if device.type == "cuda" else [*kernels, SDPBackend.MATH])
+
+    def save(row):
+        Path(args.child).write_text(json.dumps(row, default=str))
+
+    with ctx:
+        run_family(fam, device, dtype, args.budget, args, save)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return 0
 
 

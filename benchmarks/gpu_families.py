@@ -5,7 +5,7 @@ on the meta device from their published configs (written below; nothing is downl
 ``to_empty`` to the GPU and initialised in place in bf16 (a 32B model never exists on the CPU).
 
 Per family:
-- sample: one denoising step, forward only (inference mode), as each family's pipeline does it (CFG batch 2 for
+- sample: one denoising step, forward only (no grad), as each family's pipeline does it (CFG batch 2 for
   SD1.5/SDXL; batch 1 with a guidance embedding for FLUX.1-dev/FLUX.2-dev; batch 1 without CFG for Z-Image
   Turbo; two batch-1 forwards, conditional and negative, for Qwen-Image's true CFG), then s/render at the
   family's usual step count, plus one VAE decode of the latent (timed separately, random weights, published
@@ -220,7 +220,9 @@ def sample_step(fam, model, device, dtype):
     fwd, lat = make_io(fam, model, batch, device, dtype)
     fwd_neg = make_io(fam, model, 1, device, dtype)[0] if kind == "qwen" else None
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: diffusers' Qwen-Image RoPE caches its frequency tensors (lru_cache); made under
+    # inference mode they cannot be saved for backward, and the training step after sampling fails (seen on GPU)
+    @torch.no_grad()
     def step():
         pred = fwd()
         if kind == "unet":
@@ -272,7 +274,7 @@ def vae_decode(fam, device, dtype, clock):
     if z is None:
         z = torch.randn(1, ch, s, s, device=device, dtype=dtype)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def dec():
         return vae.decode(z).sample
 

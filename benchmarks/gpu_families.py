@@ -1,8 +1,10 @@
 """GPU figures per model family: LoRA training s/step and seed-search rendering s/step on real-size denoisers.
 
 Real-size random-weight denoisers of SD1.5, SDXL, FLUX.1-dev, FLUX.2-dev, Z-Image Turbo and Qwen-Image are built
-on the meta device from their published configs (written below; nothing is downloaded), moved with
-``to_empty`` to the GPU and initialised in place in bf16 (a 32B model never exists on the CPU).
+on the meta device from their published configs (gpu_family_configs.py; nothing is downloaded), moved with
+``to_empty`` to the GPU and initialised in place in bf16 (gpu_family_steps.py; a 32B model never exists on the
+CPU). On CUDA each family runs in its own process, so a CUDA error that kills the context spares the others; a
+training step that dies is retried (fresh process) with flash/efficient attention only, then with bf16 LoRA.
 
 Per family:
 - sample: one denoising step, forward only (no grad), as each family's pipeline does it (CFG batch 2 for
@@ -18,6 +20,7 @@ Per family:
 
 Warm-up 2, then up to 5 timed iterations (fewer if the family's time budget would run out); median reported.
 Peak memory is torch.cuda.max_memory_allocated since the model was on the GPU (weights included).
+Figures and how they were taken: docs/gpu_figures.md.
 
     python benchmarks/gpu_families.py --device cuda --out results/      # real sizes, bf16
     python benchmarks/gpu_families.py --toy --device cpu                 # shrunk configs, float32 (CI-size)
@@ -26,264 +29,28 @@ Peak memory is torch.cuda.max_memory_allocated since the model was on the GPU (w
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import statistics
 import sys
 import time
 import traceback
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_family_configs import LORA_TARGETS, family_specs  # noqa: E402
 
-# --------------------------------------------------------------------------------------------------------------
-# building
-
-
-def build(cls_name: str, config: dict, device, dtype):
-    """Parameters on meta, then to_empty on ``device`` and in-place init there (buffers kept from __init__)."""
-    import diffusers
-    from accelerate import init_empty_weights
-
-    cls = getattr(diffusers, cls_name)
-    with init_empty_weights(include_buffers=False):
-        model = cls(**config)
-    buffers = {n: b.clone() for n, b in model.named_buffers()}
-    model = model.to_empty(device=device)
-    init_weights(model, dtype)
-    for n, b in model.named_buffers():
-        src = buffers[n]
-        b.data = src.to(device, dtype if src.is_floating_point() else src.dtype)
-    return model.eval()
-
-
-def init_weights(model, dtype) -> None:
-    """N(0, 0.02) for matrices/kernels, 1 for norm gains, 0 for biases; nothing exactly zero elsewhere."""
-    import torch
-
-    gen = None
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.data = p.data.to(dtype)
-            if p.ndim >= 2:
-                p.normal_(0.0, 0.02, generator=gen)
-            elif name.endswith("bias"):
-                p.zero_()
-            elif name.endswith("weight") or name.endswith("scale"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
-
-
-def n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def add_lora(model, fam: dict, rank: int = 16, lora_dtype=None) -> int:
-    """peft LoRA on the family's block linears; base frozen; LoRA params float32. Returns #trainable params."""
-    import torch
-    from peft import LoraConfig, inject_adapter_in_model
-
-    pattern = LORA_TARGETS[fam["kind"]]
-    model.requires_grad_(False)
-    inject_adapter_in_model(
-        LoraConfig(r=rank, lora_alpha=rank, target_modules=pattern, init_lora_weights="gaussian"), model
-    )
-    n = 0
-    for name, p in model.named_parameters():
-        if "lora_" in name:
-            p.data = p.data.to(lora_dtype or torch.float32)
-            p.requires_grad_(True)
-            n += p.numel()
-    if n == 0:
-        raise RuntimeError(f"no LoRA target matched {pattern}")
-    return n
-
-
-# --------------------------------------------------------------------------------------------------------------
-# inputs and forward per family
-
-
-def make_io(fam: dict, model, batch: int, device, dtype):
-    """(forward() -> prediction tensor, latent shape) with random conditioning of the family's shapes."""
-    import torch
-
-    cfg, kind, res = fam["config"], fam["kind"], fam["res"]
-    L, D = fam["text"]
-    r = lambda *s: torch.randn(*s, device=device, dtype=dtype)  # noqa: E731
-    if kind == "unet":
-        lat = r(batch, cfg["in_channels"], res // 8, res // 8)
-        ehs = r(batch, L, D)
-        t = torch.full((batch,), 500, device=device, dtype=torch.long)
-        extra = {}
-        if cfg.get("addition_embed_type") == "text_time":
-            extra["added_cond_kwargs"] = {"text_embeds": r(batch, fam["pooled"]), "time_ids": r(batch, 6)}
-        return (lambda: model(lat, t, ehs, **extra).sample), lat
-    h = w = res // 16  # packed latent grid (8x VAE, 2x2 patches)
-    t = torch.full((batch,), 0.5, device=device, dtype=dtype)
-    if kind == "flux1":
-        hs = r(batch, h * w, cfg["in_channels"])
-        ids = torch.zeros(h * w, 3, device=device)
-        ids[:, 1] = torch.arange(h, device=device).repeat_interleave(w)
-        ids[:, 2] = torch.arange(w, device=device).repeat(h)
-        kw = dict(encoder_hidden_states=r(batch, L, D), pooled_projections=r(batch, fam["pooled"]), timestep=t,
-                  img_ids=ids, txt_ids=torch.zeros(L, 3, device=device), guidance=torch.full_like(t, 3.5))  # fmt: skip
-        return (lambda: model(hs, **kw).sample), hs
-    if kind == "flux2":
-        hs = r(batch, h * w, cfg["in_channels"])
-        ids = torch.zeros(batch, h * w, 4, device=device, dtype=torch.long)
-        ids[..., 1] = torch.arange(h, device=device).repeat_interleave(w)
-        ids[..., 2] = torch.arange(w, device=device).repeat(h)
-        txt_ids = torch.zeros(batch, L, 4, device=device, dtype=torch.long)
-        txt_ids[..., 3] = torch.arange(L, device=device)
-        kw = dict(encoder_hidden_states=r(batch, L, D), timestep=t, img_ids=ids, txt_ids=txt_ids,
-                  guidance=torch.full_like(t, 4.0))  # fmt: skip
-        return (lambda: model(hs, **kw).sample), hs
-    if kind == "qwen":
-        hs = r(batch, h * w, cfg["in_channels"])
-        kw = dict(encoder_hidden_states=r(batch, L, D), encoder_hidden_states_mask=None, timestep=t,
-                  img_shapes=[[(1, h, w)]] * batch)  # fmt: skip
-        return (lambda: model(hs, **kw).sample), hs
-    if kind == "zimage":
-        xs = [r(cfg["in_channels"], 1, res // 8, res // 8) for _ in range(batch)]
-        caps = [r(L, D) for _ in range(batch)]
-        return (lambda: torch.stack(model(xs, t, caps).sample)), torch.stack(xs)
-    raise ValueError(kind)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# timing
-
-
-class Clock:
-    def __init__(self, device, budget_s: float):
-        self.device, self.deadline = device, time.perf_counter() + budget_s
-
-    def sync(self):
-        import torch
-
-        if str(self.device).startswith("cuda"):
-            torch.cuda.synchronize()
-
-    def left(self) -> float:
-        return self.deadline - time.perf_counter()
-
-    def time(self, fn, warmup=2, n=5) -> list[float]:
-        """Warm up, then up to n timed calls (fewer when the budget would run out; at least 1)."""
-        last = 0.0
-        for _ in range(warmup):
-            self.sync()
-            t0 = time.perf_counter()
-            fn()
-            self.sync()
-            last = time.perf_counter() - t0
-        n = max(1, min(n, int(self.left() / max(last, 1e-6))))
-        times = []
-        for _ in range(n):
-            self.sync()
-            t0 = time.perf_counter()
-            fn()
-            self.sync()
-            times.append(time.perf_counter() - t0)
-        return times
-
-
-def mem_reset(device):
-    import torch
-
-    gc.collect()
-    if str(device).startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_gib(device) -> float | None:
-    import torch
-
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if str(device).startswith("cuda") else None
-
-
-def summary(times: list[float]) -> dict:
-    return {"median_s": round(statistics.median(times), 4), "times_s": [round(x, 4) for x in times]}
-
-
-def sample_step(fam, model, device, dtype):
-    """One denoising step: prediction(s), CFG combination, Euler update."""
-    import torch
-
-    kind = fam["kind"]
-    batch = 2 if kind == "unet" else 1
-    fwd, lat = make_io(fam, model, batch, device, dtype)
-    fwd_neg = make_io(fam, model, 1, device, dtype)[0] if kind == "qwen" else None
-
-    # no_grad, not inference_mode: diffusers' Qwen-Image RoPE caches its frequency tensors (lru_cache); made under
-    # inference mode they cannot be saved for backward, and the training step after sampling fails (seen on GPU)
-    @torch.no_grad()
-    def step():
-        pred = fwd()
-        if kind == "unet":
-            c, u = pred.chunk(2)
-            pred = u + 7.0 * (c - u)
-        elif fwd_neg is not None:
-            pred = pred + 3.0 * (pred - fwd_neg())
-        return lat[: pred.shape[0]].add_(pred.reshape(lat[: pred.shape[0]].shape), alpha=-0.01)
-
-    return step, (2 if fwd_neg is not None else 1), batch
-
-
-def train_step(fam, model, device, dtype):
-    import torch
-
-    fwd, _ = make_io(fam, model, 1, device, dtype)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    target = None
-
-    def step():
-        nonlocal target
-        pred = fwd()
-        if target is None:
-            target = torch.randn_like(pred)
-        loss = torch.nn.functional.mse_loss(pred.float(), target.float())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    return step
-
-
-def vae_decode(fam, device, dtype, clock):
-    import torch
-
-    cls_name, cfg, ch = fam["vae"]
-    vae = build(cls_name, cfg, device, dtype)
-    n_up = len(vae.config.block_out_channels) - 1 if "block_out_channels" in vae.config else 3
-    if cls_name == "AutoencoderKLQwenImage":
-        n_up = len(vae.config.dim_mult) - 1
-    s = fam["res"] // (2**n_up)
-    z = (
-        torch.randn(1, ch, 1, s, s, device=device, dtype=dtype)
-        if cls_name == "AutoencoderKLQwenImage"
-        else None
-    )
-    if z is None:
-        z = torch.randn(1, ch, s, s, device=device, dtype=dtype)
-
-    @torch.no_grad()
-    def dec():
-        return vae.decode(z).sample
-
-    out = dec()
-    shape = list(out.shape)
-    times = clock.time(dec, warmup=1, n=3)
-    dec = out = None  # free the VAE and its tensors before the next family
-    return {**summary(times), "image_shape": shape, "class": cls_name}
-
+from gpu_family_steps import (  # noqa: E402
+    Clock,
+    add_lora,
+    build,
+    mem_reset,
+    n_params,
+    peak_gib,
+    sample_step,
+    summary,
+    train_step,
+    vae_decode,
+)  # fmt: skip
 
 # --------------------------------------------------------------------------------------------------------------
 # the pack's own training path (SD1.5)
@@ -344,6 +111,17 @@ def pack_train(fam, device, dtype, clock, grad_ckpt: bool, steps: int = 7) -> di
     return out
 
 
+def configs():
+    """The config module beside this script (it takes the SD1.5 UNet config from the pack)."""
+    ensure_pack_importable()
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import gpu_family_configs
+
+    return gpu_family_configs
+
+
 def ensure_pack_importable() -> None:
     """Make ``identitylock`` importable from this repository (the script lives one folder below its root)."""
     try:
@@ -397,7 +175,7 @@ def run_family(fam: dict, device, dtype, budget_s: float, opts, save=lambda row:
             row["errors"]["train"] = "skipped: family time budget spent"
         else:
             lora_dtype = torch.bfloat16 if opts.lora_dtype == "bf16" else torch.float32
-            row["lora_params"] = add_lora(model, fam, lora_dtype=lora_dtype)
+            row["lora_params"] = add_lora(model, configs().LORA_TARGETS[fam["kind"]], lora_dtype=lora_dtype)
             model.enable_gradient_checkpointing()
             model.train()
             mem_reset(device)
@@ -558,7 +336,7 @@ def main(argv=None) -> int:
 
     dtype = torch.float32 if (args.dtype or ("fp32" if args.toy else "bf16")) == "fp32" else torch.bfloat16
     device = torch.device(args.device)
-    specs = [s for s in family_specs(args.toy) if not args.families or s["name"] in args.families]
+    specs = [s for s in configs().family_specs(args.toy) if not args.families or s["name"] in args.families]
     # share of the budget per family ~ its expected cost (bigger models get more)
     weight = {
         "SD1.5": 1.0,

@@ -3,22 +3,14 @@
 Written out here because nothing is downloaded; parameter counts on the meta device match the released models
 (SD1.5 UNet 0.860 B, SDXL UNet 2.567 B, Z-Image Turbo 6.155 B, FLUX.1-dev 11.901 B, Qwen-Image 20.430 B,
 FLUX.2-dev 32.223 B). ``--toy`` overrides shrink depth and width only.
+Imports the pack (``identitylock``): gpu_families.py makes it importable first.
 """
 
 from __future__ import annotations
 
-SD15_UNET = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "layers_per_block": 2,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-    "norm_num_groups": 32,
-}
+from identitylock.core.training.tiny import SD15_UNET_CONFIG
+
+SD15_UNET = SD15_UNET_CONFIG  # the pack's own copy of the released SD1.5 UNet config
 SDXL_UNET = {
     "sample_size": 128,
     "in_channels": 4,

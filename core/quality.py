@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .config_fields import check_fields
+
 WORK_SIDE = 768  # long side at which whole-image measures are taken
 FACE_SIDE = 192  # face crops are resized to this square before the Laplacian
 FACE_MARGIN = 0.15
@@ -155,6 +157,25 @@ class QualityConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> QualityConfig:
+        """Build from saved JSON; every field's type is checked, so a hand-edited file fails in one sentence."""
+        check_fields(cls, d, "quality config")
+        for name in ("curves", "weights"):
+            if not isinstance(d.get(name, {}), dict):
+                raise ValueError(f"quality config: {name} must be a JSON object {{...}}")
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in d.get("weights", {}).values()
+        ):
+            raise ValueError("quality config: every weight must be a number")
+        if "thresholds" in d:
+            check_fields(Thresholds, d["thresholds"], "quality config thresholds")
+            missing = sorted(set(Thresholds.__dataclass_fields__) - set(d["thresholds"]))
+            if missing:
+                raise ValueError(f"quality config thresholds: missing {missing}")
+        for k, v in d.get("curves", {}).items():
+            if not isinstance(v, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) for x in p) for p in v
+            ):
+                raise ValueError(f"quality config: curve {k!r} must be a list of [x, y] number pairs")
         curves = dict(DEFAULT_CURVES)
         curves.update(
             {k: Curve(tuple((float(x), float(y)) for x, y in v)) for k, v in d.get("curves", {}).items()}

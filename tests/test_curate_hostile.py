@@ -361,3 +361,55 @@ def test_hostile_batches_in_the_nodes(face):
     assert selected.shape[0] == json.loads(catalog)["report"]["counts"]["selected"] == 2
     with pytest.raises(IdentityLockError):
         QualityScore().run(batch[..., :2], "B balanced", 0.5, 0.3, 0.2, "dlib", False)
+
+
+@pytest.mark.parametrize(
+    "config_text",
+    [
+        "[1, 2]",  # a list, not an object
+        '{"weights": [1, 2]}',
+        '{"weights": {"sharpness": "high"}}',
+        '{"thresholds": {"name": "x", "min_sharpness": "soft", "min_contrast": 1, "min_confidence": 0.5, "min_score": 1}}',
+        '{"thresholds": {"min_sharpness": 1}}',  # missing fields
+        '{"curves": {"sharpness": "abc"}}',
+        '{"curves": {"sharpness": [[0, 0], [1]]}}',
+        '{"whole_image_share": "a lot"}',
+        '{"unknown_key": 1}',
+        "{not json",
+        "[" * 100_000 + "]" * 100_000,  # deep enough for RecursionError
+        "\udcff",  # not UTF-8 once written with surrogateescape
+    ],
+)
+def test_wrong_quality_config_is_one_sentence(config_text, small_folder, tmp_path, capsys):
+    cfg = tmp_path / "q.json"
+    cfg.write_bytes(config_text.encode("utf-8", "surrogateescape"))
+    rc = cli_main(["quality", str(small_folder), "--config", str(cfg), "--out", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and err.startswith("error: quality settings"), err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_save_config_into_a_missing_folder_is_created_and_a_file_parent_refused(
+    small_folder, tmp_path, capsys
+):
+    target = tmp_path / "new" / "deeper" / "q.json"
+    assert cli_main(
+        ["quality", str(small_folder), "--save-config", str(target), "--out", str(tmp_path / "s.json")]
+    ) in (0, 2)
+    assert json.loads(target.read_text())["thresholds"]["name"].startswith("B")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = cli_main(
+        [
+            "quality",
+            str(small_folder),
+            "--save-config",
+            str(blocker / "q.json"),
+            "--out",
+            str(tmp_path / "t.json"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "--save-config" in err, err
+    assert not (tmp_path / "t.json").exists(), "refused before the work"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -114,6 +113,7 @@ def _progress(args):
 
 
 def _config(args):
+    from ..config_fields import parse_json
     from ..errors import IdentityLockError
     from ..fileio import check_output_file, write_json_atomic
     from ..images import iter_image_files
@@ -125,7 +125,9 @@ def _config(args):
 
     try:
         if args.config:
-            cfg = QualityConfig.from_dict(json.loads(Path(args.config).read_text()))
+            cfg = QualityConfig.from_dict(
+                parse_json(Path(args.config).read_text(), f"--config {args.config}")
+            )
         else:
             cfg = QualityConfig.for_strategy(args.quality, args.weights)
         if args.weights and args.config:
@@ -137,8 +139,8 @@ def _config(args):
             )
             metrics = [r.quality.metrics for r in recs if r.quality is not None]
             cfg = calibrate(metrics, cfg)
-    except (ValueError, KeyError, OSError) as exc:
-        raise IdentityLockError(f"quality settings: {exc}") from exc
+    except (ValueError, KeyError, OSError, UnicodeDecodeError) as exc:
+        raise IdentityLockError(f"quality settings: {exc}") from None
     if args.save_config:
         write_json_atomic(args.save_config, cfg.to_dict(), indent=2)
     return cfg

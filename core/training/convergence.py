@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .fields import check_fields
+from ..config_fields import check_fields
 
 
 class Welford:

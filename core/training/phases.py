@@ -18,7 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .fields import check_fields, parse_json
+from ..config_fields import check_fields, parse_json
 
 LOSSES = ("mse", "huber", "charbonnier", "l1")
 OPTIMIZERS = ("adamw", "adamw8bit", "adamp", "adam", "sgd")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .convergence import ControllerConfig
-from .fields import check_fields, parse_json
+from ..config_fields import check_fields, parse_json
 from .phases import Phase, Schedule, seed_phases
 
 # Module-name suffixes inside the UNet's transformer blocks (diffusers naming).

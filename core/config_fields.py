@@ -1,4 +1,4 @@
-"""Type checks for the training dataclasses (Phase, Preset, ControllerConfig, TrainConfig) read from JSON.
+"""Type checks for dataclasses read from user JSON (training phases, presets, controller, configs; quality configs).
 
 Why: presets, phases and saved configs come from user JSON (``--preset x.json``, ``--phases``, the node's
 ``phases_json``). Without a check, ``"lr": "fast"`` or ``"max_steps": [1]`` reached the trainer and ended in a

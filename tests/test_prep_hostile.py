@@ -201,6 +201,15 @@ def test_a_bad_output_folder_fails_before_the_work(faces_dir, tmp_path, capsys, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "me.jpg"]  # no stray temporary
 
 
+@pytest.mark.parametrize("option", [["--size", "10"], ["--face-fraction", "nan"], ["--size", "999999"]])
+def test_out_of_range_options_are_one_line_before_the_work(faces_dir, tmp_path, capsys, option):
+    _photo(faces_dir).save(tmp_path / "me.jpg")
+    code, stdout, err = _prep(
+        capsys, tmp_path / "me.jpg", "--out", tmp_path / "out", "--backend", "dlib", *option
+    )
+    assert code == 2 and len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 # -- 5. normal permissions ----------------------------------------------------------------------------------------
 
 

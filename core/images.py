@@ -80,6 +80,8 @@ def load_image(path: str | os.PathLike, check: bool = True) -> np.ndarray:
         raise ImageInputError(f"{path}: file not found")
     if path.is_dir():
         raise ImageInputError(f"{path}: is a folder, not an image")
+    if not path.is_file():  # a pipe or a device would block the reader or never end
+        raise ImageInputError(f"{path}: not a regular file (a pipe or device), not an image")
     try:
         return _decode(Image.open(path), path, check)
     except ImageInputError:
@@ -216,10 +218,16 @@ def _walk(folder: Path, recursive: bool, problems: list[str] | None) -> list[Pat
                 is_file = not is_dir and entry.is_file()
             except OSError:
                 is_dir = is_file = False
-            if is_dir and recursive:
-                stack.append(Path(entry.path))
-            elif is_file and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(Path(entry.path))
+            if is_dir:
+                if recursive:
+                    stack.append(Path(entry.path))
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                if is_file:
+                    found.append(Path(entry.path))
+                else:
+                    _report(
+                        problems, f"{entry.path}: not a regular file (a broken link, pipe or device); skipped"
+                    )
     return found
 
 

@@ -230,6 +230,13 @@ def default_model_dirs() -> list[str]:
 METADATA_FILE = "prep_metadata.json"
 
 
+def json_text(text: Any) -> str:
+    """``text`` as a string UTF-8 can encode: a file name that is not valid UTF-8 (its bytes arrive as lone
+    surrogates) would otherwise make writing the metadata fail after all the work."""
+    s = str(text)
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class PrepRecords:
     """The ``prep_metadata.json`` of an output folder, merged across runs, and the output names it implies.
 
@@ -263,7 +270,7 @@ class PrepRecords:
 
     @staticmethod
     def source_key(path: str | os.PathLike) -> str:
-        return os.path.abspath(os.fspath(path))
+        return json_text(os.path.abspath(os.fspath(path)))
 
     def _source_of(self, record: dict[str, Any]) -> str:
         return str(record.get("source") or self.source_key(str(record.get("file", ""))))
@@ -302,7 +309,9 @@ class PrepRecords:
                 if stale.suffix == ".png":
                     with contextlib.suppress(OSError):
                         stale.unlink()
-        self.records = kept + [{**r, "source": key} for r in new]
+        self.records = kept + [
+            {**r, "source": key, **{k: json_text(r[k]) for k in ("file", "error") if k in r}} for r in new
+        ]
 
     def save(self) -> Path:
         from .fileio import write_json_atomic

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from identitylock.core.cli import main as cli_main
+from identitylock.core.prep import json_text
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -263,6 +264,15 @@ def hostile_pngs(image: Image.Image) -> dict[str, bytes]:
     }
 
 
+def test_a_pipe_named_as_an_image_is_refused_not_read_forever(tmp_path):
+    from identitylock.core.errors import ImageInputError
+    from identitylock.core.images import load_image
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(ImageInputError, match="not a regular file"):
+        load_image(tmp_path / "pipe.jpg")
+
+
 def test_load_image_ignores_hostile_png_text(faces_dir, tmp_path):
     from identitylock.core.images import load_image
 
@@ -411,6 +421,12 @@ def test_prep_hostile_corpus_one_line_per_bad_file_and_the_rest_prepared(
 ):
     src = tmp_path / "corpus"
     ok, bad = build_corpus(faces_dir, src)
+    not_utf8 = os.fsdecode(b"not_utf8_\xff\xfe.jpg")  # a legal Linux name that UTF-8 JSON cannot hold as is
+    _photo(faces_dir).save(src / not_utf8, "JPEG")
+    (src / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(src / "pipe.jpg")  # would block a reader forever
+    (src / "folder.jpg").mkdir()
+    (src / "folder.jpg" / "loop").symlink_to(src, target_is_directory=True)
     (src / "locked").mkdir()
     _photo(faces_dir).save(src / "locked" / "unseen.jpg")
     real_scandir = os.scandir
@@ -421,15 +437,19 @@ def test_prep_hostile_corpus_one_line_per_bad_file_and_the_rest_prepared(
     )  # fmt: skip
     out = tmp_path / "out"
     code, stdout, err = _prep(capsys, src, "--out", out, *FAST)
-    assert code == 2 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err, err
+    assert _prep(capsys, src, "--out", out, *FAST)[0] == 2  # a re-run: same records, no duplicates
     warnings = err.splitlines()
     assert all(line.startswith("warning: ") for line in warnings), warnings
-    assert len(warnings) == len(bad) + 1  # one line per bad file, one for the unreadable folder
+    assert (
+        len(warnings) == len(bad) + 3
+    )  # one line per bad file, the unreadable folder, the link and the pipe
+    assert "dangling.jpg: not a regular file" in err and "pipe.jpg: not a regular file" in err
     assert "newline\\nforged.jpg" in err  # the newline in the name is escaped, not a forged line
     records = _metadata(out)
     prepared = [Path(r["file"]).name for r in records if r["ok"]]
     failed = {Path(r["file"]).name for r in records if not r["ok"]}
-    assert sorted(prepared) == sorted([*ok, "me.jpg"]), (prepared, failed)  # both me.jpg survive
+    assert sorted(prepared) == sorted([*ok, "me.jpg", json_text(not_utf8)]), (prepared, failed)  # both me.jpg
     assert failed == bad
     exif = next(r for r in records if r["ok"] and r["file"].endswith("exif_rotated.jpg"))
     w, h = exif["source_size"]

@@ -211,6 +211,22 @@ def test_out_of_range_options_are_one_line_before_the_work(faces_dir, tmp_path, 
     assert code == 2 and len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+def test_a_disk_full_at_the_metadata_is_one_line_and_keeps_the_images(
+    faces_dir, tmp_path, capsys, monkeypatch
+):
+    """Injected failure (ENOSPC cannot be produced on demand here): the write of prep_metadata.json fails."""
+    from identitylock.core import fileio
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio, "write_json_atomic", full)
+    _photo(faces_dir).save(tmp_path / "me.jpg")
+    code, _, err = _prep(capsys, tmp_path / "me.jpg", "--out", tmp_path / "out", *FAST)
+    assert code == 1 and err.count("\n") == 1 and "No space left on device" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["me_main.png"]
+
+
 # -- 5. normal permissions ----------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import EXIT_BAD_INPUT, EXIT_OK
+from . import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK
 
 BACKENDS = ("auto", "dlib", "insightface")
 
@@ -115,7 +115,13 @@ def cmd_prep(args) -> int:
         print(
             f"{name}: {len(prepared)} image(s), background={bg}, face found by {prepared[0].meta['face_rescue']}"
         )
-    book.save()
+    try:
+        book.save()
+    except OSError as exc:  # the disk filled up or the folder went away during the run
+        _warn(
+            f"could not write {printable(book.path)} ({exc.strerror or exc}); the images are in {printable(out)}"
+        )
+        return EXIT_ERROR
     print(f"wrote {written} image(s) to {printable(out)}")
     return EXIT_BAD_INPUT if failures else EXIT_OK
 

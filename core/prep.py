@@ -9,7 +9,6 @@ metadata needed to trace it back to the source pixels.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -237,6 +236,16 @@ def json_text(text: Any) -> str:
     return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def _safe_stem(stem: Any) -> bool:
+    """A stem read back from the metadata is reused only if it is one plain file-name part (never ``../x``)."""
+    from .fileio import OutputPathError, confined_name
+
+    try:
+        return isinstance(stem, str) and confined_name(stem) == stem
+    except OutputPathError:
+        return False
+
+
 class PrepRecords:
     """The ``prep_metadata.json`` of an output folder, merged across runs, and the output names it implies.
 
@@ -266,7 +275,14 @@ class PrepRecords:
                     f"{self.path} is not a list of prep records; move it away or choose another output folder"
                 )
             self.records = data
-        self._taken: set[str] = {r["stem"] for r in self.records if isinstance(r.get("stem"), str)}
+        self._stems = {self._source_of(r): r["stem"] for r in self.records if _safe_stem(r.get("stem"))}
+        self._taken = set(self._stems.values())
+        # Every "<stem>_" prefix of a PNG already in the folder (outputs of older versions, other tools): a new
+        # stem must not make names that replace them. One listing, not one glob per photo.
+        for name in os.listdir(self.out) if self.out.is_dir() else []:
+            if name.endswith(".png"):
+                parts = name[:-4].split("_")
+                self._taken.update("_".join(parts[:i]) for i in range(1, len(parts)))
 
     @staticmethod
     def source_key(path: str | os.PathLike) -> str:
@@ -280,18 +296,18 @@ class PrepRecords:
         from .fileio import OutputPathError, confined_name, short_stem
 
         key = self.source_key(source)
-        for r in self.records:
-            if self._source_of(r) == key and isinstance(r.get("stem"), str):
-                return r["stem"]
+        if key in self._stems:
+            return self._stems[key]
         try:
             base = short_stem(confined_name(Path(source).stem, "file name"))
         except OutputPathError:
             base = "image"
         stem, n = base, 1
-        while stem in self._taken or any(self.out.glob(f"{glob.escape(stem)}_*.png")):
+        while stem in self._taken:
             n += 1
             stem = f"{base}_{n}"
         self._taken.add(stem)
+        self._stems[key] = stem
         return stem
 
     def replace(self, source: str | os.PathLike, new: list[dict[str, Any]]) -> None:

@@ -86,6 +86,19 @@ def test_a_corrupt_metadata_file_is_refused_before_the_work_not_overwritten(face
     assert not list(out.glob("*.png")) and "image(s)" not in stdout
 
 
+def test_a_stem_in_the_metadata_cannot_send_outputs_out_of_the_folder(faces_dir, tmp_path, capsys):
+    _photo(faces_dir).save(tmp_path / "me.jpg")
+    out = tmp_path / "deep" / "out"
+    out.mkdir(parents=True)
+    forged = [
+        {"file": str(tmp_path / "me.jpg"), "source": str(tmp_path / "me.jpg"), "ok": True, "stem": "../../x"}
+    ]
+    (out / "prep_metadata.json").write_text(json.dumps(forged))
+    assert _prep(capsys, tmp_path / "me.jpg", "--out", out, *FAST)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["me_main.png", "prep_metadata.json"]
+    assert not list(tmp_path.glob("x_*"))
+
+
 # -- 2. background removal that fails says so -------------------------------------------------------------------
 
 

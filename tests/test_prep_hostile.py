@@ -129,6 +129,47 @@ def test_grabcut_that_raises_is_reported_not_replaced_by_an_all_ones_mask(faces_
     assert method.startswith("none (grabcut failed: error") and mask.min() == 1.0
 
 
+def _constant_matting_model(path: Path) -> Path:
+    """A real ONNX file in the u2net slot whose "mask" is the same value everywhere (a broken export)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1),
+            helper.make_node("Mul", ["m", "zero"], ["y"]),
+        ],
+        "constant_mask",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 320, 320])],
+        [zero],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("model", ["garbage bytes", "constant mask"])
+def test_a_broken_matting_model_falls_back_to_grabcut_and_says_so(faces_dir, tmp_path, model):
+    from identitylock.core.faces import get_engine
+    from identitylock.core.images import load_image
+    from identitylock.core.prep import PrepOptions, prepare_image
+
+    models = tmp_path / "rembg"
+    models.mkdir()
+    if model == "garbage bytes":
+        (models / "u2net.onnx").write_bytes(b"\x00not an onnx model" * 100)
+    else:
+        _constant_matting_model(models / "u2net.onnx")
+    img, engine = load_image(faces_dir / "lisa_1.jpg"), get_engine("dlib")
+    auto = prepare_image(img, PrepOptions(size=128, augment=False, model_dirs=[str(models)]), engine)
+    assert auto[0].meta["background"] == "grabcut"  # auto went on to the next method
+    only = PrepOptions(size=128, augment=False, background="matting", model_dirs=[str(models)])
+    assert prepare_image(img, only, engine)[0].meta["background"].startswith("none (u2net failed: ")
+
+
 def test_cli_and_node_warn_when_background_removal_failed(faces_dir, tmp_path, capsys, caplog):
     import identitylock
     import torch

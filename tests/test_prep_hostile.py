@@ -664,3 +664,30 @@ def test_the_hostile_pngs_are_refused_by_pil_itself(faces_dir):
         with pytest.raises((ValueError, SyntaxError, OSError)):
             with Image.open(io.BytesIO(pngs[name])) as im:
                 im.load()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "TIFF", "BMP"])
+def test_load_image_on_mutated_files_returns_pixels_or_one_clear_error(faces_dir, tmp_path, fmt):
+    """A small deterministic fuzz: flipped bytes and cut files never raise anything but ImageInputError."""
+    import random
+
+    from identitylock.core.errors import ImageInputError
+    from identitylock.core.images import load_image
+
+    buf = io.BytesIO()
+    _photo(faces_dir, side=96).save(buf, fmt)
+    data, rng = buf.getvalue(), random.Random(fmt)
+    path = tmp_path / f"mutated.{fmt.lower()}"
+    for _ in range(60):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            mutated = mutated[: rng.randrange(len(mutated))]
+        path.write_bytes(bytes(mutated))
+        try:
+            img = load_image(path, check=False)
+        except ImageInputError as exc:
+            assert str(path) in str(exc)
+        else:
+            assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from identitylock.core.cli import main as cli_main
-from identitylock.core.prep import json_text
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -489,6 +488,8 @@ def build_corpus(faces_dir: Path, root: Path) -> tuple[set[str], set[str]]:
 def test_prep_hostile_corpus_one_line_per_bad_file_and_the_rest_prepared(
     faces_dir, tmp_path, capsys, monkeypatch
 ):
+    from identitylock.core.prep import json_text
+
     src = tmp_path / "corpus"
     ok, bad = build_corpus(faces_dir, src)
     not_utf8 = os.fsdecode(b"not_utf8_\xff\xfe.jpg")  # a legal Linux name that UTF-8 JSON cannot hold as is

@@ -105,10 +105,8 @@ def grabcut_mask(
     mask[:, :b][: int(min(sh, y1)), :] = cv2.GC_BGD
     mask[:, -b:][: int(min(sh, y1)), :] = cv2.GC_BGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    try:
-        cv2.grabCut(small, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
-        return np.ones((h, w), np.float32)
+    # cv2.error (e.g. too few foreground samples for its colour model) propagates: foreground_mask reports it.
+    cv2.grabCut(small, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     fg = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 1.0, 0.0).astype(np.float32)
     # Keep the component connected to the face; smooth the edge.
     num, labels = cv2.connectedComponents((fg > 0).astype(np.uint8))
@@ -120,30 +118,97 @@ def grabcut_mask(
     return np.clip(cv2.GaussianBlur(fg, (k, k), 0), 0.0, 1.0)
 
 
+#: Plausibility limits for a foreground mask (see mask_problem). On the 28 committed face photos GrabCut keeps
+#: 29-84 % of the crop and 84-100 % of the face box (size 256, face_fraction 0.4 and 0.95), see docs/prep.md.
+MIN_FOREGROUND = 0.001
+MIN_FACE_KEPT = 0.5
+MAX_FOREGROUND = 0.995
+
+
+def mask_problem(mask: np.ndarray, face_box: np.ndarray, valid: np.ndarray | None = None) -> str | None:
+    """Why a foreground mask is unusable, or None when it looks like a person was separated.
+
+    A method can "succeed" and still return nothing useful: an empty mask (the output would be a blank
+    canvas), a mask that drops the face the crop is built around, or a mask that keeps everything (nothing was
+    removed). ``valid`` (1 = real photo pixels) keeps padding outside the photo out of the last test.
+    """
+    m = np.asarray(mask, np.float32)
+    if m.size == 0 or not np.isfinite(m).all():
+        return "the mask is empty or not finite"
+    fg = m > 0.5
+    area = fg.mean()
+    if area < MIN_FOREGROUND:
+        return f"the mask kept {area:.1%} of the image"
+    h, w = m.shape[:2]
+    x0, y0, x1, y1 = np.asarray(face_box, float).tolist()
+    fx0, fx1 = int(np.clip(np.floor(x0), 0, w)), int(np.clip(np.ceil(x1), 0, w))
+    fy0, fy1 = int(np.clip(np.floor(y0), 0, h)), int(np.clip(np.ceil(y1), 0, h))
+    if fx1 > fx0 and fy1 > fy0:
+        face = float(m[fy0:fy1, fx0:fx1].mean())
+        if face < MIN_FACE_KEPT:
+            return f"the mask removed the face (kept {face:.0%} of the face box)"
+    inside = fg if valid is None else fg[np.asarray(valid) > 0.5]
+    if inside.size and inside.mean() > MAX_FOREGROUND:
+        return f"nothing was separated (the mask kept {inside.mean():.0%} of the photo)"
+    return None
+
+
 def foreground_mask(
     image: np.ndarray,
     face_box: np.ndarray,
     method: str = "auto",
     model_dirs: list[str | os.PathLike] | None = None,
+    valid: np.ndarray | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Foreground mask (float32 0..1) and the method actually used ("isnet-general-use", "grabcut", "none")."""
+    """Foreground mask (float32 0..1) and the method actually used ("isnet-general-use", "grabcut", "none").
+
+    A method that fails (raises, or gives a mask that :func:`mask_problem` rejects) is never reported as used:
+    ``auto`` goes on to the next method, and when none worked the result is the unmasked image with a method
+    such as ``"none (grabcut failed: the mask removed the face ...)"`` — callers warn when it starts with
+    ``"none ("`` (see :func:`failed`).
+    """
     if method not in METHODS:
         raise ValueError(f"background method must be one of {METHODS}")
     if method == "none":
         return np.ones(image.shape[:2], np.float32), "none"
+    failures: list[str] = []
     if method in ("auto", "matting"):
         found = find_matting_model(model_dirs)
         if found is not None:
             name, path = found
-            return matting_mask(image, name, path), name
-        if method == "matting":
+            mask, why = _attempt(lambda: matting_mask(image, name, path), face_box, valid)
+            if why is None:
+                return mask, name
+            failures.append(f"{name} failed: {why}")
+        elif method == "matting":
             from .errors import ModelNotFoundError
 
             where = ", ".join(str(d) for d in matting_search_dirs(model_dirs))
             raise ModelNotFoundError(
                 f"no u2net / isnet-general-use .onnx file found in {where}; use background='grabcut' (embedded)"
             )
-    return grabcut_mask(image, face_box), "grabcut"
+    if method in ("auto", "grabcut"):
+        mask, why = _attempt(lambda: grabcut_mask(image, face_box), face_box, valid)
+        if why is None:
+            return mask, "grabcut"
+        failures.append(f"grabcut failed: {why}")
+    return np.ones(image.shape[:2], np.float32), f"none ({'; '.join(failures)})"
+
+
+def _attempt(run, face_box: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray | None, str | None]:
+    """Run one mask method; (mask, None) when usable, else (None, why)."""
+    try:
+        mask = run()
+    except Exception as exc:  # cv2.error, onnxruntime errors: a failed method, reported, never a crash
+        text = " ".join(str(exc).split())[:160]
+        return None, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    why = mask_problem(mask, face_box, valid)
+    return (None, why) if why else (mask, None)
+
+
+def failed(method: str) -> bool:
+    """True when foreground_mask's method string says background removal was asked for and failed."""
+    return method.startswith("none (")
 
 
 def composite_on_color(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:

@@ -6,7 +6,10 @@ images, NaN tensors) so that every node and command reports them the same way.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -65,26 +68,78 @@ def pil_to_rgb_array(img, name: str = "image") -> np.ndarray:
 
 
 def load_image(path: str | os.PathLike, check: bool = True) -> np.ndarray:
-    """Read an image file as uint8 RGB; raise ImageInputError with the file name when it cannot be used."""
-    from PIL import Image, UnidentifiedImageError
+    """Read an image file as uint8 RGB; raise ImageInputError with the file name when it cannot be used.
+
+    Only pixels matter here: a PNG whose text chunks PIL refuses (a zTXt over PIL's size limit, a broken text
+    chunk) is read again without its text, so hostile metadata never makes a good photo unreadable.
+    """
+    from PIL import Image
 
     path = Path(path)
     if not path.exists():
         raise ImageInputError(f"{path}: file not found")
     if path.is_dir():
         raise ImageInputError(f"{path}: is a folder, not an image")
+    if not path.is_file():  # a pipe or a device would block the reader or never end
+        raise ImageInputError(f"{path}: not a regular file (a pipe or device), not an image")
     try:
-        with Image.open(path) as img:
-            img.load()
-            if check:
-                check_size(img.width, img.height, name=str(path))
-            return pil_to_rgb_array(img, name=str(path))
+        return _decode(Image.open(path), path, check)
     except ImageInputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageInputError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from exc
     except Image.DecompressionBombError as exc:
         raise ImageInputError(f"{path}: image is too large to decode safely ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
+        first = exc
+    stripped = _png_without_text(path)
+    if stripped is not None:
+        try:
+            return _decode(Image.open(io.BytesIO(stripped)), path, check)
+        except ImageInputError:
+            raise
+        except Exception:  # the pixels are broken too: report the original problem
+            pass
+    if isinstance(first, PermissionError):
+        raise ImageInputError(f"{path}: cannot read the file (permission denied)") from first
+    raise ImageInputError(f"{path}: not a readable image ({first.__class__.__name__}: {first})") from first
+
+
+def _decode(opened, path: Path, check: bool) -> np.ndarray:
+    with opened as img:
+        if check:
+            check_size(img.width, img.height, name=str(path))
+        img.load()
+        return pil_to_rgb_array(img, name=str(path))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _png_without_text(path: Path, limit: int = 512 * 1024 * 1024) -> bytes | None:
+    """The PNG's bytes with its text chunks removed, or None when it is not a well-formed PNG stream."""
+    try:
+        if path.stat().st_size > limit:
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    out, pos, removed = [data[:8]], 8, False
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            return None
+        if kind in _PNG_TEXT_CHUNKS:
+            removed = True
+        else:
+            out.append(data[pos:end])
+        pos = end
+        if kind == b"IEND":
+            break
+    return b"".join(out) if removed else None
 
 
 def array_to_uint8_rgb(array: np.ndarray, name: str = "image", check: bool = True) -> np.ndarray:
@@ -120,20 +175,67 @@ def array_to_uint8_rgb(array: np.ndarray, name: str = "image", check: bool = Tru
     return np.ascontiguousarray(arr)
 
 
-def iter_image_files(paths: Iterable[str | os.PathLike], recursive: bool = True) -> Iterator[Path]:
+def iter_image_files(
+    paths: Iterable[str | os.PathLike], recursive: bool = True, problems: list[str] | None = None
+) -> Iterator[Path]:
     """Expand files and folders into image files, sorted for reproducibility.
 
     Files named explicitly are yielded even without an image extension (so the caller can report them as
-    unreadable); folders contribute only files with a known image extension.
+    unreadable); folders contribute only files with a known image extension. A folder that cannot be listed
+    (no read permission, I/O error) is never skipped in silence: its message goes to ``problems`` when given
+    (the caller counts it as bad input), else it is logged as a warning.
     """
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = sorted(f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-            yield from found
+            yield from sorted(_walk(p, recursive, problems))
         else:
             yield p
+
+
+def _walk(folder: Path, recursive: bool, problems: list[str] | None) -> list[Path]:
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()  # (device, inode) of folders visited: symlink loops end here
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            st = current.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(current) as entries:
+                listing = list(entries)
+        except OSError as exc:
+            _report(
+                problems,
+                f"{current}: cannot read this folder ({exc.strerror or exc}); its images were skipped",
+            )
+            continue
+        for entry in listing:
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                if recursive:
+                    stack.append(Path(entry.path))
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                if is_file:
+                    found.append(Path(entry.path))
+                else:
+                    _report(
+                        problems, f"{entry.path}: not a regular file (a broken link, pipe or device); skipped"
+                    )
+    return found
+
+
+def _report(problems: list[str] | None, message: str) -> None:
+    if problems is not None:
+        problems.append(message)
+    else:
+        logging.getLogger("IdentityLock").warning("warning: %s", message)
 
 
 def resize_long_side(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
@@ -149,14 +251,18 @@ def resize_long_side(image: np.ndarray, long_side: int) -> tuple[np.ndarray, flo
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike, text: dict[str, str] | None = None) -> Path:
-    """Write uint8 RGB as PNG with optional text chunks (ComfyUI-style metadata)."""
+    """Write uint8 RGB as PNG with optional text chunks (ComfyUI-style metadata).
+
+    Atomic, with the user's normal permissions (core.fileio): readers never see half a PNG, a failed write
+    leaves no temporary behind.
+    """
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
+
+    from .fileio import atomic_write_with
 
     info = PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, value)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, pnginfo=info)
-    return path
+    picture = Image.fromarray(image)
+    return atomic_write_with(path, lambda tmp: picture.save(tmp, format="PNG", pnginfo=info))

@@ -8,9 +8,12 @@ metadata needed to trace it back to the source pixels.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,15 +38,26 @@ class PrepOptions:
     model_dirs: list[str] = field(default_factory=list)  # extra folders for matting models
 
     def validate(self) -> None:
+        """Raise OptionError (a ValueError) naming the first setting out of range; NaN is out of every range."""
+        from .background import METHODS
+        from .errors import OptionError
+
         if not 64 <= int(self.size) <= 4096:
-            raise ValueError("size must be between 64 and 4096 px")
+            raise OptionError("size must be between 64 and 4096 px")
         if not 0.05 <= self.face_fraction <= 0.95:
-            raise ValueError("face_fraction must be between 0.05 and 0.95")
+            raise OptionError("face_fraction must be between 0.05 and 0.95")
+        if not 0.0 <= self.face_center_y <= 1.0:
+            raise OptionError("face_center_y must be between 0 and 1")
+        if self.background not in METHODS:
+            raise OptionError(f"background must be one of {', '.join(METHODS)}")
         if self.multiple_faces not in ("largest", "error"):
-            raise ValueError("multiple_faces must be 'largest' or 'error'")
+            raise OptionError("multiple_faces must be 'largest' or 'error'")
+        for a in self.rotations:
+            if not -180.0 <= a <= 180.0:
+                raise OptionError("rotations must be between -180 and 180 degrees")
         for s in self.crop_scales:
             if not 0.2 <= s <= 1.0:
-                raise ValueError("crop scales must be between 0.2 and 1.0")
+                raise OptionError("crop scales must be between 0.2 and 1.0")
 
 
 @dataclass
@@ -126,9 +140,9 @@ def prepare_image(
             *(m @ np.array([face.bbox[2], face.bbox[3], 1.0])),
         ]
     )
-    mask, bg_method = foreground_mask(crop, face_box_out, opts.background, opts.model_dirs)
+    mask, bg_method = foreground_mask(crop, face_box_out, opts.background, opts.model_dirs, valid=inside)
     mask = mask * inside
-    main = composite_on_color(crop, mask, fill) if bg_method != "none" else crop
+    main = crop if bg_method.startswith("none") else composite_on_color(crop, mask, fill)
     base_meta = {
         "source_index": index,
         "source_size": [int(image.shape[1]), int(image.shape[0])],
@@ -210,3 +224,112 @@ def default_model_dirs() -> list[str]:
     """Matting-model folders from the environment (ComfyUI passes its registered 'rembg' folders)."""
     env = os.environ.get("IDENTITYLOCK_REMBG_DIR")
     return [env] if env else []
+
+
+METADATA_FILE = "prep_metadata.json"
+
+
+def json_text(text: Any) -> str:
+    """``text`` as a string UTF-8 can encode: a file name that is not valid UTF-8 (its bytes arrive as lone
+    surrogates) would otherwise make writing the metadata fail after all the work."""
+    s = str(text)
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _safe_stem(stem: Any) -> bool:
+    """A stem read back from the metadata is reused only if it is one plain file-name part (never ``../x``)."""
+    from .fileio import OutputPathError, confined_name
+
+    try:
+        return isinstance(stem, str) and confined_name(stem) == stem
+    except OutputPathError:
+        return False
+
+
+class PrepRecords:
+    """The ``prep_metadata.json`` of an output folder, merged across runs, and the output names it implies.
+
+    Why: a second run must not erase the first run's records, two inputs called ``me.jpg`` (from different
+    folders) must not overwrite each other's outputs, and re-running the same input must replace its own
+    outputs rather than pile up ``me_2``, ``me_3``... Records are keyed by the source's absolute path.
+    """
+
+    def __init__(self, out: str | os.PathLike):
+        from .fileio import OutputPathError
+
+        self.out = Path(out)
+        self.path = self.out / METADATA_FILE
+        self.records: list[dict[str, Any]] = []
+        if self.path.is_dir():
+            raise OutputPathError(f"{self.path} is a folder: move it away or choose another output folder")
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError) as exc:
+                raise OutputPathError(
+                    f"{self.path} is not readable prep metadata ({type(exc).__name__}); move it away or "
+                    "choose another output folder"
+                ) from None
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise OutputPathError(
+                    f"{self.path} is not a list of prep records; move it away or choose another output folder"
+                )
+            self.records = data
+        self._stems = {self._source_of(r): r["stem"] for r in self.records if _safe_stem(r.get("stem"))}
+        self._taken = set(self._stems.values())
+        # Every "<stem>_" prefix of a PNG already in the folder (outputs of older versions, other tools): a new
+        # stem must not make names that replace them. One listing, not one glob per photo.
+        for name in os.listdir(self.out) if self.out.is_dir() else []:
+            if name.endswith(".png"):
+                parts = name[:-4].split("_")
+                self._taken.update("_".join(parts[:i]) for i in range(1, len(parts)))
+
+    @staticmethod
+    def source_key(path: str | os.PathLike) -> str:
+        return json_text(os.path.abspath(os.fspath(path)))
+
+    def _source_of(self, record: dict[str, Any]) -> str:
+        return str(record.get("source") or self.source_key(str(record.get("file", ""))))
+
+    def stem_for(self, source: str | os.PathLike) -> str:
+        """The output stem of ``source``: the one it had in an earlier run, else a free one from its name."""
+        from .fileio import OutputPathError, confined_name, short_stem
+
+        key = self.source_key(source)
+        if key in self._stems:
+            return self._stems[key]
+        try:
+            base = short_stem(confined_name(Path(source).stem, "file name"))
+        except OutputPathError:
+            base = "image"
+        stem, n = base, 1
+        while stem in self._taken:
+            n += 1
+            stem = f"{base}_{n}"
+        self._taken.add(stem)
+        self._stems[key] = stem
+        return stem
+
+    def replace(self, source: str | os.PathLike, new: list[dict[str, Any]]) -> None:
+        """Put ``new`` in place of the records of ``source``; its outputs this run did not rewrite are removed
+        (a re-run with fewer variants must not leave stale augmentations in a training folder)."""
+        key = self.source_key(source)
+        keep_old_outputs = not any(r.get("ok") for r in new)  # a failed re-run keeps what the last one made
+        written = {r.get("output") for r in new}
+        kept = []
+        for r in self.records:
+            if self._source_of(r) != key or (keep_old_outputs and r.get("ok")):
+                kept.append(r)
+            elif r.get("ok") and r.get("output") and r["output"] not in written:
+                stale = self.out / Path(str(r["output"])).name
+                if stale.suffix == ".png":
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
+        self.records = kept + [
+            {**r, "source": key, **{k: json_text(r[k]) for k in ("file", "error") if k in r}} for r in new
+        ]
+
+    def save(self) -> Path:
+        from .fileio import write_json_atomic
+
+        return write_json_atomic(self.path, self.records)

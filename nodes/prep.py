@@ -3,32 +3,39 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 
+from ..core.errors import IdentityLockError, ImageInputError, OptionError
 from ._comfy import CATEGORY, Progress, image_to_numpy, model_folder_paths, numpy_to_image, numpy_to_mask
 
 BACKEND_CHOICES = ["auto", "dlib", "insightface"]
+_log = logging.getLogger("IdentityLock")
 
 
 def parse_float_list(text: str, name: str) -> list[float]:
-    """'-10, -5, 5, 10' -> [-10.0, -5.0, 5.0, 10.0]; empty -> []."""
+    """'-10, -5, 5, 10' -> [-10.0, -5.0, 5.0, 10.0]; empty -> []. NaN and infinities are refused."""
     out = []
     for part in str(text).replace(";", ",").split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            out.append(float(part))
-        except ValueError as exc:
-            raise ValueError(
-                f"{name}: {part!r} is not a number (use a comma-separated list like '-10, -5, 5, 10')"
-            ) from exc
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise OptionError(
+                f"{name}: {part[:40]!r} is not a number (use a comma-separated list like '-10, -5, 5, 10')"
+            )
+        out.append(value)
     return out
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
     t = str(text).strip().lstrip("#")
-    if len(t) != 6:
-        raise ValueError(f"background_color {text!r}: use a hex colour like #FFFFFF")
+    if len(t) != 6 or any(c not in "0123456789abcdefABCDEF" for c in t):
+        raise OptionError(f"background_color {str(text)[:40]!r}: use a hex colour like #FFFFFF")
     return tuple(int(t[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
 
 
@@ -141,7 +148,8 @@ class FaceCropPrep:
         crop_scales,
         backend,
     ):
-        from ..core.prep import PrepOptions, prepare_image
+        from ..core.background import failed
+        from ..core.prep import PrepOptions
 
         opts = PrepOptions(
             size=int(size),
@@ -154,12 +162,19 @@ class FaceCropPrep:
             augment=output != "main only",
             model_dirs=model_folder_paths("rembg"),
         )
+        opts.validate()
         photos = image_to_numpy(images, "images")
         engine = face_engine(backend)
         progress = Progress(len(photos))
         prepared = []
         for i, photo in enumerate(photos):
-            outs = prepare_image(photo, opts, engine, index=i)
+            outs = prepare_one(photo, opts, engine, i)
+            if failed(outs[0].meta["background"]):
+                _log.warning(
+                    "IdentityLock FaceCropPrep: image %d: background removal failed, the background was kept: %s",
+                    i,
+                    outs[0].meta["background"],
+                )
             prepared.extend(outs)
             progress(i + 1, len(photos), outs[0].image)
         meta = [p.meta for p in prepared]
@@ -168,6 +183,22 @@ class FaceCropPrep:
             numpy_to_mask([p.mask for p in prepared]),
             json.dumps(meta, indent=1),
         )
+
+
+def prepare_one(photo, opts, engine, index: int):
+    """core.prep.prepare_image, with anything but our own errors turned into one sentence naming the image."""
+    from ..core.prep import prepare_image
+
+    try:
+        return prepare_image(photo, opts, engine, index=index)
+    except IdentityLockError:
+        raise
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise ImageInputError(
+            f"image {index} of the batch could not be prepared ({type(exc).__name__}: {text}); "
+            "check that it is a normal photo, or remove it from the batch"
+        ) from exc
 
 
 NODE_CLASS_MAPPINGS = {"FaceCropPrep": FaceCropPrep}

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import EXIT_BAD_INPUT, EXIT_OK
+from . import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK
 
 BACKENDS = ("auto", "dlib", "insightface")
 
@@ -44,10 +44,10 @@ def register(sub) -> None:
     doc.set_defaults(func=cmd_doctor)
 
 
-def _files(paths: list[str]) -> list[Path]:
+def _files(paths: list[str], problems: list[str] | None = None) -> list[Path]:
     from ..images import iter_image_files
 
-    files = list(iter_image_files(paths))
+    files = list(iter_image_files(paths, problems=problems))
     return files
 
 
@@ -56,17 +56,14 @@ def _warn(msg: str) -> None:
 
 
 def cmd_prep(args) -> int:
+    """Prepare every photo; a photo that cannot be used is one warning line (exit 2), never the end of the batch."""
+    from ..background import failed
     from ..errors import IdentityLockError
     from ..faces import get_engine
+    from ..fileio import check_output_dir, printable
     from ..images import load_image, save_png
-    from ..prep import PrepOptions, prepare_image
+    from ..prep import PrepOptions, PrepRecords, prepare_image
 
-    files = _files(args.images)
-    if not files:
-        _warn("no image files found in " + ", ".join(args.images))
-        return EXIT_BAD_INPUT
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     opts = PrepOptions(
         size=args.size,
         face_fraction=args.face_fraction,
@@ -74,25 +71,58 @@ def cmd_prep(args) -> int:
         augment=not args.no_augment,
         multiple_faces=args.multiple_faces,
     )
+    try:
+        opts.validate()
+    except ValueError as exc:
+        _warn(str(exc))
+        return EXIT_BAD_INPUT
+    problems: list[str] = []
+    files = _files(args.images, problems)
+    for msg in problems:
+        _warn(printable(msg))
+    if not files:
+        _warn("no image files found in " + ", ".join(printable(p) for p in args.images))
+        return EXIT_BAD_INPUT
+    out = check_output_dir(args.out)  # before the work: a bad --out fails now, not after every photo
+    book = PrepRecords(out)
     engine = get_engine(args.backend)
-    failures, records = 0, []
+    failures, written = len(problems), 0
     for f in files:
+        name = printable(f)
         try:
             prepared = prepare_image(load_image(f), opts, engine)
-        except (IdentityLockError, ValueError) as exc:
+            stem = book.stem_for(f)
+            new = []
+            for p in prepared:
+                output = f"{stem}_{p.meta['variant']}.png"
+                save_png(p.image, out / output, {"identitylock": json.dumps(p.meta)})
+                new.append({"file": str(f), "ok": True, "output": output, "stem": stem, **p.meta})
+        # One line per bad photo: an IdentityLockError, or anything else a hostile file makes a library raise.
+        except Exception as exc:
             failures += 1
-            _warn(str(exc) if str(f) in str(exc) else f"{f}: {exc}")
-            records.append({"file": str(f), "ok": False, "error": str(exc)})
+            if isinstance(exc, IdentityLockError):
+                text = str(exc)
+            else:  # a library's message may span lines (OpenCV, dlib): one line, with its type
+                text = " ".join(f"{type(exc).__name__}: {exc}".split())
+            _warn(printable(text if str(f) in text else f"{f}: {text}"))
+            book.replace(f, [{"file": str(f), "ok": False, "error": text}])
             continue
-        for p in prepared:
-            name = f"{f.stem}_{p.meta['variant']}.png"
-            save_png(p.image, out / name, {"identitylock": json.dumps(p.meta)})
-            records.append({"file": str(f), "ok": True, "output": name, **p.meta})
+        book.replace(f, new)
+        written += len(new)
+        bg = prepared[0].meta["background"]
+        if failed(bg):
+            _warn(f"{name}: background removal failed, the background was kept: {bg}")
         print(
-            f"{f}: {len(prepared)} image(s), background={prepared[0].meta['background']}, face found by {prepared[0].meta['face_rescue']}"
+            f"{name}: {len(prepared)} image(s), background={bg}, face found by {prepared[0].meta['face_rescue']}"
         )
-    (out / "prep_metadata.json").write_text(json.dumps(records, indent=1))
-    print(f"wrote {sum(1 for r in records if r['ok'])} image(s) to {out}")
+    try:
+        book.save()
+    except OSError as exc:  # the disk filled up or the folder went away during the run
+        _warn(
+            f"could not write {printable(book.path)} ({exc.strerror or exc}); the images are in {printable(out)}"
+        )
+        return EXIT_ERROR
+    print(f"wrote {written} image(s) to {printable(out)}")
     return EXIT_BAD_INPUT if failures else EXIT_OK
 
 

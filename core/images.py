@@ -208,8 +208,7 @@ def _walk(folder: Path, recursive: bool, problems: list[str] | None) -> list[Pat
                 listing = list(entries)
         except OSError as exc:
             _report(
-                problems,
-                f"{current}: cannot read this folder ({exc.strerror or exc}); its images were skipped",
+                problems, current, f"cannot read this folder ({exc.strerror or exc}); its images were skipped"
             )
             continue
         for entry in listing:
@@ -226,12 +225,25 @@ def _walk(folder: Path, recursive: bool, problems: list[str] | None) -> list[Pat
                     found.append(Path(entry.path))
                 else:
                     _report(
-                        problems, f"{entry.path}: not a regular file (a broken link, pipe or device); skipped"
+                        problems, entry.path, "not a regular file (a broken link, pipe or device); skipped"
                     )
     return found
 
 
-def _report(problems: list[str] | None, message: str) -> None:
+class ListingProblem(str):
+    """A message ``"<path>: <reason>"`` that also keeps ``path`` and ``reason`` apart for callers that need them."""
+
+    path: str
+    reason: str
+
+    def __new__(cls, path: str, reason: str) -> ListingProblem:
+        obj = super().__new__(cls, f"{path}: {reason}")
+        obj.path, obj.reason = path, reason
+        return obj
+
+
+def _report(problems: list[str] | None, path: str | os.PathLike, reason: str) -> None:
+    message = ListingProblem(str(path), reason)
     if problems is not None:
         problems.append(message)
     else:

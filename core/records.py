@@ -175,7 +175,7 @@ def collect_inputs(
     A folder without read permission used to vanish silently; now it is reported (a warning, and a bad input
     that makes the command exit 2) and the walk goes on.
     """
-    from .images import IMAGE_EXTENSIONS
+    from .images import iter_image_files
 
     for p in inputs:
         if not Path(p).exists():
@@ -187,17 +187,6 @@ def collect_inputs(
     def excluded(f: str | Path) -> bool:
         r = Path(f).resolve()
         return excl is not None and (r == excl or excl in r.parents)
-
-    def unreadable(exc: OSError) -> None:
-        where = exc.filename or "?"
-        if excluded(where):
-            return
-        _log.warning(
-            "IdentityLock: cannot read the folder %s (%s); its images are skipped", where, exc.strerror
-        )
-        bad.append(
-            failed_record(where, f"cannot read this folder ({exc.strerror or exc}); its images were skipped")
-        )
 
     def add(f: Path) -> None:
         """Regular files go to the work; a broken link or a FIFO/socket/device is reported, never opened."""
@@ -213,17 +202,17 @@ def collect_inputs(
         else:
             bad.append(failed_record(f, "not a readable image (not a regular file)"))
 
-    for raw in inputs:
-        p = Path(raw)
-        if not p.is_dir():
-            add(p)
+    # One folder walk for the whole pack (core/images.iter_image_files): it reports unreadable folders and
+    # non-regular files instead of skipping them in silence; here each becomes a failed record.
+    problems: list[str] = []
+    for f in iter_image_files(inputs, problems=problems):
+        add(f)
+    for problem in problems:
+        where = getattr(problem, "path", str(problem))
+        if excluded(where):
             continue
-        found = []
-        for root, dirs, names in os.walk(p, onerror=unreadable):
-            dirs.sort()
-            found.extend(Path(root) / n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
-        for f in sorted(found):
-            add(f)
+        _log.warning("IdentityLock: %s", problem)
+        bad.append(failed_record(where, getattr(problem, "reason", str(problem))))
     return files, bad
 
 

@@ -215,7 +215,7 @@ def test_unreadable_subfolder_is_reported_as_bad_input(small_folder, tmp_path, m
     assert rc == 2 and doc["counts"]["unreadable"] == 1 and doc["counts"]["total"] == 4
     bad = [e for e in doc["images"] if e.get("error")]
     assert bad[0]["path"] == str(locked) and "cannot read this folder" in bad[0]["error"]
-    assert "cannot read the folder" in caplog.text and str(locked) in capsys.readouterr().out
+    assert "cannot read this folder" in caplog.text and str(locked) in capsys.readouterr().out
 
 
 def test_legal_255_byte_names_colliding_in_the_portfolio(face, tmp_path):

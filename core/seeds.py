@@ -196,7 +196,7 @@ def score_image(
     rescue: bool = True,
     seed: int = 0,
 ) -> SeedRecord:
-    """Analyse one render and measure its primary face's drift from the reference. No face -> a miss record."""
+    """Analyze one render and measure its primary face's drift from the reference. No face -> a miss record."""
     from .faces import analyze
 
     threshold = reference.lock_threshold if threshold is None else float(threshold)

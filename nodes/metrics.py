@@ -93,7 +93,7 @@ class IdentityMetrics:
         **more,
     ):
         from ..core.errors import IdentityLockError
-        from ..core.metrics import analyse_items, build_metrics
+        from ..core.metrics import analyze_items, build_metrics
         from ..core.metrics.preview import render_preview
         from ..core.metrics.report import write_report
 
@@ -125,8 +125,8 @@ class IdentityMetrics:
         def progress(n: int, _total: int) -> None:
             bar(done[0] + n, total + 1)
 
-        def analyse(arrays, prefix):
-            out = analyse_items(
+        def analyze(arrays, prefix):
+            out = analyze_items(
                 arrays,
                 [f"{prefix}#{i}" for i in range(len(arrays))],
                 backend=backend,
@@ -138,12 +138,12 @@ class IdentityMetrics:
             done[0] += len(arrays)
             return out
 
-        reference = identity if identity is not None else analyse(ref_np, "reference")
-        analysed = {}
+        reference = identity if identity is not None else analyze(ref_np, "reference")
+        analyzed = {}
         for label, arrays in groups_np.items():
             check_interrupted()
-            analysed[label] = analyse(arrays, label)
-        result = build_metrics(reference, analysed)
+            analyzed[label] = analyze(arrays, label)
+        result = build_metrics(reference, analyzed)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", report_name).strip("._") or "identity_metrics"
         folder = os.path.join(
             output_directory(), "identitylock_metrics", f"{safe}_{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,6 +1,6 @@
 """MatchedPortrait: re-render the scene's face as the IDENTITY, matched in pose and light, checked, composited.
 
-Thin adapter: the loop, checks, colour matching and compositing live in core/portrait. The only ComfyUI glue
+Thin adapter: the loop, checks, color matching and compositing live in core/portrait. The only ComfyUI glue
 is ``ComfyInpaint`` (VAE encode -> sampler with a noise mask -> VAE decode), kept as a class attribute so tests
 can swap in a stand-in sampler.
 """
@@ -68,7 +68,7 @@ class MatchedPortrait:
         "Put the IDENTITY into a scene: finds the scene's face, crops head and shoulders, inpaints the face with "
         "your MODEL/conditioning (LoRA / IPAdapter applied upstream), checks each render (mirror: the nose must "
         "point to the same frame edge; pose tolerance; identity drift) and retries with the next seed, then "
-        "colour-matches and composites it back. Pixels outside the feathered mask are left untouched."
+        "color-matches and composites it back. Pixels outside the feathered mask are left untouched."
     )
     CATEGORY = f"{CATEGORY}/portrait"
     FUNCTION = "run"
@@ -77,7 +77,7 @@ class MatchedPortrait:
     RETURN_NAMES = ("image", "portrait", "mask", "report")
     OUTPUT_TOOLTIPS = (
         "The scene with the re-rendered face composited in.",
-        "The chosen render at working size (colour-matched, blended into the crop).",
+        "The chosen render at working size (color-matched, blended into the crop).",
         "The full-scene feathered face mask used for compositing.",
         "JSON report: scene pose, portrait pose, mirrored?, drift, attempts, face fraction, light direction.",
     )
@@ -190,7 +190,7 @@ class MatchedPortrait:
                         "tooltip": "Maximum identity drift; 0 = the IDENTITY's lock threshold.",
                     },
                 ),
-                "colour_match": (
+                "color_match": (
                     "FLOAT",
                     {
                         "default": 1.0,
@@ -236,7 +236,7 @@ class MatchedPortrait:
 
     def run(self, scene, model, positive, negative, vae, identity, seed, attempts, denoise, steps, cfg,
             sampler_name, scheduler, mask_feather, work_size=512, yaw_tolerance=15.0, drift_threshold=0.0,
-            colour_match=1.0, seamless=False, face_index=-1, clip=None, extra_prompt="", unique_id=None):  # fmt: skip
+            color_match=1.0, seamless=False, face_index=-1, clip=None, extra_prompt="", unique_id=None):  # fmt: skip
         import torch
 
         from ..core.errors import IdentityLockError
@@ -256,7 +256,7 @@ class MatchedPortrait:
             mask_feather=float(mask_feather),
             yaw_tolerance=float(yaw_tolerance),
             drift_threshold=float(drift_threshold) if drift_threshold > 0 else None,
-            colour_match=float(colour_match),
+            color_match=float(color_match),
             seamless=bool(seamless),
             face_index=None if face_index < 0 else int(face_index),
         )

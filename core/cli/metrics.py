@@ -87,7 +87,7 @@ def candidate_groups(dirs: list[Path], labels: list[str] | None) -> dict[str, li
 def cmd_metrics(args: argparse.Namespace) -> int:
     from ..errors import IdentityLockError
     from ..identity import IdentityReference
-    from ..metrics import analyse_items, build_metrics
+    from ..metrics import analyze_items, build_metrics
     from ..metrics.report import write_report
 
     groups = candidate_groups(args.candidates, args.labels)
@@ -113,17 +113,17 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             raise IdentityLockError(f"{args.reference}: no reference images")
         backend = args.backend
     files = ref_files + [f for fs in groups.values() for f in fs]
-    analysed_all = analyse_items(
+    analyzed_all = analyze_items(
         files, backend=backend, engine_kwargs=engine_kwargs, workers=workers, progress=progress("images")
     )
     if not args.identity:
-        reference = analysed_all[: len(ref_files)]
-    analysed, k = {}, len(ref_files)
+        reference = analyzed_all[: len(ref_files)]
+    analyzed, k = {}, len(ref_files)
     for name, fs in groups.items():
-        analysed[name] = analysed_all[k : k + len(fs)]
+        analyzed[name] = analyzed_all[k : k + len(fs)]
         k += len(fs)
     t1 = time.perf_counter()
-    result = build_metrics(reference, analysed, threshold=args.threshold, seed=args.seed)
+    result = build_metrics(reference, analyzed, threshold=args.threshold, seed=args.seed)
     paths = write_report(
         result, args.out, prefix=args.prefix, title=args.title, thumbnails=not args.no_thumbnails
     )

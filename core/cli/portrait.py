@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ def register(subparsers: Any) -> None:
         help="put the person into a scene: inpaint the scene's face with diffusers, checked and composited",
         description="Detect the scene's face, crop head and shoulders, inpaint the face with diffusers (LoRA "
         "optional), check each render (mirror, pose, identity drift against --reference), retry with the next "
-        "seed, colour-match and composite back. Writes portrait_final.png, portrait_crop.png, portrait_mask.png "
+        "seed, color-match and composite back. Writes portrait_final.png, portrait_crop.png, portrait_mask.png "
         "and portrait_report.json to --out.",
     )
     g = p.add_mutually_exclusive_group(required=True)
@@ -64,7 +63,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--drift-threshold", type=float, default=None, help="default: the reference's lock threshold"
     )
-    p.add_argument("--colour-match", type=float, default=1.0, help="0 = off, 1 = full LAB mean/std match")
+    p.add_argument(
+        "--color-match",
+        "--colour-match",
+        dest="color_match",
+        type=float,
+        default=1.0,
+        help="0 = off, 1 = full LAB mean/std match",
+    )
     p.add_argument("--seamless", action="store_true", help="Poisson blending before the feathered composite")
     p.add_argument(
         "--face-index", type=int, default=None, help="face counted from the frame's left (default: largest)"
@@ -121,52 +127,6 @@ def cmd_views(args: argparse.Namespace) -> int:
 
 
 # -- portrait ---------------------------------------------------------------------------------------------
-class DiffusersInpainter:
-    """``inpaint(crop, mask, seed)`` over diffusers' StableDiffusionInpaintPipeline built from a loaded pipe.
-
-    A regular (4-channel) SD UNet works too: diffusers then blends the known latents outside the mask at every
-    step, which is the same noise-mask inpainting ComfyUI's sampler does.
-    """
-
-    def __init__(self, pipe, prompt: str, negative: str = "", *, steps: int = 25, cfg: float = 6.0,
-                 denoise: float = 0.75, lora: str | None = None, lora_scale: float = 1.0):  # fmt: skip
-        from diffusers import StableDiffusionInpaintPipeline
-
-        from ..diffusion import DiffusersRenderer
-
-        self.renderer = DiffusersRenderer(pipe, lora=lora)
-        self.renderer.set_lora_scale(lora_scale)
-        comps = {k: v for k, v in pipe.components.items() if k != "image_encoder"}
-        self.pipe = StableDiffusionInpaintPipeline(**comps, requires_safety_checker=False)
-        self.pipe.set_progress_bar_config(disable=True)
-        self.prompt, self.negative = prompt, negative
-        self.steps, self.cfg, self.denoise = steps, cfg, denoise
-
-    def __call__(self, crop, mask, seed: int):
-        import numpy as np
-        import torch
-        from PIL import Image
-
-        size = crop.shape[0]
-        gen = torch.Generator(device="cpu").manual_seed(int(seed) % (2**63))
-        with torch.inference_mode():
-            out = self.pipe(
-                prompt=self.prompt,
-                negative_prompt=self.negative or None,
-                image=Image.fromarray(crop),
-                mask_image=Image.fromarray((np.clip(mask, 0, 1) * 255).astype(np.uint8)),
-                height=size,
-                width=size,
-                strength=float(self.denoise),
-                # diffusers runs steps * strength steps; keep at least one
-                num_inference_steps=max(int(self.steps), math.ceil(1.0 / max(self.denoise, 1e-3))),
-                guidance_scale=float(self.cfg),
-                generator=gen,
-                output_type="np",
-            )
-        return (np.clip(out.images[0], 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
     import torch
 
@@ -174,6 +134,7 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
     from ..faces import get_engine
     from ..identity import IdentityReference
     from ..images import load_image, save_png
+    from ..portrait.inpaint import DiffusersInpainter
     from ..portrait.pipeline import PortraitSettings, matched_portrait
     from ..portrait.scene import analyze_scene
 
@@ -188,7 +149,7 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
         mask_feather=args.feather,
         yaw_tolerance=args.yaw_tolerance,
         drift_threshold=args.drift_threshold,
-        colour_match=args.colour_match,
+        color_match=args.color_match,
         seamless=args.seamless,
         face_index=args.face_index,
     )

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import CSV_FIELDS, MetricsResult
-from .copycat import BAND_COLOURS, BAND_HELP
+from .copycat import BAND_COLORS, BAND_HELP
+from .results import CSV_FIELDS, MetricsResult
 
 THUMB_SIDE = 112
 FACE_MARGIN = 0.35  # thumbnail crop around the face box, fraction of the box size each side
@@ -146,7 +146,7 @@ def dashboard_data(result: MetricsResult, thumbnails: bool = True) -> dict[str, 
             "model": result.model,
             "lock_threshold": result.lock_threshold,
             "bands": list(result.bands),
-            "band_colours": BAND_COLOURS,
+            "band_colors": BAND_COLORS,
             "band_help": BAND_HELP,
             "face_ratio_metric": result.face_ratio_metric,
             "groups": [g.to_dict() for g in result.groups.values()],
@@ -266,7 +266,7 @@ const esc = s => String(s).replace(/&/g,'&amp;').replace(/</g,'&lt;').replace(/>
   .replace(/"/g,'&quot;').replace(/'/g,'&#39;');
 const PALETTE = ['#b07cff','#4fc3f7','#ff8a65','#81c784','#f06292','#ffd54f','#4db6ac','#9575cd','#e57373','#aed581'];
 const groups = D.groups.map(g => g.name);
-const colour = {}; groups.forEach((g,i) => colour[g] = PALETTE[i % PALETTE.length]);
+const color = {}; groups.forEach((g,i) => color[g] = PALETTE[i % PALETTE.length]);
 const rowsOf = g => D.rows.filter(r => r.group === g);
 const faces = g => rowsOf(g).filter(r => r.similarity !== null);
 const visible = {}; groups.forEach(g => visible[g] = true);
@@ -280,7 +280,7 @@ const hover = r => esc(r.name) + '<br>' + esc(r.group) + (r.similarity!==null ? 
 function boxTraces(key, kind){
   return groups.map((g,i) => { const fs = faces(g).filter(r => r[key] !== null);
     const t = {type:kind, name:esc(g), meta:i, y:fs.map(r => r[key]), text:fs.map(hover), hoverinfo:'y+text',
-      marker:{color:colour[g]}, line:{color:colour[g]}};
+      marker:{color:color[g]}, line:{color:color[g]}};
     t.showlegend = false;
     if (kind === 'box') { t.boxpoints = 'all'; t.jitter = 0.4; t.pointpos = 0; }
     else { t.points = 'all'; t.box = {visible:true}; t.meanline = {visible:true}; }
@@ -288,7 +288,7 @@ function boxTraces(key, kind){
 }
 function scatterTraces(fx, fy, size){
   return groups.map((g,i) => { const fs = faces(g).filter(r => fx(r) !== null && fy(r) !== null);
-    const m = {color:colour[g], opacity:0.8, size:8, line:{width:0.5,color:'#000'}};
+    const m = {color:color[g], opacity:0.8, size:8, line:{width:0.5,color:'#000'}};
     if (size) { m.size = fs.map(size); }
     return {type:'scatter', mode:'markers', name:esc(g), meta:i, x:fs.map(fx), y:fs.map(fy),
       text:fs.map(hover), hoverinfo:'x+y+text', marker:m}; });
@@ -333,7 +333,7 @@ const bar = document.getElementById('toggles');
 groups.forEach((g,i) => { const lab = document.createElement('label'); const cb = document.createElement('input');
   cb.type = 'checkbox'; cb.checked = true; cb.dataset.group = String(i);
   cb.addEventListener('change', () => { visible[g] = cb.checked; applyVisibility(); });
-  const sw = document.createElement('span'); sw.className = 'swatch'; sw.style.background = colour[g];
+  const sw = document.createElement('span'); sw.className = 'swatch'; sw.style.background = color[g];
   lab.append(cb, sw, document.createTextNode(g)); bar.append(lab); });
 let soloIdx = -1;
 const setAll = on => { groups.forEach(g => visible[g] = on);
@@ -365,7 +365,7 @@ function renderCards(){
   document.getElementById('n-cards').textContent = rs.length + ' image(s)';
   for (const r of rs) {
     const c = document.createElement('div'); c.className = 'card';
-    c.style.borderColor = D.band_colours[r.band] || '#444';
+    c.style.borderColor = D.band_colors[r.band] || '#444';
     const pair = document.createElement('div'); pair.className = 'pair';
     const left = document.createElement('div'), right = document.createElement('div');
     left.append(img(r.thumb, r.status === 'failed' || r.status === 'error' ? '\u26a0 face not found' : 'generated'));
@@ -375,7 +375,7 @@ function renderCards(){
       right.append(ph); }
     pair.append(left, right); c.append(pair);
     const t = document.createElement('div'); t.className = 'name'; t.textContent = r.group + ' / ' + r.name; c.append(t);
-    const b = document.createElement('div'); b.className = 'band'; b.style.color = D.band_colours[r.band] || '#ccc';
+    const b = document.createElement('div'); b.className = 'band'; b.style.color = D.band_colors[r.band] || '#ccc';
     b.textContent = r.band === 'failed' ? (r.error || 'no face') : r.band.toUpperCase() + '  ' + r.nearest_sim.toFixed(4) +
       '  \u2192 ' + r.nearest_ref; c.append(b);
     c.title = D.band_help[r.band] || ''; box.append(c);

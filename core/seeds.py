@@ -3,14 +3,17 @@
 The search works over any ``render(seed) -> image`` callable (diffusers in the CLI, ComfyUI's own sampler in the
 DriftSeedSearch node, stored photos in tests), so the scoring, ranking, early stop and saving are written once.
 
-Ranking (deterministic): renders with a face first, by drift ascending, ties by seed; renders without a face
-("misses") last, by seed. A render that fails to produce an image is recorded with its error and ranked with the
+A render is locked only when exactly one face was found and its drift is at or below the threshold: a render
+with the person *and* someone else is not the person alone. Ranking (deterministic): renders with exactly one
+face first, by drift ascending, ties by seed; then renders with several faces, by the drift of the primary face;
+renders without a face ("misses") last, by seed. A render that fails to produce an image is recorded with its error and ranked with the
 misses; it never stops the search. Early stop counts locked renders in seed-list order and stops right after the
 K-th, independently of the batch size used to render.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -31,6 +34,10 @@ REPORT_FORMAT = "identitylock.seed_search"
 PNG_KEY = "identitylock"  # PNG text chunk holding the record as JSON
 MAX_SEED = 2**64 - 1  # ComfyUI's KSampler accepts 0..0xffffffffffffffff
 SAVE_MODES = ("none", "locked", "top", "all")
+#: Most seeds one search takes. A seed list is materialised (deduplicated, kept in order, reported), so a range
+#: like 0:100000000 would take gigabytes before the first render; split bigger searches (or fan them out with
+#: ``identitylock queue``).
+MAX_SEEDS = 100_000
 
 
 @dataclass
@@ -41,7 +48,7 @@ class SeedRecord:
     drift: float | None = None
     locked: bool = False
     found: bool = False
-    faces: int = 0
+    faces: int = 0  # faces found in the render; only a render with exactly one can be locked
     rescue: str | None = None  # detection rung that found the face; None = miss
     det_score: float | None = None
     detector: str | None = None
@@ -124,15 +131,21 @@ class SeedSearchResult:
 
     def table(self) -> str:
         """Plain-text table for terminals and logs."""
-        lines = [f"{'rank':>4} {'seed':>20} {'drift':>8} {'locked':>6} {'face':>13} {'det':>5} {'yaw':>6}"]
+        lines = [
+            f"{'rank':>4} {'seed':>20} {'drift':>8} {'locked':>6} {'faces':>5} {'face':>13} {'det':>5} {'yaw':>6}"
+        ]
         for r in self.records:
             drift_txt = "   miss" if r.drift is None else f"{r.drift:8.4f}"
             face = r.error and "error" or (r.rescue or "none")
             det = f"{r.det_score:5.2f}" if r.det_score is not None else "    -"
             yaw = f"{r.pose['yaw']:6.1f}" if r.pose and r.pose.get("yaw") is not None else "     -"
             lines.append(
-                f"{r.rank:>4} {r.seed:>20} {drift_txt:>8} {'yes' if r.locked else 'no':>6} {face:>13} {det} {yaw}"
+                f"{r.rank:>4} {r.seed:>20} {drift_txt:>8} {'yes' if r.locked else 'no':>6} {r.faces:>5} "
+                f"{face:>13} {det} {yaw}"
             )
+        multi = sum(r.faces > 1 for r in self.records)
+        if multi:
+            lines.append(f"{multi} render(s) with several faces: never locked (the person must be alone)")
         lines.append(
             f"{len(self.locked)} locked (drift <= {self.threshold:g}, {self.backend}), {len(self.misses)} miss(es), "
             f"{len(self.records)}/{self.seeds_requested} seeds rendered"
@@ -144,40 +157,75 @@ class SeedSearchResult:
 # -- seeds -----------------------------------------------------------------------------------------------------
 def parse_seeds(spec: str | int | Iterable[int]) -> list[int]:
     """'0:32' (range, end exclusive), '0:32:4', '5,17,42', '3' or a list -> seeds in the given order, deduplicated."""
+    raw: list[Iterable[int]] = []
     if isinstance(spec, int):
-        raw: list[int] = [spec]
+        raw.append([spec])
     elif isinstance(spec, str):
-        raw = []
         text = spec.replace(" ", "").replace("\n", ",")
         if not text:
             raise IdentityLockError("seed list is empty: give e.g. '0:32' or '5,17,42'")
+        count = 0
         for part in filter(None, text.split(",")):
             try:
                 if ":" in part:
                     bits = [int(b) for b in part.split(":")]
                     if len(bits) not in (2, 3) or (len(bits) == 3 and bits[2] <= 0):
                         raise ValueError(part)
-                    raw.extend(range(*bits))
+                    start, stop, step = bits[0], bits[1], bits[2] if len(bits) == 3 else 1
+                    count += max(0, (stop - start + step - 1) // step)  # len() overflows on huge ranges
+                    raw.append(range(start, stop, step))
                 else:
-                    raw.append(int(part))
+                    count += 1
+                    raw.append([int(part)])
             except ValueError as exc:
                 raise IdentityLockError(
                     f"cannot read seed spec {part!r}: use 'start:end' (end exclusive), 'start:end:step' or a "
                     "comma-separated list of integers"
                 ) from exc
+            if count > MAX_SEEDS:
+                raise IdentityLockError(
+                    f"seed spec {_short(spec)!r} gives more than {MAX_SEEDS} seeds: search at most {MAX_SEEDS} at "
+                    "a time (split the range, or fan out over servers with `identitylock queue`)"
+                )
     else:
-        raw = [int(s) for s in spec]
+        try:
+            raw.append([int(s) for s in spec])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise IdentityLockError(f"seeds must be integers ({exc})") from None
     seen: set[int] = set()
     out = []
-    for s in raw:
+    for s in itertools.chain.from_iterable(raw):
         if s < 0 or s > MAX_SEED:
             raise IdentityLockError(f"seed {s} is out of range 0..{MAX_SEED}")
         if s not in seen:
             seen.add(s)
             out.append(s)
+            if len(out) > MAX_SEEDS:
+                raise IdentityLockError(f"more than {MAX_SEEDS} seeds: search at most {MAX_SEEDS} at a time")
     if not out:
-        raise IdentityLockError(f"seed spec {spec!r} gives no seeds")
+        raise IdentityLockError(f"seed spec {_short(spec)!r} gives no seeds")
     return out
+
+
+def _short(spec: Any, n: int = 60) -> str:
+    text = str(spec)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def check_threshold(value: Any, what: str = "threshold") -> float | None:
+    """A lock threshold from user input: None stays None (the backend default); otherwise a finite drift in
+    (0, 2] (drift = 1 - cosine lies in 0..2). NaN, infinities, text and out-of-range values are refused."""
+    if value is None:
+        return None
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise IdentityLockError(f"{what} {value!r} is not a number: give a drift such as 0.18") from None
+    if not math.isfinite(t) or not 0.0 < t <= 2.0:
+        raise IdentityLockError(
+            f"{what} {value!r} is outside (0, 2]: a lock threshold is a drift (1 - cosine), e.g. 0.18"
+        )
+    return t
 
 
 def seed_range(start: int, count: int) -> list[int]:
@@ -204,13 +252,14 @@ def score_image(
     t0 = time.perf_counter()
     try:
         res = analyze(image, engine, rescue=rescue, embed=True)
-        rec.faces = len(res.faces)
+        count = getattr(res, "face_count", None)  # all faces found, also any beyond a max_faces cap
+        rec.faces = int(count) if count is not None else len(res.faces)
         rec.rescue = res.rescue
         face = res.primary
         if face is not None and face.embedding is not None:
             rec.found = True
             rec.drift = float(reference.drift_of(face.embedding, res.backend, res.model))
-            rec.locked = bool(rec.drift <= threshold + 1e-12)
+            rec.locked = bool(rec.drift <= threshold + 1e-12) and rec.faces == 1
             rec.det_score = float(face.det_score)
             rec.detector = face.detector
             rec.bbox = [round(float(v), 1) for v in face.bbox]
@@ -224,10 +273,12 @@ def score_image(
 
 
 def rank_records(records: Sequence[SeedRecord]) -> list[SeedRecord]:
-    """Faces by drift (ties by seed), then misses by seed. Assigns ``rank`` (1 = best)."""
+    """One face by drift (ties by seed), then several faces by drift, then misses by seed. Assigns ``rank``."""
 
     def key(r: SeedRecord):
-        return (1, 0.0, r.seed) if r.drift is None or not math.isfinite(r.drift) else (0, r.drift, r.seed)
+        if r.drift is None or not math.isfinite(r.drift):
+            return (2, 0.0, r.seed)
+        return (0 if r.faces <= 1 else 1, r.drift, r.seed)
 
     ranked = sorted(records, key=key)
     for i, r in enumerate(ranked, 1):
@@ -310,6 +361,10 @@ def search_seeds(
         raise IdentityLockError(f"keep_images must be none, top or all, got {keep_images!r}")
     if save != "none" and out_dir is None:
         raise IdentityLockError("saving verify images needs an output folder (out_dir)")
+    if save != "none":
+        from .fileio import check_output_dir
+
+        check_output_dir(out_dir, "seed search output folder")  # type: ignore[arg-type]
     seed_list = parse_seeds(seeds) if isinstance(seeds, str) else parse_seeds(list(seeds))
     stop_after = int(stop_after) if stop_after else None
     top_k = int(top_k) if top_k else None
@@ -317,7 +372,8 @@ def search_seeds(
         from .faces import get_engine
 
         engine = get_engine(reference.backend)
-    threshold = reference.lock_threshold if threshold is None else float(threshold)
+    threshold = check_threshold(threshold)
+    threshold = reference.lock_threshold if threshold is None else threshold
     batch_size = max(1, int(batch_size))
     if render_batch is None:
         batch_size = 1
@@ -409,7 +465,8 @@ def search_seeds(
 def write_report(
     result: SeedSearchResult, out_dir: str | os.PathLike, name: str = "seed_search.json"
 ) -> Path:
-    path = Path(out_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(result.to_json())
+    from .fileio import check_output_dir, write_text_atomic
+
+    path = check_output_dir(out_dir, "seed search output folder") / name
+    write_text_atomic(path, result.to_json())
     return path

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..errors import IdentityLockError
+from ..fileio import printable
 
 
 def register(subparsers: Any) -> None:
@@ -101,7 +102,7 @@ def cmd_views(args: argparse.Namespace) -> int:
         except IdentityLockError as exc:
             bad_input += 1
             row = {"file": str(path), "error": str(exc)}
-            print(json.dumps(row) if args.json else f"{path.name[:32]:32s} error: {exc}")
+            print(json.dumps(row) if args.json else f"{printable(path.name)[:32]:32s} error: {exc}")
             continue
         if chk.measured is None:
             bad_input += 1
@@ -113,7 +114,7 @@ def cmd_views(args: argparse.Namespace) -> int:
             yaw = "-" if chk.yaw is None else f"{chk.yaw:+.0f}"
             result = chk.message if chk.ok is not None else f"(no expected view) {chk.message}"
             print(
-                f"{path.name[:32]:32s} {exp or '-':20s} {chk.measured or '-':20s} {yaw:>6s} "
+                f"{printable(path.name)[:32]:32s} {exp or '-':20s} {chk.measured or '-':20s} {yaw:>6s} "
                 f"{chk.confidence:5.2f}  {result}"
             )
     if not args.json:
@@ -132,16 +133,21 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
 
     from ..diffusion import build_tiny_pipeline, load_pipeline
     from ..faces import get_engine
+    from ..fileio import check_output_dir, write_json_atomic
     from ..identity import IdentityReference
     from ..images import load_image, save_png
     from ..portrait.inpaint import DiffusersInpainter
     from ..portrait.pipeline import PortraitSettings, matched_portrait
     from ..portrait.scene import analyze_scene
 
-    out = Path(args.out)
-    ref = IdentityReference.load(args.reference)
-    engine = get_engine(ref.backend)
-    scene = load_image(args.scene)
+    # Checked before any model is loaded or any face analyzed.
+    if args.steps < 1:
+        raise IdentityLockError(f"--steps must be at least 1, got {args.steps}")
+    for name in ("cfg", "lora_scale"):
+        if not math.isfinite(getattr(args, name)):
+            raise IdentityLockError(f"--{name.replace('_', '-')} must be a finite number")
+    if not (math.isfinite(args.denoise) and 0.0 < args.denoise <= 1.0):
+        raise IdentityLockError(f"--denoise {args.denoise} must be in (0, 1] (1.0 = from noise)")
     settings = PortraitSettings(
         seed=args.seed,
         attempts=args.attempts,
@@ -152,7 +158,11 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
         color_match=args.color_match,
         seamless=args.seamless,
         face_index=args.face_index,
-    )
+    ).validate()
+    out = check_output_dir(args.out, "--out folder")
+    ref = IdentityReference.load(args.reference)
+    engine = get_engine(ref.backend)
+    scene = load_image(args.scene)
     analysis = analyze_scene(scene, engine, face_index=settings.face_index)
     for w in analysis.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -176,7 +186,6 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
                            progress=progress)  # fmt: skip
     rep = dict(res.report)
     rep["prompt"] = prompt
-    out.mkdir(parents=True, exist_ok=True)
     meta = {
         "identitylock_portrait": json.dumps(
             {k: rep[k] for k in ("passed", "chosen_seed", "drift", "mirrored")}
@@ -185,7 +194,7 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
     save_png(res.image, out / "portrait_final.png", meta)
     save_png(res.portrait, out / "portrait_crop.png")
     save_png((res.mask * 255 + 0.5).astype("uint8"), out / "portrait_mask.png")
-    (out / "portrait_report.json").write_text(json.dumps(rep, indent=1, default=str))
+    write_json_atomic(out / "portrait_report.json", rep, default=str)
     drift = "n/a" if rep["drift"] is None else f"{rep['drift']:.4f}"
     status = "PASSED" if res.passed else f"NOT PASSED ({rep['failure']})"
     print(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IdentityLockError
+from ..fileio import printable
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -85,6 +86,26 @@ def register(subparsers: Any) -> None:
     q.set_defaults(func=cmd_profile)
 
 
+def _check_args(args) -> None:
+    """Refuse numbers that would crash the sampler minutes later or silently render garbage (NaN cfg)."""
+    import math
+
+    if args.steps < 1:
+        raise IdentityLockError(f"--steps must be at least 1, got {args.steps}")
+    for name in ("width", "height"):
+        v = getattr(args, name)
+        if v is not None and (v < 64 or v > 8192 or v % 8):
+            raise IdentityLockError(f"--{name} {v}: give a multiple of 8 between 64 and 8192")
+    for name in ("cfg", "lora_scale", "rescue"):
+        v = getattr(args, name, None)
+        if v is not None and not math.isfinite(v):
+            raise IdentityLockError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+    for name in ("batch", "top_k", "stop_after"):
+        v = getattr(args, name, None)
+        if v is not None and v < (1 if name == "batch" else 0):
+            raise IdentityLockError(f"--{name.replace('_', '-')} {v} is too small")
+
+
 def _renderer(args, model: str | None = None, lora: str | None = None):
     import torch
 
@@ -116,9 +137,13 @@ def _engine(args, reference):
 
 
 def cmd_seeds(args) -> int:
-    from ..seeds import parse_seeds, search_seeds, write_report
+    from ..fileio import check_output_dir
+    from ..seeds import check_threshold, parse_seeds, search_seeds, write_report
 
+    _check_args(args)
     seeds = parse_seeds(args.seeds)
+    check_threshold(args.threshold, "--threshold")
+    check_output_dir(args.out, "--out folder")
     reference = _reference(args.reference)
     engine = _engine(args, reference)
     renderer = _renderer(args, lora=args.lora)
@@ -140,16 +165,20 @@ def cmd_seeds(args) -> int:
     )  # fmt: skip
     report = write_report(result, args.out)
     print(result.table())
-    print(f"report: {report}")
+    print(f"report: {printable(report)}")
     return 0
 
 
 def cmd_render(args) -> int:
+    from ..fileio import check_output_dir, confined_name
     from ..profile import consistency_profile
     from ..render import render_three_pass, render_two_pass
 
     if args.passes == 3 and not args.scene.strip():
         raise IdentityLockError("--passes 3 needs --scene (the scene prompt of pass 2)")
+    _check_args(args)
+    name = confined_name(args.name, "--name")  # a file stem inside --out, never a path out of it
+    check_output_dir(args.out, "--out folder")
     reference = _reference(args.reference)
     engine = _engine(args, reference)
     profile = consistency_profile(lora=args.lora, identity=args.reference)
@@ -172,9 +201,9 @@ def cmd_render(args) -> int:
             realism.name = Path(args.realism_model).name
         res = render_two_pass(renderer, args.prompt, realism_renderer=realism, realism_prompt=args.realism_prompt,
                               **common)  # fmt: skip
-    paths = res.save(args.out, args.name)
+    paths = res.save(args.out, name)
     print(res.table())
-    print(f"wrote {paths[0]} (+ per-pass PNGs and {paths[-1].name})")
+    print(f"wrote {printable(paths[0])} (+ per-pass PNGs and {printable(paths[-1].name)})")
     return 0
 
 

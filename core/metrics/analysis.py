@@ -129,19 +129,27 @@ def _group_stats(
 ) -> GroupStats:
     faces = [r for r in rows if r.similarity is not None]
     sims = np.array([r.similarity for r in faces], dtype=np.float64)
+    # A found face without a similarity: a lone reference photo (leave-one-out needs another reference).
+    found = sum(r.embedding is not None for r in rows)
     g = GroupStats(
         name=name,
         kind=kind,
         n=len(rows),
-        n_face=len(faces),
+        n_face=found,
         n_failed=sum(r.status == "failed" for r in rows),
         n_rescued=sum(r.status == "rescued" for r in rows),
         n_errors=sum(r.status == "error" for r in rows),
-        detection_rate=len(faces) / len(rows) if rows else 0.0,
+        detection_rate=found / len(rows) if rows else 0.0,
     )
     g.band_counts = {b: sum(r.band == b for r in rows) for b in ("low", "ok", "watch", "danger", "failed")}
     if not len(sims):
-        g.warnings.append(f"{name}: no face found in any image")
+        if found:
+            g.warnings.append(
+                f"{name}: {found} face(s) found, but leave-one-out similarity needs at least 2 reference faces; "
+                "add photos to measure the reference set's own consistency"
+            )
+        else:
+            g.warnings.append(f"{name}: no face found in any image")
         return g
     g.median = float(np.median(sims))
     g.median_ci = bootstrap_ci(sims, np.median, n_boot, alpha, seed)

@@ -109,8 +109,10 @@ def _thumbnail(pixels: np.ndarray | None, path: str | None, bbox, side: int = TH
 # -- writers -------------------------------------------------------------------------------------------------
 def write_csv(result: MetricsResult, path: str | os.PathLike) -> Path:
     """Every image (failed detections and unreadable files included), one row each."""
+    from ..fileio import atomic_write
+
     path = Path(path)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path, "w") as fh:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in result.rows:
@@ -122,9 +124,11 @@ def write_csv(result: MetricsResult, path: str | os.PathLike) -> Path:
 
 
 def write_json(result: MetricsResult, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    from ..fileio import write_text_atomic
+
     path = Path(path)
     data = _clean({**result.summary_dict(), **(extra or {})})
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
     return path
 
 
@@ -474,16 +478,21 @@ def write_report(
     title: str = "IdentityLock metrics",
     thumbnails: bool = True,
 ) -> dict[str, Path]:
-    """Write ``<prefix>.html`` (dashboard + copycat), ``<prefix>.csv`` and ``<prefix>.json`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``<prefix>.html`` (dashboard + copycat), ``<prefix>.csv`` and ``<prefix>.json`` into ``out_dir``.
+
+    ``prefix`` is confined to one file-name component (``../../x`` cannot write outside ``out_dir``).
+    """
+    from ..fileio import check_output_dir, confined_name, write_text_atomic
+
+    prefix = confined_name(prefix, "report prefix")
+    out = check_output_dir(out_dir, "report folder")
     data = dashboard_data(result, thumbnails=thumbnails)
     paths = {
         "html": out / f"{prefix}.html",
         "csv": out / f"{prefix}.csv",
         "json": out / f"{prefix}.json",
     }
-    paths["html"].write_text(render_html(result, data, title), encoding="utf-8")
+    write_text_atomic(paths["html"], render_html(result, data, title))
     write_csv(result, paths["csv"])
     write_json(result, paths["json"], {"files": {k: p.name for k, p in paths.items()}})
     return paths

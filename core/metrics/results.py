@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import printable
 from ..identity import IdentityReference
 from .stats import ALPHA, N_BOOT, Comparison
 
@@ -172,6 +173,12 @@ class MetricsResult:
             f"lock at drift <= {self.lock_threshold:.2f})"
         ]
         for g in self.groups.values():
+            if g.median is None and g.n_face:
+                lines.append(
+                    f"  {g.name}: {g.n} image(s), {g.n_face} face(s) found; no similarity statistics "
+                    "(leave-one-out is undefined for a single reference face)"
+                )
+                continue
             if g.median is None:
                 lines.append(f"  {g.name}: {g.n} image(s), no face found")
                 continue
@@ -188,4 +195,4 @@ class MetricsResult:
             lines.append(f"  top black hole: {b.reference} ({b.count} generation(s), {100 * b.share:.0f}%)")
         for w in self.warnings:
             lines.append("  WARNING: " + w)
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)  # names come from files: no forged lines

@@ -49,6 +49,28 @@ class PortraitSettings:
     min_face_fraction: float = 0.04
     min_face_px: int = 40
 
+    def validate(self) -> PortraitSettings:
+        """Refuse settings that would crash later or silently mean nothing (NaN tolerances, 0 attempts)."""
+        if int(self.attempts) < 1:
+            raise IdentityLockError("attempts must be at least 1")
+        if not 64 <= int(self.work_size) <= 4096:
+            raise IdentityLockError(f"work size {self.work_size} must be between 64 and 4096 pixels")
+        ranges = {"mask_feather": (0.0, 1.0), "mask_dilate": (0.0, 1.0), "color_match": (0.0, 1.0),
+                  "yaw_tolerance": (0.0, 180.0), "pitch_tolerance": (0.0, 180.0)}  # fmt: skip
+        for name, (lo, hi) in ranges.items():
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+                raise IdentityLockError(
+                    f"{name.replace('_', ' ')} {v!r} must be a number from {lo:g} to {hi:g}"
+                )
+        if self.drift_threshold is not None:
+            from ..seeds import check_threshold
+
+            self.drift_threshold = check_threshold(self.drift_threshold, "drift threshold")
+        if self.face_index is not None and int(self.face_index) < 0:
+            raise IdentityLockError(f"face index {self.face_index} must be 0 or more (0 = leftmost face)")
+        return self
+
 
 @dataclass
 class Attempt:
@@ -170,9 +192,7 @@ def matched_portrait(
     """
     from ..faces import get_engine
 
-    settings = settings or PortraitSettings()
-    if settings.attempts < 1:
-        raise IdentityLockError("attempts must be at least 1")
+    settings = (settings or PortraitSettings()).validate()
     if engine is None:
         engine = get_engine(reference.backend if reference is not None else "auto")
     if reference is not None and getattr(engine, "backend", None) != reference.backend:

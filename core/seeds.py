@@ -104,6 +104,32 @@ class SeedSearchResult:
     def top(self) -> list[SeedRecord]:
         return self.records[: self.top_k] if self.top_k else list(self.records)
 
+    def no_lock_reason(self) -> str | None:
+        """Why no render locked, and what to change (None when one did): for the node's blocked output and the CLI."""
+        if self.locked:
+            return None
+        n = len(self.records)
+        scored = [r for r in self.records if r.drift is not None]
+        alone = [r for r in scored if r.faces <= 1]
+        if not scored:
+            errors = sum(r.error is not None for r in self.records)
+            why = f"{errors} render(s) failed" if errors else "no render showed a face"
+            return (
+                f"no seed locked: {why} in {n} seed(s); check the model, VAE and prompt (a close-up portrait "
+                "prompt helps the face detector)"
+            )
+        if not alone:
+            return (
+                f"no seed locked: every render with a face in {n} seed(s) showed several faces; ask for one person "
+                "(e.g. add 'multiple people' to the negative prompt)"
+            )
+        best = min(alone, key=lambda r: (r.drift, r.seed))
+        return (
+            f"no seed locked: the best single-face render (seed {best.seed}) has drift {best.drift:.4f} > "
+            f"threshold {self.threshold:g} ({self.backend}) over {n} seed(s); try more seeds, a stronger identity "
+            "LoRA, or check that the IDENTITY is this person"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         render = [r.render_seconds for r in self.records if r.error is None]
         score = [r.score_seconds for r in self.records if r.error is None]

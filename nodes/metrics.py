@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 
 from ._comfy import (
@@ -93,6 +92,7 @@ class IdentityMetrics:
         **more,
     ):
         from ..core.errors import IdentityLockError
+        from ..core.fileio import check_output_dir, confined_name
         from ..core.metrics import analyze_items, build_metrics
         from ..core.metrics.preview import render_preview
         from ..core.metrics.report import write_report
@@ -102,6 +102,9 @@ class IdentityMetrics:
                 "IdentityMetrics needs a reference: connect reference_images (photos of the person) or an "
                 "IDENTITY from IdentityEmbed"
             )
+        safe = confined_name(report_name or "identity_metrics", "report_name")  # checked before the work
+        parent = check_output_dir(os.path.join(output_directory(), "identitylock_metrics"), "metrics folder")
+        folder = parent / f"{safe}_{time.strftime('%Y%m%d-%H%M%S')}"
         names = [s.strip() for s in labels.split(",") if s.strip()]
         batches = [("candidates_1", candidates_1)] + [
             (f"candidates_{i}", more.get(f"candidates_{i}"))
@@ -144,10 +147,6 @@ class IdentityMetrics:
             check_interrupted()
             analyzed[label] = analyze(arrays, label)
         result = build_metrics(reference, analyzed)
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", report_name).strip("._") or "identity_metrics"
-        folder = os.path.join(
-            output_directory(), "identitylock_metrics", f"{safe}_{time.strftime('%Y%m%d-%H%M%S')}"
-        )
         paths = write_report(result, folder, prefix=safe)
         bar(total + 1, total + 1)
         summary = result.summary_text() + "\n" + "\n".join(f"{k}: {p}" for k, p in paths.items())

@@ -15,6 +15,7 @@ import numpy as np
 from ._comfy import (
     CATEGORY,
     Progress,
+    blocked,
     check_interrupted,
     image_to_numpy,
     model_folder_paths,
@@ -73,13 +74,15 @@ class MatchedPortrait:
     CATEGORY = f"{CATEGORY}/portrait"
     FUNCTION = "run"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "STRING")
-    RETURN_NAMES = ("image", "portrait", "mask", "report")
+    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "STRING", "IMAGE")
+    RETURN_NAMES = ("image", "portrait", "mask", "report", "passed_image")
     OUTPUT_TOOLTIPS = (
-        "The scene with the re-rendered face composited in.",
+        "The scene with the re-rendered face composited in (the best attempt, passed or not: see the report).",
         "The chosen render at working size (color-matched, blended into the crop).",
         "The full-scene feathered face mask used for compositing.",
         "JSON report: scene pose, portrait pose, mirrored?, drift, attempts, face fraction, light direction.",
+        "The composited scene only when an attempt passed every check (drift, pose, not mirrored). When none "
+        "passed, the nodes connected here do not run (nothing is saved) and ComfyUI shows why.",
     )
     inpaint: Any = ComfyInpaint()
 
@@ -255,7 +258,7 @@ class MatchedPortrait:
             work_size=int(work_size) // 8 * 8,
             mask_feather=float(mask_feather),
             yaw_tolerance=float(yaw_tolerance),
-            drift_threshold=float(drift_threshold) if drift_threshold > 0 else None,
+            drift_threshold=None if drift_threshold == 0 else float(drift_threshold),  # NaN is refused
             color_match=float(color_match),
             seamless=bool(seamless),
             face_index=None if face_index < 0 else int(face_index),
@@ -296,14 +299,18 @@ class MatchedPortrait:
         rep = res.report
         send_status("portrait", _status(rep), unique_id)
         text = json.dumps(rep, indent=1, default=_json_default)
+        final = numpy_to_image([res.image])
+        passed = (
+            final
+            if res.passed
+            else blocked(
+                f"MatchedPortrait: no attempt passed ({rep['failure']}); the best attempt is on the 'image' "
+                "output. Try more attempts, another seed, a higher yaw tolerance or a stronger identity LoRA"
+            )
+        )
         return {
             "ui": {"text": [_summary(rep)]},
-            "result": (
-                numpy_to_image([res.image]),
-                numpy_to_image([res.portrait]),
-                numpy_to_mask([res.mask]),
-                text,
-            ),
+            "result": (final, numpy_to_image([res.portrait]), numpy_to_mask([res.mask]), text, passed),
         }
 
 

@@ -306,3 +306,16 @@ def test_node_with_identity_input(analyzed, tmp_path, monkeypatch):
     assert preview.shape[0] == 1 and preview.shape[-1] == 3 and float(preview.std()) > 0.01
     rel = out["ui"]["report"][0]["html"]
     assert (tmp_path / rel).exists() and rel.startswith("identitylock_metrics/run_1_")
+
+
+def test_one_reference_photo_is_found_and_leave_one_out_is_said_to_be_undefined(analyzed):
+    """Issue 15: with one reference photo the summary said "reference: 1 image(s), no face found" although the
+    face was found and every candidate was scored against it."""
+    m = build_metrics([analyzed["lisa_1.jpg"]], {"gen": [analyzed["lisa_4.jpg"], analyzed[LONDON[0]]]})
+    ref = m.groups["reference"]
+    assert ref.n == 1 and ref.n_face == 1 and ref.detection_rate == 1.0 and ref.median is None
+    text = m.summary_text()
+    line = next(s for s in text.splitlines() if s.strip().startswith("reference:"))
+    assert "no face found" not in line and "1 face(s) found" in line and "leave-one-out" in line
+    assert not any("no face found" in w for w in m.warnings)
+    assert m.groups["gen"].n_face == 2 and m.groups["gen"].median is not None

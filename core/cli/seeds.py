@@ -165,6 +165,8 @@ def cmd_seeds(args) -> int:
     )  # fmt: skip
     report = write_report(result, args.out)
     print(result.table())
+    if result.no_lock_reason():
+        print(f"note: {result.no_lock_reason()}", file=sys.stderr)
     print(f"report: {printable(report)}")
     return 0
 

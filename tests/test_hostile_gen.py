@@ -153,6 +153,13 @@ BEFORE_WORK = {
     ],  # fmt: skip
     "render-missing-lora": lambda c, o: _render(c, o, "--lora", c["root"] / "no.safetensors"),
     "render-garbage-lora": lambda c, o: _render(c, o, "--lora", c["garbage.safetensors"]),
+    "metrics-missing-insightface-pack": lambda c, o: _metrics(c, o, "--backend", "insightface", "--workers", "2",
+                                                      "--insightface-pack", c["root"] / "no_pack"),  # fmt: skip
+    "views-missing-insightface-pack": lambda c, o: ["views", c["cands"], "--backend", "insightface"],
+    "seeds-bogus-device": lambda c, o: _seeds(c, o, "--device", "bogus"),
+    "render-bogus-device": lambda c, o: _render(c, o, "--device", "gpu0"),
+    "portrait-bogus-device": lambda c, o: _portrait(c, o, "--device", "bogus"),
+    "profile-missing-lora": lambda c, o: ["profile", "--lora", c["root"] / "no.safetensors"],
     # images that are not images
     "portrait-zero-byte-scene": lambda c, o: _portrait(c, o, "--scene", c["zero.png"]),
     "portrait-text-scene": lambda c, o: _portrait(c, o, "--scene", c["text.png"]),

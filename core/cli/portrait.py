@@ -129,7 +129,6 @@ def cmd_views(args: argparse.Namespace) -> int:
 
 # -- portrait ---------------------------------------------------------------------------------------------
 def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
-    import torch
 
     from ..diffusion import build_tiny_pipeline, load_pipeline
     from ..faces import get_engine
@@ -139,6 +138,7 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
     from ..portrait.inpaint import DiffusersInpainter
     from ..portrait.pipeline import PortraitSettings, matched_portrait
     from ..portrait.scene import analyze_scene
+    from .seeds import pick_device
 
     # Checked before any model is loaded or any face analyzed.
     if args.steps < 1:
@@ -148,6 +148,7 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
             raise IdentityLockError(f"--{name.replace('_', '-')} must be a finite number")
     if not (math.isfinite(args.denoise) and 0.0 < args.denoise <= 1.0):
         raise IdentityLockError(f"--denoise {args.denoise} must be in (0, 1] (1.0 = from noise)")
+    pick_device(args.device)
     settings = PortraitSettings(
         seed=args.seed,
         attempts=args.attempts,
@@ -170,7 +171,7 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
     if not args.no_scene_prompt:
         prompt = ", ".join([prompt, *analysis.face.prompt_fragments()])
     if pipe is None:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = pick_device(args.device)
         pipe = (
             build_tiny_pipeline().to(device)
             if args.tiny

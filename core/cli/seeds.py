@@ -106,12 +106,29 @@ def _check_args(args) -> None:
             raise IdentityLockError(f"--{name.replace('_', '-')} {v} is too small")
 
 
+def pick_device(name: str | None) -> str:
+    """``--device`` checked before any model loads: a typo or an absent GPU is one sentence, not a traceback."""
+    import torch
+
+    if not name:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise IdentityLockError(f"--device {name!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise IdentityLockError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise IdentityLockError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return name
+
+
 def _renderer(args, model: str | None = None, lora: str | None = None):
     import torch
 
     from ..diffusion import DiffusersRenderer, build_tiny_pipeline, load_pipeline
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device)
     if args.tiny and model is None:
         pipe = build_tiny_pipeline().to(device)
     else:
@@ -141,6 +158,7 @@ def cmd_seeds(args) -> int:
     from ..seeds import check_threshold, parse_seeds, search_seeds, write_report
 
     _check_args(args)
+    pick_device(args.device)
     seeds = parse_seeds(args.seeds)
     check_threshold(args.threshold, "--threshold")
     check_output_dir(args.out, "--out folder")
@@ -179,6 +197,7 @@ def cmd_render(args) -> int:
     if args.passes == 3 and not args.scene.strip():
         raise IdentityLockError("--passes 3 needs --scene (the scene prompt of pass 2)")
     _check_args(args)
+    pick_device(args.device)
     name = confined_name(args.name, "--name")  # a file stem inside --out, never a path out of it
     check_output_dir(args.out, "--out folder")
     reference = _reference(args.reference)
@@ -215,4 +234,14 @@ def cmd_profile(args) -> int:
     prof = consistency_profile(lora=args.lora, identity=args.identity, reference_image=args.image,
                                ipadapter=args.ipadapter)  # fmt: skip
     print(json.dumps(prof.to_dict(), indent=2))
+    given = {
+        "lora": args.lora,
+        "identity": args.identity,
+        "reference_image": args.image,
+        "ipadapter": args.ipadapter,
+    }
+    missing = [k for k, v in given.items() if v and prof.assets.get(k) is None]
+    if missing:  # the profile is printed, but a file the user named was not usable: bad input
+        print(f"error: not found or not usable: {', '.join(missing)} (see notes)", file=sys.stderr)
+        return 2
     return 0

@@ -37,9 +37,12 @@ def analyze_items(
     keep_pixels: bool = False,
 ) -> list[AnalyzedImage]:
     """Run the face engine on files or arrays (in order); unreadable files become error rows, not exceptions."""
-    from ..faces import analyze_many
+    from ..faces import analyze_many, get_engine
 
     kwargs = {"backend": backend, **(engine_kwargs or {})}
+    # Build the engine here first: a missing model file is one clear error (ModelNotFoundError), not a pool of
+    # worker processes that die one after another.
+    get_engine(**kwargs)
     results = analyze_many(list(items), workers=workers, engine_kwargs=kwargs, progress=progress)
     out = []
     for i, (item, (res, err)) in enumerate(zip(items, results)):

@@ -27,7 +27,7 @@ class IdentityMetrics:
         "reference per image, black-hole ranking). Writes an offline HTML dashboard, a CSV and a JSON into "
         "ComfyUI's output folder (identitylock_metrics/)."
     )
-    CATEGORY = f"{CATEGORY}/Metrics"
+    CATEGORY = f"{CATEGORY}/metrics"
     FUNCTION = "run"
     OUTPUT_NODE = True
     RETURN_TYPES = ("STRING", "IMAGE")

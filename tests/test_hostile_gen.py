@@ -131,6 +131,7 @@ BEFORE_WORK = {
     "seeds-huge-range": lambda c, o: _seeds(c, o, "--seeds", "0:100000000"),
     "seeds-bad-spec": lambda c, o: _seeds(c, o, "--seeds", "1:x"),
     "render-nan-rescue": lambda c, o: _render(c, o, "--rescue", "nan"),
+    "render-rescue-above-1": lambda c, o: _render(c, o, "--passes", "3", "--scene", "y", "--rescue", "1.5"),
     "render-negative-steps": lambda c, o: _render(c, o, "--steps", "-3"),
     "metrics-nan-threshold": lambda c, o: _metrics(c, o, "--threshold", "nan"),
     "metrics-negative-workers": lambda c, o: _metrics(c, o, "--workers", "-2"),
@@ -153,8 +154,9 @@ BEFORE_WORK = {
     ],  # fmt: skip
     "render-missing-lora": lambda c, o: _render(c, o, "--lora", c["root"] / "no.safetensors"),
     "render-garbage-lora": lambda c, o: _render(c, o, "--lora", c["garbage.safetensors"]),
-    "metrics-missing-insightface-pack": lambda c, o: _metrics(c, o, "--backend", "insightface", "--workers", "2",
-                                                      "--insightface-pack", c["root"] / "no_pack"),  # fmt: skip
+    "metrics-missing-insightface-pack": lambda c, o: _metrics(
+        c, o, "--backend", "insightface", "--workers", "2", "--insightface-pack", c["root"] / "no_pack"
+    ),  # fmt: skip
     "views-missing-insightface-pack": lambda c, o: ["views", c["cands"], "--backend", "insightface"],
     "seeds-bogus-device": lambda c, o: _seeds(c, o, "--device", "bogus"),
     "render-bogus-device": lambda c, o: _render(c, o, "--device", "gpu0"),

@@ -100,6 +100,10 @@ def _check_args(args) -> None:
         v = getattr(args, name, None)
         if v is not None and not math.isfinite(v):
             raise IdentityLockError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+    if getattr(args, "rescue", None) is not None and not 0.0 <= args.rescue <= 1.0:
+        raise IdentityLockError(
+            f"--rescue {args.rescue} must be between 0 and 1 (the share of pass 1 blended back)"
+        )
     for name in ("batch", "top_k", "stop_after"):
         v = getattr(args, name, None)
         if v is not None and v < (1 if name == "batch" else 0):

@@ -93,10 +93,13 @@ class IdentityMetrics:
     ):
         from ..core.errors import IdentityLockError
         from ..core.fileio import check_output_dir, confined_name
+        from ..core.identity import IdentityReference
         from ..core.metrics import analyze_items, build_metrics
         from ..core.metrics.preview import render_preview
         from ..core.metrics.report import write_report
 
+        if identity is not None and not isinstance(identity, IdentityReference):
+            raise IdentityLockError("identity: connect an IDENTITY output (IdentityEmbed or IdentityLoad)")
         if reference_images is None and identity is None:
             raise IdentityLockError(
                 "IdentityMetrics needs a reference: connect reference_images (photos of the person) or an "

@@ -243,10 +243,11 @@ class MatchedPortrait:
         import torch
 
         from ..core.errors import IdentityLockError
+        from ..core.identity import IdentityReference
         from ..core.portrait.pipeline import PortraitSettings, matched_portrait
         from ..core.portrait.scene import analyze_scene
 
-        if identity is None:
+        if not isinstance(identity, IdentityReference):
             raise IdentityLockError(
                 "MatchedPortrait needs an IDENTITY (connect IdentityEmbed or IdentityLoad)"
             )

@@ -341,3 +341,18 @@ def test_drift_seed_search_nan_renders_are_errors_not_locks(corpus):
                     seed_start=0, seed_count=2, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal",
                     denoise=1.0, width=64, height=64, threshold=0.0, stop_after=0, top_k=2, seeds_per_batch=1,
                     save="none")  # fmt: skip
+
+
+def test_nodes_refuse_something_that_is_not_an_identity(faces_dir, tmp_path, monkeypatch):
+    import identitylock.nodes.metrics as mod
+    from identitylock.core.images import load_image, resize_long_side
+    from identitylock.nodes.portrait import MatchedPortrait
+
+    monkeypatch.setattr(mod, "output_directory", lambda: str(tmp_path))
+    img = _tensor(resize_long_side(load_image(faces_dir / "lisa_4.jpg"), 256)[0][None] / 255.0)
+    with pytest.raises(IdentityLockError, match="IDENTITY"):
+        mod.IdentityMetrics().run(img, identity="lisa.safetensors")
+    with pytest.raises(IdentityLockError, match="IDENTITY"):
+        MatchedPortrait().run(scene=img, model=None, positive=[], negative=[], vae=None, identity={"backend": 1},
+                              seed=0, attempts=1, denoise=0.7, steps=2, cfg=5.0, sampler_name="euler",
+                              scheduler="normal", mask_feather=0.06)  # fmt: skip

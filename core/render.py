@@ -364,10 +364,7 @@ def render_two_pass(renderer: Renderer, prompt: str, *, realism_renderer: Render
 
 
 def read_render_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    from PIL import Image
+    """The render metadata stored in a render PNG (one IdentityLockError when missing or unusable)."""
+    from .seeds import read_png_json
 
-    with Image.open(path) as img:
-        text = getattr(img, "text", {}) or img.info
-    if PNG_KEY not in text:
-        raise IdentityLockError(f"{path}: no IdentityLock render metadata")
-    return json.loads(text[PNG_KEY])
+    return read_png_json(path, PNG_KEY, "IdentityLock render metadata")

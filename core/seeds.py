@@ -334,15 +334,31 @@ def save_verify_image(
     return path
 
 
+def read_png_json(path: str | os.PathLike, key: str, what: str) -> dict[str, Any]:
+    """The JSON object in PNG text chunk ``key``; a missing, unreadable or hostile chunk (bad JSON, nesting deep
+    enough for RecursionError, not an object) is one IdentityLockError, never a traceback."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            text = getattr(img, "text", {}) or img.info
+            raw = text.get(key)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise IdentityLockError(f"{path}: cannot read this PNG ({exc})") from None
+    if raw is None:
+        raise IdentityLockError(f"{path}: no {what} in this PNG")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise IdentityLockError(f"{path}: the {what} in this PNG is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise IdentityLockError(f"{path}: the {what} in this PNG is not a JSON object")
+    return data
+
+
 def read_verify_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The record stored in a verify PNG (raises when the file has none)."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        text = getattr(img, "text", {}) or img.info
-        if PNG_KEY not in text:
-            raise IdentityLockError(f"{path}: no IdentityLock record in this PNG")
-        return json.loads(text[PNG_KEY])
+    return read_png_json(path, PNG_KEY, "IdentityLock record")
 
 
 # -- the search ------------------------------------------------------------------------------------------------

@@ -356,3 +356,24 @@ def test_nodes_refuse_something_that_is_not_an_identity(faces_dir, tmp_path, mon
         MatchedPortrait().run(scene=img, model=None, positive=[], negative=[], vae=None, identity={"backend": 1},
                               seed=0, attempts=1, denoise=0.7, steps=2, cfg=5.0, sampler_name="euler",
                               scheduler="normal", mask_feather=0.06)  # fmt: skip
+
+
+@pytest.mark.parametrize("payload", ["{not json", "[1, 2]", "[" * 100_000 + "]" * 100_000, None])
+def test_hostile_png_metadata_is_one_error(payload, tmp_path):
+    from identitylock.core.render import read_render_metadata
+    from identitylock.core.seeds import read_verify_metadata
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    if payload is not None:
+        info.add_text("identitylock", payload)
+        info.add_text("identitylock.render", payload)
+    path = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    for reader in (read_verify_metadata, read_render_metadata):
+        with pytest.raises(IdentityLockError):
+            reader(path)
+    (tmp_path / "zero.png").write_bytes(b"")
+    with pytest.raises(IdentityLockError):
+        read_verify_metadata(tmp_path / "zero.png")

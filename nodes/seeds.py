@@ -142,7 +142,8 @@ class DriftSeedSearch:
 
         from ..core.errors import IdentityLockError
         from ..core.identity import IdentityReference
-        from ..core.seeds import parse_seeds, search_seeds, seed_range
+        from ..core.seed_inputs import parse_seeds, seed_range
+        from ..core.seeds import search_seeds
 
         if not isinstance(identity, IdentityReference):
             raise IdentityLockError("identity: connect an IDENTITY output (IdentityEmbed) to DriftSeedSearch")

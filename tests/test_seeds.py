@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 from identitylock.core.errors import IdentityLockError
+from identitylock.core.seed_inputs import MAX_SEEDS, parse_seeds
 from identitylock.core.seeds import (
     SeedRecord,
-    parse_seeds,
     rank_records,
     read_verify_metadata,
     search_seeds,
@@ -182,8 +182,6 @@ def test_render_with_the_person_and_someone_else_never_locks(photos, reference, 
 def test_huge_seed_ranges_are_refused_without_allocating():
     """Issue 15: --seeds 0:100000000 grew memory without bound; 0:2**70 overflowed len()."""
     import tracemalloc
-
-    from identitylock.core.seeds import MAX_SEEDS
 
     tracemalloc.start()
     for spec in ("0:100000000", f"0:{2**70}", "0:60000,60000:120000", f"0:{MAX_SEEDS + 1}"):

@@ -90,7 +90,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from ..identity import IdentityReference
     from ..metrics import analyze_items, build_metrics
     from ..metrics.report import write_report
-    from ..seeds import check_threshold
+    from ..seed_inputs import check_threshold
 
     # Everything a user can get wrong is checked before minutes of face analysis.
     check_threshold(args.threshold, "--threshold")

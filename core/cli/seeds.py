@@ -159,7 +159,8 @@ def _engine(args, reference):
 
 def cmd_seeds(args) -> int:
     from ..fileio import check_output_dir
-    from ..seeds import check_threshold, parse_seeds, search_seeds, write_report
+    from ..seed_inputs import check_threshold, parse_seeds
+    from ..seeds import search_seeds, write_report
 
     _check_args(args)
     pick_device(args.device)

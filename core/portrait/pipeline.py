@@ -64,7 +64,7 @@ class PortraitSettings:
                     f"{name.replace('_', ' ')} {v!r} must be a number from {lo:g} to {hi:g}"
                 )
         if self.drift_threshold is not None:
-            from ..seeds import check_threshold
+            from ..seed_inputs import check_threshold
 
             self.drift_threshold = check_threshold(self.drift_threshold, "drift threshold")
         if self.face_index is not None and int(self.face_index) < 0:

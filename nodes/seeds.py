@@ -174,7 +174,8 @@ class DriftSeedSearch:
             send_status(
                 "seed",
                 {"seed": _seed_json(rec.seed), "drift": None if rec.drift is None else round(rec.drift, 5),
-                 "locked": rec.locked, "face": rec.found, "rank": None, "done": done, "total": total,
+                 "locked": rec.locked, "face": rec.found, "faces": rec.faces, "rank": None, "done": done,
+                 "total": total,
                  "error": rec.error},
                 unique_id,
             )  # fmt: skip

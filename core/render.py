@@ -22,6 +22,7 @@ the parameters of :func:`three_pass_plan` / :func:`two_pass_plan`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -132,9 +133,11 @@ class RenderResult:
 
     def save(self, out_dir: str | os.PathLike, stem: str = "render", save_passes: bool = True) -> list[Path]:
         """Final PNG (+ one per pass) with the full metadata JSON in a text chunk, and ``<stem>.json``."""
+        from .fileio import check_output_dir, confined_name, write_text_atomic
         from .images import save_png
 
-        out = Path(out_dir)
+        stem = confined_name(stem, "render name")  # '../../x' must not write outside out_dir
+        out = check_output_dir(out_dir, "render output folder")
         meta = json.dumps(self.metadata())
         paths = [save_png(self.final, out / f"{stem}.png", {PNG_KEY: meta})]
         if save_passes:
@@ -142,7 +145,7 @@ class RenderResult:
                 pmeta = json.dumps({"format": "identitylock.render_pass", "index": i, **p.to_dict()})
                 paths.append(save_png(p.image, out / f"{stem}_pass{i}_{p.spec.name}.png", {PNG_KEY: pmeta}))
         js = out / f"{stem}.json"
-        js.write_text(json.dumps(self.metadata(), indent=2))
+        write_text_atomic(js, json.dumps(self.metadata(), indent=2))
         paths.append(js)
         return paths
 
@@ -154,6 +157,29 @@ class Renderer(Protocol):
 
 
 # -- plans -----------------------------------------------------------------------------------------------------
+def _check_plan_numbers(steps: Any, **values: Any) -> None:
+    """Refuse what would crash the sampler later (or silently do nothing): steps < 1, NaN/inf cfg or strength."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise IdentityLockError(f"steps must be a whole number of at least 1, got {steps!r}")
+    for name, v in values.items():
+        if not isinstance(v, (int, float, np.number)) or not math.isfinite(float(v)):
+            raise IdentityLockError(f"{name} must be a finite number, got {v!r}")
+        if "strength" in name and not 0.0 < float(v) <= 1.0:
+            raise IdentityLockError(f"{name} must be in (0, 1] (the share of the image re-noised), got {v!r}")
+
+
+def img2img_steps(steps: int, strength: float) -> int:
+    """Steps to ask for so that img2img at ``strength`` denoises at least once.
+
+    diffusers runs ``int(steps * strength)`` of the schedule's steps; 0 (e.g. ``--steps 2`` at strength 0.35)
+    gives an empty schedule and a crash deep in the UNet. One denoising step is the least that means anything.
+    """
+    n = max(1, int(steps))
+    while int(n * float(strength)) < 1:
+        n += 1
+    return n
+
+
 def three_pass_plan(
     identity_prompt: str,
     scene_prompt: str,
@@ -172,6 +198,9 @@ def three_pass_plan(
         raise IdentityLockError(
             "3-pass render needs an identity prompt (with the trigger word) and a scene prompt"
         )
+    _check_plan_numbers(steps, scene_strength=scene_strength, realism_strength=realism_strength,
+                        **{f"cfg{i + 1}": c for i, c in enumerate(cfgs)},
+                        **{f"lora_scale{i + 1}": x for i, x in enumerate(lora_scales)})  # fmt: skip
     realism = realism_prompt or f"{scene_prompt}, photorealistic, natural skin texture, 85mm photo"
     return [
         PassSpec("identity_lock", identity_prompt, lora_scales[0], cfgs[0], steps, None, negative, seed,
@@ -199,6 +228,8 @@ def two_pass_plan(
     """LoRA anchor, then the realism base (img2img on the realism checkpoint)."""
     if not prompt.strip():
         raise IdentityLockError("2-pass render needs a prompt")
+    _check_plan_numbers(steps, anchor_lora=anchor_lora, anchor_cfg=anchor_cfg, realism_lora=realism_lora,
+                        realism_cfg=realism_cfg, realism_strength=realism_strength)  # fmt: skip
     realism = realism_prompt or f"{prompt}, photorealistic, high detail, natural light"
     return [
         PassSpec("anchor", prompt, anchor_lora, anchor_cfg, steps, None, negative, seed, note="LoRA anchor"),
@@ -250,6 +281,8 @@ def run_passes(
         raise IdentityLockError("the first pass must be txt2img (strength None)")
     if rescue_mode not in RESCUE_MODES:
         raise IdentityLockError(f"rescue_mode must be one of {', '.join(RESCUE_MODES)}")
+    if not isinstance(rescue, (int, float)) or not 0.0 <= float(rescue) <= 1.0:  # NaN fails too
+        raise IdentityLockError(f"rescue blend must be between 0 and 1, got {rescue!r}")
     if reference is not None and engine is None:
         from .faces import get_engine
 
@@ -272,6 +305,12 @@ def run_passes(
         if spec.strength is None:
             img = r.txt2img(spec.prompt, [spec.seed], width=width, height=height, **kw)[0]
         else:
+            need = img2img_steps(spec.steps, spec.strength)
+            if need != spec.steps:  # say so in the table and metadata: the pass ran more steps than asked
+                spec.note = (
+                    f"{spec.note}; steps raised from {spec.steps} to {need} (strength {spec.strength:g})"
+                )
+                spec.steps = kw["steps"] = need
             img = r.img2img(prev, spec.prompt, spec.seed, strength=spec.strength, **kw)
         secs = time.perf_counter() - t0
         results.append(PassResult(spec, img, secs, score(img, spec.seed)))
@@ -325,10 +364,7 @@ def render_two_pass(renderer: Renderer, prompt: str, *, realism_renderer: Render
 
 
 def read_render_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    from PIL import Image
+    """The render metadata stored in a render PNG (one IdentityLockError when missing or unusable)."""
+    from .seeds import read_png_json
 
-    with Image.open(path) as img:
-        text = getattr(img, "text", {}) or img.info
-    if PNG_KEY not in text:
-        raise IdentityLockError(f"{path}: no IdentityLock render metadata")
-    return json.loads(text[PNG_KEY])
+    return read_png_json(path, PNG_KEY, "IdentityLock render metadata")

@@ -3,8 +3,10 @@
 The search works over any ``render(seed) -> image`` callable (diffusers in the CLI, ComfyUI's own sampler in the
 DriftSeedSearch node, stored photos in tests), so the scoring, ranking, early stop and saving are written once.
 
-Ranking (deterministic): renders with a face first, by drift ascending, ties by seed; renders without a face
-("misses") last, by seed. A render that fails to produce an image is recorded with its error and ranked with the
+A render is locked only when exactly one face was found and its drift is at or below the threshold: a render
+with the person *and* someone else is not the person alone. Ranking (deterministic): renders with exactly one
+face first, by drift ascending, ties by seed; then renders with several faces, by the drift of the primary face;
+renders without a face ("misses") last, by seed. A render that fails to produce an image is recorded with its error and ranked with the
 misses; it never stops the search. Early stop counts locked renders in seed-list order and stops right after the
 K-th, independently of the batch size used to render.
 """
@@ -24,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from .errors import IdentityLockError
+from .seed_inputs import check_threshold, parse_seeds
 
 _log = logging.getLogger("IdentityLock.seeds")
 
 REPORT_FORMAT = "identitylock.seed_search"
 PNG_KEY = "identitylock"  # PNG text chunk holding the record as JSON
-MAX_SEED = 2**64 - 1  # ComfyUI's KSampler accepts 0..0xffffffffffffffff
 SAVE_MODES = ("none", "locked", "top", "all")
 
 
@@ -41,7 +43,7 @@ class SeedRecord:
     drift: float | None = None
     locked: bool = False
     found: bool = False
-    faces: int = 0
+    faces: int = 0  # faces found in the render; only a render with exactly one can be locked
     rescue: str | None = None  # detection rung that found the face; None = miss
     det_score: float | None = None
     detector: str | None = None
@@ -97,6 +99,32 @@ class SeedSearchResult:
     def top(self) -> list[SeedRecord]:
         return self.records[: self.top_k] if self.top_k else list(self.records)
 
+    def no_lock_reason(self) -> str | None:
+        """Why no render locked, and what to change (None when one did): for the node's blocked output and the CLI."""
+        if self.locked:
+            return None
+        n = len(self.records)
+        scored = [r for r in self.records if r.drift is not None]
+        alone = [r for r in scored if r.faces <= 1]
+        if not scored:
+            errors = sum(r.error is not None for r in self.records)
+            why = f"{errors} render(s) failed" if errors else "no render showed a face"
+            return (
+                f"no seed locked: {why} in {n} seed(s); check the model, VAE and prompt (a close-up portrait "
+                "prompt helps the face detector)"
+            )
+        if not alone:
+            return (
+                f"no seed locked: every render with a face in {n} seed(s) showed several faces; ask for one person "
+                "(e.g. add 'multiple people' to the negative prompt)"
+            )
+        best = min(alone, key=lambda r: (r.drift, r.seed))
+        return (
+            f"no seed locked: the best single-face render (seed {best.seed}) has drift {best.drift:.4f} > "
+            f"threshold {self.threshold:g} ({self.backend}) over {n} seed(s); try more seeds, a stronger identity "
+            "LoRA, or check that the IDENTITY is this person"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         render = [r.render_seconds for r in self.records if r.error is None]
         score = [r.score_seconds for r in self.records if r.error is None]
@@ -124,66 +152,27 @@ class SeedSearchResult:
 
     def table(self) -> str:
         """Plain-text table for terminals and logs."""
-        lines = [f"{'rank':>4} {'seed':>20} {'drift':>8} {'locked':>6} {'face':>13} {'det':>5} {'yaw':>6}"]
+        lines = [
+            f"{'rank':>4} {'seed':>20} {'drift':>8} {'locked':>6} {'faces':>5} {'face':>13} {'det':>5} {'yaw':>6}"
+        ]
         for r in self.records:
             drift_txt = "   miss" if r.drift is None else f"{r.drift:8.4f}"
             face = r.error and "error" or (r.rescue or "none")
             det = f"{r.det_score:5.2f}" if r.det_score is not None else "    -"
             yaw = f"{r.pose['yaw']:6.1f}" if r.pose and r.pose.get("yaw") is not None else "     -"
             lines.append(
-                f"{r.rank:>4} {r.seed:>20} {drift_txt:>8} {'yes' if r.locked else 'no':>6} {face:>13} {det} {yaw}"
+                f"{r.rank:>4} {r.seed:>20} {drift_txt:>8} {'yes' if r.locked else 'no':>6} {r.faces:>5} "
+                f"{face:>13} {det} {yaw}"
             )
+        multi = sum(r.faces > 1 for r in self.records)
+        if multi:
+            lines.append(f"{multi} render(s) with several faces: never locked (the person must be alone)")
         lines.append(
             f"{len(self.locked)} locked (drift <= {self.threshold:g}, {self.backend}), {len(self.misses)} miss(es), "
             f"{len(self.records)}/{self.seeds_requested} seeds rendered"
             + (" (stopped early)" if self.stopped_early else "")
         )
         return "\n".join(lines)
-
-
-# -- seeds -----------------------------------------------------------------------------------------------------
-def parse_seeds(spec: str | int | Iterable[int]) -> list[int]:
-    """'0:32' (range, end exclusive), '0:32:4', '5,17,42', '3' or a list -> seeds in the given order, deduplicated."""
-    if isinstance(spec, int):
-        raw: list[int] = [spec]
-    elif isinstance(spec, str):
-        raw = []
-        text = spec.replace(" ", "").replace("\n", ",")
-        if not text:
-            raise IdentityLockError("seed list is empty: give e.g. '0:32' or '5,17,42'")
-        for part in filter(None, text.split(",")):
-            try:
-                if ":" in part:
-                    bits = [int(b) for b in part.split(":")]
-                    if len(bits) not in (2, 3) or (len(bits) == 3 and bits[2] <= 0):
-                        raise ValueError(part)
-                    raw.extend(range(*bits))
-                else:
-                    raw.append(int(part))
-            except ValueError as exc:
-                raise IdentityLockError(
-                    f"cannot read seed spec {part!r}: use 'start:end' (end exclusive), 'start:end:step' or a "
-                    "comma-separated list of integers"
-                ) from exc
-    else:
-        raw = [int(s) for s in spec]
-    seen: set[int] = set()
-    out = []
-    for s in raw:
-        if s < 0 or s > MAX_SEED:
-            raise IdentityLockError(f"seed {s} is out of range 0..{MAX_SEED}")
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    if not out:
-        raise IdentityLockError(f"seed spec {spec!r} gives no seeds")
-    return out
-
-
-def seed_range(start: int, count: int) -> list[int]:
-    if count < 1:
-        raise IdentityLockError("seed count must be at least 1")
-    return parse_seeds(range(int(start), int(start) + int(count)))
 
 
 # -- scoring ---------------------------------------------------------------------------------------------------
@@ -196,7 +185,7 @@ def score_image(
     rescue: bool = True,
     seed: int = 0,
 ) -> SeedRecord:
-    """Analyse one render and measure its primary face's drift from the reference. No face -> a miss record."""
+    """Analyze one render and measure its primary face's drift from the reference. No face -> a miss record."""
     from .faces import analyze
 
     threshold = reference.lock_threshold if threshold is None else float(threshold)
@@ -204,13 +193,14 @@ def score_image(
     t0 = time.perf_counter()
     try:
         res = analyze(image, engine, rescue=rescue, embed=True)
-        rec.faces = len(res.faces)
+        count = getattr(res, "face_count", None)  # all faces found, also any beyond a max_faces cap
+        rec.faces = int(count) if count is not None else len(res.faces)
         rec.rescue = res.rescue
         face = res.primary
         if face is not None and face.embedding is not None:
             rec.found = True
             rec.drift = float(reference.drift_of(face.embedding, res.backend, res.model))
-            rec.locked = bool(rec.drift <= threshold + 1e-12)
+            rec.locked = bool(rec.drift <= threshold + 1e-12) and rec.faces == 1
             rec.det_score = float(face.det_score)
             rec.detector = face.detector
             rec.bbox = [round(float(v), 1) for v in face.bbox]
@@ -224,10 +214,12 @@ def score_image(
 
 
 def rank_records(records: Sequence[SeedRecord]) -> list[SeedRecord]:
-    """Faces by drift (ties by seed), then misses by seed. Assigns ``rank`` (1 = best)."""
+    """One face by drift (ties by seed), then several faces by drift, then misses by seed. Assigns ``rank``."""
 
     def key(r: SeedRecord):
-        return (1, 0.0, r.seed) if r.drift is None or not math.isfinite(r.drift) else (0, r.drift, r.seed)
+        if r.drift is None or not math.isfinite(r.drift):
+            return (2, 0.0, r.seed)
+        return (0 if r.faces <= 1 else 1, r.drift, r.seed)
 
     ranked = sorted(records, key=key)
     for i, r in enumerate(ranked, 1):
@@ -257,15 +249,31 @@ def save_verify_image(
     return path
 
 
+def read_png_json(path: str | os.PathLike, key: str, what: str) -> dict[str, Any]:
+    """The JSON object in PNG text chunk ``key``; a missing, unreadable or hostile chunk (bad JSON, nesting deep
+    enough for RecursionError, not an object) is one IdentityLockError, never a traceback."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            text = getattr(img, "text", {}) or img.info
+            raw = text.get(key)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise IdentityLockError(f"{path}: cannot read this PNG ({exc})") from None
+    if raw is None:
+        raise IdentityLockError(f"{path}: no {what} in this PNG")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise IdentityLockError(f"{path}: the {what} in this PNG is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise IdentityLockError(f"{path}: the {what} in this PNG is not a JSON object")
+    return data
+
+
 def read_verify_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The record stored in a verify PNG (raises when the file has none)."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        text = getattr(img, "text", {}) or img.info
-        if PNG_KEY not in text:
-            raise IdentityLockError(f"{path}: no IdentityLock record in this PNG")
-        return json.loads(text[PNG_KEY])
+    return read_png_json(path, PNG_KEY, "IdentityLock record")
 
 
 # -- the search ------------------------------------------------------------------------------------------------
@@ -310,6 +318,10 @@ def search_seeds(
         raise IdentityLockError(f"keep_images must be none, top or all, got {keep_images!r}")
     if save != "none" and out_dir is None:
         raise IdentityLockError("saving verify images needs an output folder (out_dir)")
+    if save != "none":
+        from .fileio import check_output_dir
+
+        check_output_dir(out_dir, "seed search output folder")  # type: ignore[arg-type]
     seed_list = parse_seeds(seeds) if isinstance(seeds, str) else parse_seeds(list(seeds))
     stop_after = int(stop_after) if stop_after else None
     top_k = int(top_k) if top_k else None
@@ -317,7 +329,8 @@ def search_seeds(
         from .faces import get_engine
 
         engine = get_engine(reference.backend)
-    threshold = reference.lock_threshold if threshold is None else float(threshold)
+    threshold = check_threshold(threshold)
+    threshold = reference.lock_threshold if threshold is None else threshold
     batch_size = max(1, int(batch_size))
     if render_batch is None:
         batch_size = 1
@@ -409,7 +422,8 @@ def search_seeds(
 def write_report(
     result: SeedSearchResult, out_dir: str | os.PathLike, name: str = "seed_search.json"
 ) -> Path:
-    path = Path(out_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(result.to_json())
+    from .fileio import check_output_dir, write_text_atomic
+
+    path = check_output_dir(out_dir, "seed search output folder") / name
+    write_text_atomic(path, result.to_json())
     return path

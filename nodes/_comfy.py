@@ -192,3 +192,27 @@ def send_status(event: str, data: dict[str, Any], node_id: str | None = None) ->
 
 
 register_model_folders()
+
+
+class Blocked:
+    """Stand-in for ComfyUI's ExecutionBlocker outside ComfyUI (tests): carries the reason as ``message``."""
+
+    def __init__(self, message: str | None):
+        self.message = message
+
+
+def blocked(reason: str | None) -> Any:
+    """An output value that stops every node downstream of it (SaveImage writes nothing) and shows ``reason`` as
+    the error of that branch, instead of a placeholder image that would be saved and counted as a result.
+
+    ComfyUI's ``ExecutionBlocker`` (comfy_execution.graph_utils; comfy_execution.graph in older releases); the
+    node that returns it still finishes and shows its own report.
+    """
+    import importlib
+
+    for module in ("comfy_execution.graph_utils", "comfy_execution.graph"):
+        try:
+            return importlib.import_module(module).ExecutionBlocker(reason)
+        except (ImportError, AttributeError):
+            continue
+    return Blocked(reason)

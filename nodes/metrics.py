@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 
 from ._comfy import (
@@ -28,7 +27,7 @@ class IdentityMetrics:
         "reference per image, black-hole ranking). Writes an offline HTML dashboard, a CSV and a JSON into "
         "ComfyUI's output folder (identitylock_metrics/)."
     )
-    CATEGORY = f"{CATEGORY}/Metrics"
+    CATEGORY = f"{CATEGORY}/metrics"
     FUNCTION = "run"
     OUTPUT_NODE = True
     RETURN_TYPES = ("STRING", "IMAGE")
@@ -93,15 +92,22 @@ class IdentityMetrics:
         **more,
     ):
         from ..core.errors import IdentityLockError
-        from ..core.metrics import analyse_items, build_metrics
+        from ..core.fileio import check_output_dir, confined_name
+        from ..core.identity import IdentityReference
+        from ..core.metrics import analyze_items, build_metrics
         from ..core.metrics.preview import render_preview
         from ..core.metrics.report import write_report
 
+        if identity is not None and not isinstance(identity, IdentityReference):
+            raise IdentityLockError("identity: connect an IDENTITY output (IdentityEmbed or IdentityLoad)")
         if reference_images is None and identity is None:
             raise IdentityLockError(
                 "IdentityMetrics needs a reference: connect reference_images (photos of the person) or an "
                 "IDENTITY from IdentityEmbed"
             )
+        safe = confined_name(report_name or "identity_metrics", "report_name")  # checked before the work
+        parent = check_output_dir(os.path.join(output_directory(), "identitylock_metrics"), "metrics folder")
+        folder = parent / f"{safe}_{time.strftime('%Y%m%d-%H%M%S')}"
         names = [s.strip() for s in labels.split(",") if s.strip()]
         batches = [("candidates_1", candidates_1)] + [
             (f"candidates_{i}", more.get(f"candidates_{i}"))
@@ -125,8 +131,8 @@ class IdentityMetrics:
         def progress(n: int, _total: int) -> None:
             bar(done[0] + n, total + 1)
 
-        def analyse(arrays, prefix):
-            out = analyse_items(
+        def analyze(arrays, prefix):
+            out = analyze_items(
                 arrays,
                 [f"{prefix}#{i}" for i in range(len(arrays))],
                 backend=backend,
@@ -138,16 +144,12 @@ class IdentityMetrics:
             done[0] += len(arrays)
             return out
 
-        reference = identity if identity is not None else analyse(ref_np, "reference")
-        analysed = {}
+        reference = identity if identity is not None else analyze(ref_np, "reference")
+        analyzed = {}
         for label, arrays in groups_np.items():
             check_interrupted()
-            analysed[label] = analyse(arrays, label)
-        result = build_metrics(reference, analysed)
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", report_name).strip("._") or "identity_metrics"
-        folder = os.path.join(
-            output_directory(), "identitylock_metrics", f"{safe}_{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+            analyzed[label] = analyze(arrays, label)
+        result = build_metrics(reference, analyzed)
         paths = write_report(result, folder, prefix=safe)
         bar(total + 1, total + 1)
         summary = result.summary_text() + "\n" + "\n".join(f"{k}: {p}" for k, p in paths.items())

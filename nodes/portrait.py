@@ -1,6 +1,6 @@
 """MatchedPortrait: re-render the scene's face as the IDENTITY, matched in pose and light, checked, composited.
 
-Thin adapter: the loop, checks, colour matching and compositing live in core/portrait. The only ComfyUI glue
+Thin adapter: the loop, checks, color matching and compositing live in core/portrait. The only ComfyUI glue
 is ``ComfyInpaint`` (VAE encode -> sampler with a noise mask -> VAE decode), kept as a class attribute so tests
 can swap in a stand-in sampler.
 """
@@ -15,6 +15,7 @@ import numpy as np
 from ._comfy import (
     CATEGORY,
     Progress,
+    blocked,
     check_interrupted,
     image_to_numpy,
     model_folder_paths,
@@ -68,18 +69,20 @@ class MatchedPortrait:
         "Put the IDENTITY into a scene: finds the scene's face, crops head and shoulders, inpaints the face with "
         "your MODEL/conditioning (LoRA / IPAdapter applied upstream), checks each render (mirror: the nose must "
         "point to the same frame edge; pose tolerance; identity drift) and retries with the next seed, then "
-        "colour-matches and composites it back. Pixels outside the feathered mask are left untouched."
+        "color-matches and composites it back. Pixels outside the feathered mask are left untouched."
     )
     CATEGORY = f"{CATEGORY}/portrait"
     FUNCTION = "run"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "STRING")
-    RETURN_NAMES = ("image", "portrait", "mask", "report")
+    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "STRING", "IMAGE")
+    RETURN_NAMES = ("image", "portrait", "mask", "report", "passed_image")
     OUTPUT_TOOLTIPS = (
-        "The scene with the re-rendered face composited in.",
-        "The chosen render at working size (colour-matched, blended into the crop).",
+        "The scene with the re-rendered face composited in (the best attempt, passed or not: see the report).",
+        "The chosen render at working size (color-matched, blended into the crop).",
         "The full-scene feathered face mask used for compositing.",
         "JSON report: scene pose, portrait pose, mirrored?, drift, attempts, face fraction, light direction.",
+        "The composited scene only when an attempt passed every check (drift, pose, not mirrored). When none "
+        "passed, the nodes connected here do not run (nothing is saved) and ComfyUI shows why.",
     )
     inpaint: Any = ComfyInpaint()
 
@@ -190,7 +193,7 @@ class MatchedPortrait:
                         "tooltip": "Maximum identity drift; 0 = the IDENTITY's lock threshold.",
                     },
                 ),
-                "colour_match": (
+                "color_match": (
                     "FLOAT",
                     {
                         "default": 1.0,
@@ -236,14 +239,15 @@ class MatchedPortrait:
 
     def run(self, scene, model, positive, negative, vae, identity, seed, attempts, denoise, steps, cfg,
             sampler_name, scheduler, mask_feather, work_size=512, yaw_tolerance=15.0, drift_threshold=0.0,
-            colour_match=1.0, seamless=False, face_index=-1, clip=None, extra_prompt="", unique_id=None):  # fmt: skip
+            color_match=1.0, seamless=False, face_index=-1, clip=None, extra_prompt="", unique_id=None):  # fmt: skip
         import torch
 
         from ..core.errors import IdentityLockError
+        from ..core.identity import IdentityReference
         from ..core.portrait.pipeline import PortraitSettings, matched_portrait
         from ..core.portrait.scene import analyze_scene
 
-        if identity is None:
+        if not isinstance(identity, IdentityReference):
             raise IdentityLockError(
                 "MatchedPortrait needs an IDENTITY (connect IdentityEmbed or IdentityLoad)"
             )
@@ -255,8 +259,8 @@ class MatchedPortrait:
             work_size=int(work_size) // 8 * 8,
             mask_feather=float(mask_feather),
             yaw_tolerance=float(yaw_tolerance),
-            drift_threshold=float(drift_threshold) if drift_threshold > 0 else None,
-            colour_match=float(colour_match),
+            drift_threshold=None if drift_threshold == 0 else float(drift_threshold),  # NaN is refused
+            color_match=float(color_match),
             seamless=bool(seamless),
             face_index=None if face_index < 0 else int(face_index),
         )
@@ -296,14 +300,18 @@ class MatchedPortrait:
         rep = res.report
         send_status("portrait", _status(rep), unique_id)
         text = json.dumps(rep, indent=1, default=_json_default)
+        final = numpy_to_image([res.image])
+        passed = (
+            final
+            if res.passed
+            else blocked(
+                f"MatchedPortrait: no attempt passed ({rep['failure']}); the best attempt is on the 'image' "
+                "output. Try more attempts, another seed, a higher yaw tolerance or a stronger identity LoRA"
+            )
+        )
         return {
             "ui": {"text": [_summary(rep)]},
-            "result": (
-                numpy_to_image([res.image]),
-                numpy_to_image([res.portrait]),
-                numpy_to_mask([res.mask]),
-                text,
-            ),
+            "result": (final, numpy_to_image([res.portrait]), numpy_to_mask([res.mask]), text, passed),
         }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from ._comfy import (
     CATEGORY,
     Progress,
+    blocked,
     check_interrupted,
     image_to_numpy,
     model_folder_paths,
@@ -115,14 +116,16 @@ class DriftSeedSearch:
             "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
 
-    RETURN_TYPES = ("IMAGE", "INT", "LATENT", "IMAGE", "STRING")
-    RETURN_NAMES = ("best_image", "best_seed", "best_latent", "candidates", "report")
+    RETURN_TYPES = ("IMAGE", "INT", "LATENT", "IMAGE", "STRING", "IMAGE")
+    RETURN_NAMES = ("best_image", "best_seed", "best_latent", "candidates", "report", "locked_images")
     OUTPUT_TOOLTIPS = (
-        "The render with the lowest drift.",
+        "The render with the lowest drift (locked or not: see the report).",
         "Its seed (use it in KSampler).",
         "Its sampled latent (for a second pass).",
         "The top-k renders sorted by drift (misses last).",
-        "JSON report: every seed's drift, locked, face found / rescued, pose, detector score.",
+        "JSON report: every seed's drift, locked, face count, face found / rescued, pose, detector score.",
+        "Only the locked renders (exactly one face, drift <= threshold), best first. When none locked, the "
+        "nodes connected here do not run (nothing is saved) and ComfyUI shows why.",
     )
     FUNCTION = "search"
     CATEGORY = f"{CATEGORY}/seeds"
@@ -139,7 +142,8 @@ class DriftSeedSearch:
 
         from ..core.errors import IdentityLockError
         from ..core.identity import IdentityReference
-        from ..core.seeds import parse_seeds, search_seeds, seed_range
+        from ..core.seed_inputs import parse_seeds, seed_range
+        from ..core.seeds import search_seeds
 
         if not isinstance(identity, IdentityReference):
             raise IdentityLockError("identity: connect an IDENTITY output (IdentityEmbed) to DriftSeedSearch")
@@ -170,7 +174,8 @@ class DriftSeedSearch:
             send_status(
                 "seed",
                 {"seed": _seed_json(rec.seed), "drift": None if rec.drift is None else round(rec.drift, 5),
-                 "locked": rec.locked, "face": rec.found, "rank": None, "done": done, "total": total,
+                 "locked": rec.locked, "face": rec.found, "faces": rec.faces, "rank": None, "done": done,
+                 "total": total,
                  "error": rec.error},
                 unique_id,
             )  # fmt: skip
@@ -209,9 +214,21 @@ class DriftSeedSearch:
             + (f"drift {best.drift:.4f}" if best.drift is not None else "no face")
             + f"; {len(result.locked)} locked of {len(result.records)}"
         )
+        locked = [result.images[r.seed] for r in result.locked if r.seed in result.images]
+        reason = result.no_lock_reason()
+        if reason:
+            summary += "\n" + reason
+        locked_out = numpy_to_image(locked) if locked else blocked(reason or "no locked render was kept")
         return {
             "ui": {"text": [summary], "seeds": [json.loads(report)["records"]]},
-            "result": (numpy_to_image([best_img]), int(best.seed), best_latent, candidates, report),
+            "result": (
+                numpy_to_image([best_img]),
+                int(best.seed),
+                best_latent,
+                candidates,
+                report,
+                locked_out,
+            ),
         }
 
 

@@ -525,7 +525,9 @@ def seed_discovery() -> Graph:
             "(drift = 1 − cosine similarity; locked at ≤ 0.18 on the ArcFace scale, the dlib backend has its own "
             "calibrated threshold — leave threshold at 0 for the backend default) and keeps the best. It stops after "
             "4 locked seeds; renders without a face rank last. The node panel lists seed / drift / locked (click to "
-            "copy a seed); save='locked' writes verify_seed_<seed>_drift_<d>.png. Use the best seed in 09/10. To "
+            "copy a seed); save='locked' writes verify_seed_<seed>_drift_<d>.png. Only locked renders (exactly one face, "
+            "drift at or below the threshold) reach the Save node; when none locked, nothing is saved and ComfyUI "
+            "says why. Use the best locked seed in 09/10. To "
             "search thousands of seeds over several ComfyUI servers, see `identitylock queue --seeds` in the README."
         ),
     )
@@ -550,7 +552,7 @@ def seed_discovery() -> Graph:
         top_k=8,
         save="locked",
     )
-    g.add("SaveImage", "Best seed", images=search[0], filename_prefix="identitylock/best_seed")
+    g.add("SaveImage", "Locked renders", images=search[5], filename_prefix="identitylock/locked_seed")
     g.add("PreviewImage", "Candidates (best first)", images=search[3])
     g.add("PreviewAny", "Seed report", source=search[4])
     return g
@@ -564,7 +566,9 @@ def matched_portrait() -> Graph:
             "face in the scene, measures its head angle, light direction and size, inpaints the person's face there "
             "with your LoRA (matching pose, light and framing), checks the result (drift against the identity, yaw "
             "within tolerance, no left/right mirroring) and retries other seeds up to `attempts`, then composites "
-            "it back. The node panel shows the pose / light readout. Upload the scene into the Scene node."
+            "it back. Only a portrait that passed every check is saved; when no attempt passed, nothing is saved, "
+            "ComfyUI says why and the best attempt is in the preview. The node panel shows the pose / light "
+            "readout. Upload the scene into the Scene node."
         ),
     )
     ckpt, lora, pos, neg, ident = identity_model(g, 0.8)
@@ -583,7 +587,8 @@ def matched_portrait() -> Graph:
         sampler_name="dpmpp_2m",
         scheduler="karras",
     )
-    g.add("SaveImage", "Save", images=mp[0], filename_prefix="identitylock/matched_portrait")
+    g.add("SaveImage", "Save (passed only)", images=mp[4], filename_prefix="identitylock/matched_portrait")
+    g.add("PreviewImage", "Best attempt", images=mp[0])
     g.add("PreviewImage", "Portrait crop", images=mp[1])
     g.add("PreviewAny", "Portrait report", source=mp[3])
     return g

@@ -16,9 +16,9 @@ from identitylock.core.faces import Face, FaceAnalysis, analyze, get_engine
 from identitylock.core.faces.pose import Pose
 from identitylock.core.identity import IdentityReference
 from identitylock.core.images import load_image
-from identitylock.core.metrics import AnalysedImage, band_of, build_metrics
-from identitylock.core.metrics.analysis import bootstrap_ci, holm, wilson_ci
+from identitylock.core.metrics import AnalyzedImage, band_of, build_metrics
 from identitylock.core.metrics.report import PANELS, write_report
+from identitylock.core.metrics.stats import bootstrap_ci, holm, wilson_ci
 
 HOSTILE = "<img src=x onerror=alert(1)>.png"
 LONDON = [f"london{p}_{k}.jpg" for p in ("001", "004", "005", "006", "025", "042") for k in (1, 2)]
@@ -39,13 +39,13 @@ def _augment(img: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def analysed(faces_dir: Path) -> dict[str, AnalysedImage]:
-    """Every image used below, analysed once with the real dlib backend."""
+def analyzed(faces_dir: Path) -> dict[str, AnalyzedImage]:
+    """Every image used below, analyzed once with the real dlib backend."""
     eng = get_engine("dlib")
-    out: dict[str, AnalysedImage] = {}
+    out: dict[str, AnalyzedImage] = {}
 
     def add(name: str, img: np.ndarray, path: str | None = None) -> None:
-        out[name] = AnalysedImage(name, analyze(img, eng), path=path, image=None if path else img)
+        out[name] = AnalyzedImage(name, analyze(img, eng), path=path, image=None if path else img)
 
     for n in ["lisa_1.jpg", "lisa_2.jpg", "lisa_3.jpg", "lisa_4.jpg", *LONDON]:
         add(n, load_image(faces_dir / n), str(faces_dir / n))
@@ -56,10 +56,10 @@ def analysed(faces_dir: Path) -> dict[str, AnalysedImage]:
     return out
 
 
-def test_same_person_group_beats_other_person_group_significantly(analysed):
-    ref = [analysed[n] for n in ("lisa_1.jpg", "lisa_2.jpg", "lisa_3.jpg")]
-    same = [analysed["lisa_4.jpg"]] + [analysed[k] for k in analysed if k.startswith("lisa_4_")]
-    other = [analysed[n] for n in LONDON]
+def test_same_person_group_beats_other_person_group_significantly(analyzed):
+    ref = [analyzed[n] for n in ("lisa_1.jpg", "lisa_2.jpg", "lisa_3.jpg")]
+    same = [analyzed["lisa_4.jpg"]] + [analyzed[k] for k in analyzed if k.startswith("lisa_4_")]
+    other = [analyzed[n] for n in LONDON]
     m = build_metrics(ref, {"same": same, "other": other})
     gs, go = m.groups["same"], m.groups["other"]
     assert gs.n_face == 6 and go.n_face == 12
@@ -79,18 +79,18 @@ def test_same_person_group_beats_other_person_group_significantly(analysed):
     assert all(r.locked for r in m.rows if r.group == "same")
 
 
-def test_no_difference_between_two_halves_of_one_group(analysed):
-    ref = [analysed[n] for n in ("lisa_1.jpg", "lisa_2.jpg", "lisa_3.jpg")]
+def test_no_difference_between_two_halves_of_one_group(analyzed):
+    ref = [analyzed[n] for n in ("lisa_1.jpg", "lisa_2.jpg", "lisa_3.jpg")]
     m = build_metrics(
-        ref, {"a": [analysed[n] for n in LONDON[::2]], "b": [analysed[n] for n in LONDON[1::2]]}
+        ref, {"a": [analyzed[n] for n in LONDON[::2]], "b": [analyzed[n] for n in LONDON[1::2]]}
     )
     (c,) = m.comparisons
     assert not c.significant, c.verdict
 
 
-def test_leave_one_out_flags_planted_other_person(analysed):
-    ref = [analysed[n] for n in ("lisa_1.jpg", "lisa_2.jpg", "london001_1.jpg", "lisa_3.jpg", "lisa_4.jpg")]
-    m = build_metrics(ref, {"gen": [analysed["lisa_4_crop"]]})
+def test_leave_one_out_flags_planted_other_person(analyzed):
+    ref = [analyzed[n] for n in ("lisa_1.jpg", "lisa_2.jpg", "london001_1.jpg", "lisa_3.jpg", "lisa_4.jpg")]
+    m = build_metrics(ref, {"gen": [analyzed["lisa_4_crop"]]})
     refs = [r for r in m.rows if r.kind == "reference"]
     assert [r.name for r in refs if r.outlier] == ["london001_1.jpg"]
     assert min(refs, key=lambda r: r.similarity).name == "london001_1.jpg"
@@ -98,11 +98,11 @@ def test_leave_one_out_flags_planted_other_person(analysed):
     assert m.summary_dict()["reference_outliers"] == ["london001_1.jpg"]
 
 
-def test_copycat_flipped_reference_points_back_to_it(analysed):
+def test_copycat_flipped_reference_points_back_to_it(analyzed):
     ref = [
-        analysed[n] for n in ("lisa_1.jpg", "lisa_2.jpg", "lisa_3.jpg", "london004_1.jpg", "london005_1.jpg")
+        analyzed[n] for n in ("lisa_1.jpg", "lisa_2.jpg", "lisa_3.jpg", "london004_1.jpg", "london005_1.jpg")
     ]
-    gen = [analysed["flip_lisa_1.jpg"], analysed["flip_london004_1.jpg"], analysed["lisa_4.jpg"]]
+    gen = [analyzed["flip_lisa_1.jpg"], analyzed["flip_london004_1.jpg"], analyzed["lisa_4.jpg"]]
     m = build_metrics(ref, {"gen": gen})
     by = {r.name: r for r in m.rows if r.kind == "candidate"}
     assert by["flip_lisa_1.jpg"].nearest_ref == "lisa_1.jpg"
@@ -131,7 +131,7 @@ def test_bands_and_small_statistics():
     assert bootstrap_ci(v[:1]) is None
 
 
-def _fake(name: str, vec: np.ndarray, yaw: float = 0.0, box: float = 200.0) -> AnalysedImage:
+def _fake(name: str, vec: np.ndarray, yaw: float = 0.0, box: float = 200.0) -> AnalyzedImage:
     face = Face(
         bbox=np.array([100, 100, 100 + box, 100 + box], dtype=float),
         det_score=0.9,
@@ -140,7 +140,7 @@ def _fake(name: str, vec: np.ndarray, yaw: float = 0.0, box: float = 200.0) -> A
         pose=Pose(yaw=yaw, pitch=0.0, roll=0.0, confidence=0.7, method="test"),
         embedding=(vec / np.linalg.norm(vec)).astype(np.float32),
     )
-    return AnalysedImage(name, FaceAnalysis([face], (512, 512), "dlib", "m", ("direct",), "direct"))
+    return AnalyzedImage(name, FaceAnalysis([face], (512, 512), "dlib", "m", ("direct",), "direct"))
 
 
 def test_overtraining_warning_needs_high_similarity_and_no_variance():
@@ -158,20 +158,20 @@ def test_overtraining_warning_needs_high_similarity_and_no_variance():
     assert m.groups["varied"].flexibility_vs_reference > m.groups["frozen"].flexibility_vs_reference
 
 
-def test_backend_mismatch_is_an_error(analysed):
+def test_backend_mismatch_is_an_error(analyzed):
     from identitylock.core.errors import BackendMismatchError
 
     ref = IdentityReference(np.ones((2, 512), np.float32), "insightface", "buffalo_l", ["a", "b"])
     with pytest.raises(BackendMismatchError):
-        build_metrics(ref, {"gen": [analysed["lisa_4.jpg"]]})
+        build_metrics(ref, {"gen": [analyzed["lisa_4.jpg"]]})
 
 
-def test_report_has_every_panel_escapes_names_and_lists_failures(analysed, tmp_path):
-    ref = [analysed[n] for n in ("lisa_1.jpg", "lisa_2.jpg", "lisa_3.jpg")]
-    hostile = AnalysedImage(HOSTILE, analysed["lisa_4.jpg"].analysis, path=analysed["lisa_4.jpg"].path)
-    unreadable = AnalysedImage("broken.png", None, error="not a readable image")
+def test_report_has_every_panel_escapes_names_and_lists_failures(analyzed, tmp_path):
+    ref = [analyzed[n] for n in ("lisa_1.jpg", "lisa_2.jpg", "lisa_3.jpg")]
+    hostile = AnalyzedImage(HOSTILE, analyzed["lisa_4.jpg"].analysis, path=analyzed["lisa_4.jpg"].path)
+    unreadable = AnalyzedImage("broken.png", None, error="not a readable image")
     group = '<script>alert("g")</script>'
-    m = build_metrics(ref, {group: [hostile, unreadable], "london": [analysed[n] for n in LONDON[:4]]})
+    m = build_metrics(ref, {group: [hostile, unreadable], "london": [analyzed[n] for n in LONDON[:4]]})
     paths = write_report(m, tmp_path)
     text = paths["html"].read_text(encoding="utf-8")
     for pid, title in PANELS:
@@ -291,14 +291,14 @@ def test_report_in_headless_chromium_no_errors_no_network(cli_report):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
 
 
-def test_node_with_identity_input(analysed, tmp_path, monkeypatch):
+def test_node_with_identity_input(analyzed, tmp_path, monkeypatch):
     import identitylock.nodes.metrics as node_mod
     import torch
 
     monkeypatch.setattr(node_mod, "output_directory", lambda: str(tmp_path))
-    vecs = np.stack([analysed[n].analysis.primary.embedding for n in ("lisa_1.jpg", "lisa_2.jpg")])
-    ident = IdentityReference(vecs, "dlib", analysed["lisa_1.jpg"].analysis.model, ["lisa_1", "lisa_2"])
-    img = analysed["lisa_4_small"].image
+    vecs = np.stack([analyzed[n].analysis.primary.embedding for n in ("lisa_1.jpg", "lisa_2.jpg")])
+    ident = IdentityReference(vecs, "dlib", analyzed["lisa_1.jpg"].analysis.model, ["lisa_1", "lisa_2"])
+    img = analyzed["lisa_4_small"].image
     batch = torch.from_numpy(img[None].astype(np.float32) / 255.0)
     out = node_mod.IdentityMetrics().run(batch, "mine", "insightface", "run<1>", identity=ident)
     summary, preview = out["result"]
@@ -306,3 +306,16 @@ def test_node_with_identity_input(analysed, tmp_path, monkeypatch):
     assert preview.shape[0] == 1 and preview.shape[-1] == 3 and float(preview.std()) > 0.01
     rel = out["ui"]["report"][0]["html"]
     assert (tmp_path / rel).exists() and rel.startswith("identitylock_metrics/run_1_")
+
+
+def test_one_reference_photo_is_found_and_leave_one_out_is_said_to_be_undefined(analyzed):
+    """Issue 15: with one reference photo the summary said "reference: 1 image(s), no face found" although the
+    face was found and every candidate was scored against it."""
+    m = build_metrics([analyzed["lisa_1.jpg"]], {"gen": [analyzed["lisa_4.jpg"], analyzed[LONDON[0]]]})
+    ref = m.groups["reference"]
+    assert ref.n == 1 and ref.n_face == 1 and ref.detection_rate == 1.0 and ref.median is None
+    text = m.summary_text()
+    line = next(s for s in text.splitlines() if s.strip().startswith("reference:"))
+    assert "no face found" not in line and "1 face(s) found" in line and "leave-one-out" in line
+    assert not any("no face found" in w for w in m.warnings)
+    assert m.groups["gen"].n_face == 2 and m.groups["gen"].median is not None

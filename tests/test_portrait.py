@@ -1,4 +1,4 @@
-"""MatchedPortrait core on real photos: yaw sign, view bins, light side, geometry, colour, compositing, retries.
+"""MatchedPortrait core on real photos: yaw sign, view bins, light side, geometry, color, compositing, retries.
 
 Generated / composited "renders" use only the lisa_* and london* identities (SOURCES.md); the politicians'
 photos are used for measurement (view classification) only.
@@ -167,7 +167,7 @@ def test_view_bins_and_names():
     assert expected_view("anna.png") is None
 
 
-# -- light, colour, expression ---------------------------------------------------------------------------------
+# -- light, color, expression ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["lisa_1.jpg", "london001_1.jpg", "london042_1.jpg"])
 def test_relit_photo_light_side(load, engine, name):
     from identitylock.core.portrait.scene import analyze_scene
@@ -185,13 +185,13 @@ def test_studio_photo_is_front_lit(load, engine):
     assert analyze_scene(load("london001_1.jpg"), engine).face.light.direction == "front"
 
 
-def test_colour_temperature_orders_warm_and_cool(load):
-    from identitylock.core.portrait.scene import colour_temperature
+def test_color_temperature_orders_warm_and_cool(load):
+    from identitylock.core.portrait.scene import color_temperature
 
     img = load("london004_1.jpg").astype(np.float32)
     warm = np.clip(img * [1.15, 1.0, 0.75], 0, 255).astype(np.uint8)
     cool = np.clip(img * [0.8, 1.0, 1.2], 0, 255).astype(np.uint8)
-    (kw, lw), (kc, lc) = colour_temperature(warm), colour_temperature(cool)
+    (kw, lw), (kc, lc) = color_temperature(warm), color_temperature(cool)
     assert kw < 4500 < kc and lw == "warm" and lc in ("neutral", "cool")
 
 
@@ -261,10 +261,10 @@ def test_face_mask_dilated_and_feathered(load, engine):
     assert m[cy, cx] == 1.0 and m[0, 0] == 0.0
 
 
-# -- colour match and composite --------------------------------------------------------------------------------
-def test_colour_match_reduces_lab_mean_difference(load, engine):
+# -- color match and composite --------------------------------------------------------------------------------
+def test_color_match_reduces_lab_mean_difference(load, engine):
     from identitylock.core.faces import analyze
-    from identitylock.core.portrait.composite import colour_match, lab_mean_difference
+    from identitylock.core.portrait.composite import color_match, lab_mean_difference
     from identitylock.core.portrait.geometry import face_mask
 
     scene = gradient(load("london001_1.jpg"), 0.5, 0.9)  # darker, relit scene
@@ -272,7 +272,7 @@ def test_colour_match_reduces_lab_mean_difference(load, engine):
     f = analyze(scene, engine, embed=False).primary
     mask = face_mask((scene.shape[1], scene.shape[0]), f.bbox, f.keypoints)
     before = lab_mean_difference(src, scene, mask)
-    matched = colour_match(src, scene, mask)
+    matched = color_match(src, scene, mask)
     after = lab_mean_difference(matched, scene, mask)
     assert before > 5 and after < 0.35 * before, (before, after)
     assert np.array_equal(matched[mask == 0], src[mask == 0])

@@ -123,7 +123,7 @@ def test_registered_and_contract():
     for group in ("required", "optional"):
         for name, (_, opts) in spec[group].items():
             assert opts.get("tooltip"), name
-    assert MatchedPortrait.RETURN_TYPES == ("IMAGE", "IMAGE", "MASK", "STRING")
+    assert MatchedPortrait.RETURN_TYPES == ("IMAGE", "IMAGE", "MASK", "STRING", "IMAGE")
     assert MatchedPortrait.OUTPUT_NODE and MatchedPortrait.CATEGORY.startswith("IdentityLock/")
 
 
@@ -139,8 +139,9 @@ def test_node_end_to_end_rejects_mirrored_candidate(setup, monkeypatch):
     photo = scene[100:700]
     node.inpaint = StandInSampler(photo, mirrored_calls=1)
     out = _run(node, scene, ref, unique_id="7")
-    image, portrait, mask, report = out["result"]
+    image, portrait, mask, report, passed_image = out["result"]
     rep = json.loads(report)
+    assert passed_image is image  # passed: the composited scene reaches the Save node
     assert [c["seed"] for c in node.inpaint.calls] == [10, 11]
     assert node.inpaint.calls[0]["size"] == (384, 384)
     assert rep["attempts"][0]["mirrored"] is True and rep["passed"] and rep["chosen_seed"] == 11
@@ -166,6 +167,34 @@ def test_node_all_mirrored_returns_best_with_failure(setup, monkeypatch):
     node.inpaint = StandInSampler(scene[100:700], mirrored_calls=99)
     rep = json.loads(_run(node, scene, ref, attempts=2)["result"][3])
     assert not rep["passed"] and "mirrored" in rep["failure"] and rep["attempts_used"] == 2
+
+
+def test_failed_portrait_blocks_the_save_output_with_the_reason(setup, monkeypatch):
+    """Issue 15: template 11 saved the failed best attempt. passed_image is a blocker (SaveImage never runs and
+    ComfyUI shows the reason), never an image or a black placeholder."""
+    from identitylock.nodes import portrait as mod
+
+    scene, ref = setup
+    monkeypatch.setattr(mod, "send_status", lambda *a, **k: None)
+    node = mod.MatchedPortrait()
+    node.inpaint = StandInSampler(scene[100:700], mirrored_calls=99)
+    out = _run(node, scene, ref, attempts=1)
+    image, passed_image = out["result"][0], out["result"][4]
+    assert tuple(image.shape) == (1, *scene.shape)  # the best attempt stays inspectable
+    assert not hasattr(passed_image, "shape")
+    assert type(passed_image).__name__ in ("Blocked", "ExecutionBlocker")
+    assert "no attempt passed" in passed_image.message and "mirrored" in passed_image.message
+
+
+def test_nan_drift_threshold_is_refused(setup):
+    from identitylock.core.errors import IdentityLockError
+    from identitylock.nodes.portrait import MatchedPortrait
+
+    scene, ref = setup
+    node = MatchedPortrait()
+    node.inpaint = StandInSampler(scene[100:700])
+    with pytest.raises(IdentityLockError, match="drift threshold"):
+        _run(node, scene, ref, drift_threshold=float("nan"))
 
 
 def test_extra_prompt_is_encoded_with_scene_fragments(setup, monkeypatch):

@@ -152,3 +152,39 @@ def test_drift_per_pass_shows_where_the_face_is_lost(faces_dir, reference, engin
     assert res.lost_face_at() == "realism"
     assert res.passes[2].drift > res.passes[0].drift
     assert res.rescue["drift_before"] == res.passes[2].drift
+
+
+@pytest.mark.parametrize("passes", [2, 3])
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_small_step_counts_render_every_pass(tiny, passes, steps):
+    """Issue 15: `render --tiny --passes 2 --steps 2` crashed (diffusers ran int(2 x 0.35) = 0 img2img steps, an
+    empty schedule, a reshape of 0 elements). Each img2img pass now runs at least one denoising step and says so."""
+    renderer, _ = tiny
+    if passes == 3:
+        res = render_three_pass(renderer, "photo of testchar", "rooftop", steps=steps, seed=1)
+    else:
+        res = render_two_pass(renderer, "photo of testchar", steps=steps, seed=1)
+    assert len(res.passes) == passes and res.final.shape == (64, 64, 3)
+    for p in res.passes[1:]:
+        assert int(p.spec.steps * p.spec.strength) >= 1
+        assert (p.spec.steps > steps) == ("steps raised" in p.spec.note)
+    assert not np.array_equal(res.passes[0].image, res.passes[1].image)
+
+
+def test_plans_refuse_zero_steps_and_nan_numbers():
+    with pytest.raises(IdentityLockError, match="steps"):
+        two_pass_plan("x", steps=0)
+    with pytest.raises(IdentityLockError, match="realism_cfg"):
+        two_pass_plan("x", realism_cfg=float("nan"))
+    with pytest.raises(IdentityLockError, match="scene_strength"):
+        three_pass_plan("x", "y", scene_strength=0.0)
+
+
+def test_save_keeps_a_hostile_name_inside_the_folder(tiny, tmp_path):
+    """Issue 15: `render --name ../../X` wrote outside --out."""
+    renderer, _ = tiny
+    res = render_two_pass(renderer, "photo of testchar", steps=2, seed=1)
+    out = tmp_path / "a" / "b"
+    paths = res.save(out, "../../escaped")
+    assert all(p.parent == out.resolve() or p.parent == out for p in paths)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and p.parent != out) == []

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 from identitylock.core.errors import IdentityLockError
+from identitylock.core.seed_inputs import MAX_SEEDS, parse_seeds
 from identitylock.core.seeds import (
     SeedRecord,
-    parse_seeds,
     rank_records,
     read_verify_metadata,
     search_seeds,
@@ -164,3 +164,36 @@ def test_rank_is_deterministic_with_ties():
     ]
     assert [r.seed for r in rank_records(recs)] == [3, 9, 0, 1]
     assert [r.seed for r in rank_records(list(reversed(recs)))] == [3, 9, 0, 1]
+
+
+def test_render_with_the_person_and_someone_else_never_locks(photos, reference, engine):
+    """Issue 15: a render with the person AND someone else counted as locked (drift of the larger face)."""
+    two = np.concatenate([photos[6], photos[0]], axis=1)  # lisa_4 beside london001
+    result = search_seeds(lambda s: two if s == 1 else photos[6], [1, 6], reference, engine=engine)
+    rec = {r.seed: r for r in result.records}
+    assert rec[1].faces == 2 and rec[1].drift is not None and rec[1].drift <= result.threshold
+    assert rec[1].locked is False and rec[6].locked is True and rec[6].faces == 1
+    assert [r.seed for r in result.records] == [6, 1]  # the person alone ranks first
+    table = result.table()
+    assert " faces " in table.splitlines()[0] and "several faces" in table
+    assert json.loads(result.to_json())["records"][1]["faces"] == 2
+
+
+def test_huge_seed_ranges_are_refused_without_allocating():
+    """Issue 15: --seeds 0:100000000 grew memory without bound; 0:2**70 overflowed len()."""
+    import tracemalloc
+
+    tracemalloc.start()
+    for spec in ("0:100000000", f"0:{2**70}", "0:60000,60000:120000", f"0:{MAX_SEEDS + 1}"):
+        with pytest.raises(IdentityLockError, match="at most"):
+            parse_seeds(spec)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20_000_000
+    assert len(parse_seeds(f"0:{MAX_SEEDS}")) == MAX_SEEDS
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1, 0.0, 2.5, "abc"])
+def test_bad_thresholds_are_refused(bad, photos, reference, engine):
+    with pytest.raises(IdentityLockError, match="threshold"):
+        search_seeds(lambda s: photos[s], [1], reference, engine=engine, threshold=bad)

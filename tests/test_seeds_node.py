@@ -102,14 +102,16 @@ def test_registered_with_tooltips():
     for group in ("required", "optional"):
         for name, (_, opts) in spec[group].items():
             assert opts.get("tooltip"), name
-    assert DriftSeedSearch.RETURN_TYPES == ("IMAGE", "INT", "LATENT", "IMAGE", "STRING")
+    assert DriftSeedSearch.RETURN_TYPES == ("IMAGE", "INT", "LATENT", "IMAGE", "STRING", "IMAGE")
 
 
 def test_node_end_to_end_with_photos(node, reference, photos):
     n, sent, _ = node
     out = _run(n, reference)
-    best_image, best_seed, best_latent, candidates, report = out["result"]
+    best_image, best_seed, best_latent, candidates, report, locked_images = out["result"]
     rep = json.loads(report)
+    assert tuple(locked_images.shape) == (3, 384, 384, 3)  # the three lisa renders, best first
+    assert np.allclose(locked_images[0].numpy(), best_image[0].numpy())
     assert best_seed in LISA_SEEDS
     assert tuple(best_image.shape) == (1, 384, 384, 3)
     assert np.allclose(best_image[0].numpy(), photos[best_seed] / 255.0, atol=1 / 255)
@@ -172,3 +174,27 @@ def test_node_rejects_bad_inputs(node, reference):
         _run(n, reference, denoise=0.5)
     with pytest.raises(IdentityLockError):
         _run(n, reference, seed_list="1:x")
+
+
+def test_no_locked_seed_blocks_the_save_output_with_the_reason(node, reference):
+    """Issue 15: template 08 saved the best render of a failed search (and an empty result would have been a
+    black 64x64 placeholder). locked_images is a blocker that says why; nothing downstream runs."""
+    n, _, _ = node
+    out = _run(n, reference, seed_list="0,2,3,5")  # strangers and a no-face photo: nothing can lock
+    rep = json.loads(out["result"][4])
+    assert rep["locked"] == 0
+    blocked = out["result"][5]
+    assert not hasattr(blocked, "shape") and type(blocked).__name__ in ("Blocked", "ExecutionBlocker")
+    assert "no seed locked" in blocked.message and "threshold" in blocked.message
+    assert "no seed locked" in out["ui"]["text"][0]
+
+
+def test_two_person_render_never_locks_in_the_node(node, reference, photos):
+    """Issue 15: a render with the person AND someone else counted as locked."""
+    n, _, _ = node
+    lisa, other = photos[6], photos[0]
+    n.sampling.photos = {**photos, 100: np.concatenate([lisa, other], axis=1)}
+    out = _run(n, reference, seed_list="100", width=768)
+    rec = json.loads(out["result"][4])["records"][0]
+    assert rec["faces"] == 2 and rec["drift"] is not None and rec["locked"] is False
+    assert type(out["result"][5]).__name__ in ("Blocked", "ExecutionBlocker")

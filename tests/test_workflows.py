@@ -175,3 +175,20 @@ def test_cli_validate(tmp_path: Path, capsys):
     args = parser.parse_args(["validate-workflow", str(bad)])
     assert args.func(args) == 2
     assert "not a ComfyUI workflow" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("name", "producer", "slot"),
+    [("08_seed_discovery", "DriftSeedSearch", 5), ("11_matched_portrait", "MatchedPortrait", 4)],
+)
+def test_failed_runs_save_nothing(name, producer, slot):
+    """Issue 15: templates 08 and 11 saved the outputs of failed runs. Their SaveImage takes only the output that
+    carries locked / passed images (a blocker with the reason when nothing passed)."""
+    from identitylock.nodes import NODE_CLASS_MAPPINGS
+
+    api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    ids = {k for k, n in api.items() if n["class_type"] == producer}
+    saves = [n for n in api.values() if n["class_type"] == "SaveImage"]
+    assert saves and all(s["inputs"]["images"][0] in ids for s in saves)
+    assert all(s["inputs"]["images"][1] == slot for s in saves)
+    assert NODE_CLASS_MAPPINGS[producer].RETURN_NAMES[slot] in ("locked_images", "passed_image")

@@ -86,10 +86,20 @@ def candidate_groups(dirs: list[Path], labels: list[str] | None) -> dict[str, li
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     from ..errors import IdentityLockError
+    from ..fileio import check_output_dir, confined_name, printable
     from ..identity import IdentityReference
-    from ..metrics import analyse_items, build_metrics
+    from ..metrics import analyze_items, build_metrics
     from ..metrics.report import write_report
+    from ..seed_inputs import check_threshold
 
+    # Everything a user can get wrong is checked before minutes of face analysis.
+    check_threshold(args.threshold, "--threshold")
+    if args.workers < 0:
+        raise IdentityLockError(f"--workers {args.workers}: give 0 (all cores) or a positive number")
+    prefix = confined_name(args.prefix, "--prefix")  # a file-name prefix inside --out, never a path out of it
+    check_output_dir(args.out, "--out folder")
+    if args.reference is not None and not args.reference.exists():
+        raise IdentityLockError(f"{args.reference}: reference folder or file not found")
     groups = candidate_groups(args.candidates, args.labels)
     engine_kwargs = {"insightface_pack": args.insightface_pack} if args.insightface_pack else {}
     workers = args.workers or None
@@ -113,20 +123,18 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             raise IdentityLockError(f"{args.reference}: no reference images")
         backend = args.backend
     files = ref_files + [f for fs in groups.values() for f in fs]
-    analysed_all = analyse_items(
+    analyzed_all = analyze_items(
         files, backend=backend, engine_kwargs=engine_kwargs, workers=workers, progress=progress("images")
     )
     if not args.identity:
-        reference = analysed_all[: len(ref_files)]
-    analysed, k = {}, len(ref_files)
+        reference = analyzed_all[: len(ref_files)]
+    analyzed, k = {}, len(ref_files)
     for name, fs in groups.items():
-        analysed[name] = analysed_all[k : k + len(fs)]
+        analyzed[name] = analyzed_all[k : k + len(fs)]
         k += len(fs)
     t1 = time.perf_counter()
-    result = build_metrics(reference, analysed, threshold=args.threshold, seed=args.seed)
-    paths = write_report(
-        result, args.out, prefix=args.prefix, title=args.title, thumbnails=not args.no_thumbnails
-    )
+    result = build_metrics(reference, analyzed, threshold=args.threshold, seed=args.seed)
+    paths = write_report(result, args.out, prefix=prefix, title=args.title, thumbnails=not args.no_thumbnails)
     t2 = time.perf_counter()
     print(result.summary_text())
     n = len(result.rows)
@@ -134,8 +142,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         f"{n} image(s): face analysis {t1 - t0:.1f} s, statistics + report {t2 - t1:.1f} s", file=sys.stderr
     )
     for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    unreadable = [r.name for r in result.rows if r.status == "error"]
+        print(f"{kind}: {printable(path)}")
+    unreadable = [printable(r.name) for r in result.rows if r.status == "error"]
     if unreadable:
         print(f"error: could not read {len(unreadable)} file(s): {', '.join(unreadable)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -9,10 +9,10 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..errors import IdentityLockError
+from ..fileio import printable
 
 
 def register(subparsers: Any) -> None:
@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
         help="put the person into a scene: inpaint the scene's face with diffusers, checked and composited",
         description="Detect the scene's face, crop head and shoulders, inpaint the face with diffusers (LoRA "
         "optional), check each render (mirror, pose, identity drift against --reference), retry with the next "
-        "seed, colour-match and composite back. Writes portrait_final.png, portrait_crop.png, portrait_mask.png "
+        "seed, color-match and composite back. Writes portrait_final.png, portrait_crop.png, portrait_mask.png "
         "and portrait_report.json to --out.",
     )
     g = p.add_mutually_exclusive_group(required=True)
@@ -64,7 +64,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--drift-threshold", type=float, default=None, help="default: the reference's lock threshold"
     )
-    p.add_argument("--colour-match", type=float, default=1.0, help="0 = off, 1 = full LAB mean/std match")
+    p.add_argument(
+        "--color-match",
+        "--colour-match",
+        dest="color_match",
+        type=float,
+        default=1.0,
+        help="0 = off, 1 = full LAB mean/std match",
+    )
     p.add_argument("--seamless", action="store_true", help="Poisson blending before the feathered composite")
     p.add_argument(
         "--face-index", type=int, default=None, help="face counted from the frame's left (default: largest)"
@@ -95,7 +102,7 @@ def cmd_views(args: argparse.Namespace) -> int:
         except IdentityLockError as exc:
             bad_input += 1
             row = {"file": str(path), "error": str(exc)}
-            print(json.dumps(row) if args.json else f"{path.name[:32]:32s} error: {exc}")
+            print(json.dumps(row) if args.json else f"{printable(path.name)[:32]:32s} error: {exc}")
             continue
         if chk.measured is None:
             bad_input += 1
@@ -107,7 +114,7 @@ def cmd_views(args: argparse.Namespace) -> int:
             yaw = "-" if chk.yaw is None else f"{chk.yaw:+.0f}"
             result = chk.message if chk.ok is not None else f"(no expected view) {chk.message}"
             print(
-                f"{path.name[:32]:32s} {exp or '-':20s} {chk.measured or '-':20s} {yaw:>6s} "
+                f"{printable(path.name)[:32]:32s} {exp or '-':20s} {chk.measured or '-':20s} {yaw:>6s} "
                 f"{chk.confidence:5.2f}  {result}"
             )
     if not args.json:
@@ -121,66 +128,27 @@ def cmd_views(args: argparse.Namespace) -> int:
 
 
 # -- portrait ---------------------------------------------------------------------------------------------
-class DiffusersInpainter:
-    """``inpaint(crop, mask, seed)`` over diffusers' StableDiffusionInpaintPipeline built from a loaded pipe.
-
-    A regular (4-channel) SD UNet works too: diffusers then blends the known latents outside the mask at every
-    step, which is the same noise-mask inpainting ComfyUI's sampler does.
-    """
-
-    def __init__(self, pipe, prompt: str, negative: str = "", *, steps: int = 25, cfg: float = 6.0,
-                 denoise: float = 0.75, lora: str | None = None, lora_scale: float = 1.0):  # fmt: skip
-        from diffusers import StableDiffusionInpaintPipeline
-
-        from ..diffusion import DiffusersRenderer
-
-        self.renderer = DiffusersRenderer(pipe, lora=lora)
-        self.renderer.set_lora_scale(lora_scale)
-        comps = {k: v for k, v in pipe.components.items() if k != "image_encoder"}
-        self.pipe = StableDiffusionInpaintPipeline(**comps, requires_safety_checker=False)
-        self.pipe.set_progress_bar_config(disable=True)
-        self.prompt, self.negative = prompt, negative
-        self.steps, self.cfg, self.denoise = steps, cfg, denoise
-
-    def __call__(self, crop, mask, seed: int):
-        import numpy as np
-        import torch
-        from PIL import Image
-
-        size = crop.shape[0]
-        gen = torch.Generator(device="cpu").manual_seed(int(seed) % (2**63))
-        with torch.inference_mode():
-            out = self.pipe(
-                prompt=self.prompt,
-                negative_prompt=self.negative or None,
-                image=Image.fromarray(crop),
-                mask_image=Image.fromarray((np.clip(mask, 0, 1) * 255).astype(np.uint8)),
-                height=size,
-                width=size,
-                strength=float(self.denoise),
-                # diffusers runs steps * strength steps; keep at least one
-                num_inference_steps=max(int(self.steps), math.ceil(1.0 / max(self.denoise, 1e-3))),
-                guidance_scale=float(self.cfg),
-                generator=gen,
-                output_type="np",
-            )
-        return (np.clip(out.images[0], 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
-    import torch
 
     from ..diffusion import build_tiny_pipeline, load_pipeline
     from ..faces import get_engine
+    from ..fileio import check_output_dir, write_json_atomic
     from ..identity import IdentityReference
     from ..images import load_image, save_png
+    from ..portrait.inpaint import DiffusersInpainter
     from ..portrait.pipeline import PortraitSettings, matched_portrait
     from ..portrait.scene import analyze_scene
+    from .seeds import pick_device
 
-    out = Path(args.out)
-    ref = IdentityReference.load(args.reference)
-    engine = get_engine(ref.backend)
-    scene = load_image(args.scene)
+    # Checked before any model is loaded or any face analyzed.
+    if args.steps < 1:
+        raise IdentityLockError(f"--steps must be at least 1, got {args.steps}")
+    for name in ("cfg", "lora_scale"):
+        if not math.isfinite(getattr(args, name)):
+            raise IdentityLockError(f"--{name.replace('_', '-')} must be a finite number")
+    if not (math.isfinite(args.denoise) and 0.0 < args.denoise <= 1.0):
+        raise IdentityLockError(f"--denoise {args.denoise} must be in (0, 1] (1.0 = from noise)")
+    pick_device(args.device)
     settings = PortraitSettings(
         seed=args.seed,
         attempts=args.attempts,
@@ -188,10 +156,14 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
         mask_feather=args.feather,
         yaw_tolerance=args.yaw_tolerance,
         drift_threshold=args.drift_threshold,
-        colour_match=args.colour_match,
+        color_match=args.color_match,
         seamless=args.seamless,
         face_index=args.face_index,
-    )
+    ).validate()
+    out = check_output_dir(args.out, "--out folder")
+    ref = IdentityReference.load(args.reference)
+    engine = get_engine(ref.backend)
+    scene = load_image(args.scene)
     analysis = analyze_scene(scene, engine, face_index=settings.face_index)
     for w in analysis.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -199,7 +171,7 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
     if not args.no_scene_prompt:
         prompt = ", ".join([prompt, *analysis.face.prompt_fragments()])
     if pipe is None:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = pick_device(args.device)
         pipe = (
             build_tiny_pipeline().to(device)
             if args.tiny
@@ -215,7 +187,6 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
                            progress=progress)  # fmt: skip
     rep = dict(res.report)
     rep["prompt"] = prompt
-    out.mkdir(parents=True, exist_ok=True)
     meta = {
         "identitylock_portrait": json.dumps(
             {k: rep[k] for k in ("passed", "chosen_seed", "drift", "mirrored")}
@@ -224,7 +195,7 @@ def cmd_portrait(args: argparse.Namespace, pipe=None) -> int:
     save_png(res.image, out / "portrait_final.png", meta)
     save_png(res.portrait, out / "portrait_crop.png")
     save_png((res.mask * 255 + 0.5).astype("uint8"), out / "portrait_mask.png")
-    (out / "portrait_report.json").write_text(json.dumps(rep, indent=1, default=str))
+    write_json_atomic(out / "portrait_report.json", rep, default=str)
     drift = "n/a" if rep["drift"] is None else f"{rep['drift']:.4f}"
     status = "PASSED" if res.passed else f"NOT PASSED ({rep['failure']})"
     print(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IdentityLockError
+from ..fileio import printable
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -85,12 +86,53 @@ def register(subparsers: Any) -> None:
     q.set_defaults(func=cmd_profile)
 
 
+def _check_args(args) -> None:
+    """Refuse numbers that would crash the sampler minutes later or silently render garbage (NaN cfg)."""
+    import math
+
+    if args.steps < 1:
+        raise IdentityLockError(f"--steps must be at least 1, got {args.steps}")
+    for name in ("width", "height"):
+        v = getattr(args, name)
+        if v is not None and (v < 64 or v > 8192 or v % 8):
+            raise IdentityLockError(f"--{name} {v}: give a multiple of 8 between 64 and 8192")
+    for name in ("cfg", "lora_scale", "rescue"):
+        v = getattr(args, name, None)
+        if v is not None and not math.isfinite(v):
+            raise IdentityLockError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+    if getattr(args, "rescue", None) is not None and not 0.0 <= args.rescue <= 1.0:
+        raise IdentityLockError(
+            f"--rescue {args.rescue} must be between 0 and 1 (the share of pass 1 blended back)"
+        )
+    for name in ("batch", "top_k", "stop_after"):
+        v = getattr(args, name, None)
+        if v is not None and v < (1 if name == "batch" else 0):
+            raise IdentityLockError(f"--{name.replace('_', '-')} {v} is too small")
+
+
+def pick_device(name: str | None) -> str:
+    """``--device`` checked before any model loads: a typo or an absent GPU is one sentence, not a traceback."""
+    import torch
+
+    if not name:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise IdentityLockError(f"--device {name!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise IdentityLockError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise IdentityLockError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return name
+
+
 def _renderer(args, model: str | None = None, lora: str | None = None):
     import torch
 
     from ..diffusion import DiffusersRenderer, build_tiny_pipeline, load_pipeline
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device)
     if args.tiny and model is None:
         pipe = build_tiny_pipeline().to(device)
     else:
@@ -116,9 +158,15 @@ def _engine(args, reference):
 
 
 def cmd_seeds(args) -> int:
-    from ..seeds import parse_seeds, search_seeds, write_report
+    from ..fileio import check_output_dir
+    from ..seed_inputs import check_threshold, parse_seeds
+    from ..seeds import search_seeds, write_report
 
+    _check_args(args)
+    pick_device(args.device)
     seeds = parse_seeds(args.seeds)
+    check_threshold(args.threshold, "--threshold")
+    check_output_dir(args.out, "--out folder")
     reference = _reference(args.reference)
     engine = _engine(args, reference)
     renderer = _renderer(args, lora=args.lora)
@@ -140,16 +188,23 @@ def cmd_seeds(args) -> int:
     )  # fmt: skip
     report = write_report(result, args.out)
     print(result.table())
-    print(f"report: {report}")
+    if result.no_lock_reason():
+        print(f"note: {result.no_lock_reason()}", file=sys.stderr)
+    print(f"report: {printable(report)}")
     return 0
 
 
 def cmd_render(args) -> int:
+    from ..fileio import check_output_dir, confined_name
     from ..profile import consistency_profile
     from ..render import render_three_pass, render_two_pass
 
     if args.passes == 3 and not args.scene.strip():
         raise IdentityLockError("--passes 3 needs --scene (the scene prompt of pass 2)")
+    _check_args(args)
+    pick_device(args.device)
+    name = confined_name(args.name, "--name")  # a file stem inside --out, never a path out of it
+    check_output_dir(args.out, "--out folder")
     reference = _reference(args.reference)
     engine = _engine(args, reference)
     profile = consistency_profile(lora=args.lora, identity=args.reference)
@@ -172,9 +227,9 @@ def cmd_render(args) -> int:
             realism.name = Path(args.realism_model).name
         res = render_two_pass(renderer, args.prompt, realism_renderer=realism, realism_prompt=args.realism_prompt,
                               **common)  # fmt: skip
-    paths = res.save(args.out, args.name)
+    paths = res.save(args.out, name)
     print(res.table())
-    print(f"wrote {paths[0]} (+ per-pass PNGs and {paths[-1].name})")
+    print(f"wrote {printable(paths[0])} (+ per-pass PNGs and {printable(paths[-1].name)})")
     return 0
 
 
@@ -184,4 +239,14 @@ def cmd_profile(args) -> int:
     prof = consistency_profile(lora=args.lora, identity=args.identity, reference_image=args.image,
                                ipadapter=args.ipadapter)  # fmt: skip
     print(json.dumps(prof.to_dict(), indent=2))
+    given = {
+        "lora": args.lora,
+        "identity": args.identity,
+        "reference_image": args.image,
+        "ipadapter": args.ipadapter,
+    }
+    missing = [k for k, v in given.items() if v and prof.assets.get(k) is None]
+    if missing:  # the profile is printed, but a file the user named was not usable: bad input
+        print(f"error: not found or not usable: {', '.join(missing)} (see notes)", file=sys.stderr)
+        return 2
     return 0

@@ -2,242 +2,31 @@
 
 Similarity is the cosine between an image's primary-face vector and the normalised centroid of the reference
 set; a reference image is scored against the centroid of the *other* references (leave-one-out), so it does
-not flatter itself and outliers in the dataset show up. Groups get bootstrap confidence intervals, and every
-pair of groups a two-sided Mann-Whitney U test (Holm-corrected) with Cliff's delta as the effect size, so
-"LoRA A is better than LoRA B" is a claim with a p-value instead of a feeling.
+not flatter itself and outliers in the dataset show up. Groups get bootstrap confidence intervals and every
+pair of groups a significance test (:mod:`.stats`); the value types are in :mod:`.results`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import BackendMismatchError, IdentityLockError
-from ..identity import IdentityReference, default_threshold, normalize
+from ..identity import IdentityReference, normalize
 from .copycat import band_of, bands_for, black_hole_ranking, nearest_references
+from .results import REFERENCE_GROUP, AnalyzedImage, GroupStats, ImageRow, MetricsResult
+from .stats import ALPHA, MIN_RELIABLE, N_BOOT, bootstrap_ci, compare_groups, wilson_ci
 
-REFERENCE_GROUP = "reference"
-N_BOOT = 2000
-ALPHA = 0.05
 # Similarity spread below which a group that also sits in the danger band is "frozen" (overtraining).
 OVERTRAIN_STD = {"dlib": 0.004, "insightface": 0.02}
-# Fewer faces than this in a group: the comparison is reported but flagged as unreliable.
-MIN_RELIABLE = 5
-
-
-@dataclass
-class AnalysedImage:
-    """One input image after face analysis (``analysis`` None + ``error`` when it could not be read)."""
-
-    name: str
-    analysis: Any  # faces.FaceAnalysis | None
-    error: str | None = None
-    path: str | None = None  # for thumbnails in reports
-    image: np.ndarray | None = None  # pixels (nodes pass batches, not files)
-
-
-@dataclass
-class ImageRow:
-    """Everything measured on one image; failed detections are rows too (status 'failed' / 'error')."""
-
-    index: int
-    group: str
-    kind: str  # "reference" | "candidate"
-    name: str
-    status: str  # "ok" | "rescued" | "failed" | "error"
-    rescue: str | None = None
-    error: str | None = None
-    n_faces: int = 0
-    image_width: int | None = None
-    image_height: int | None = None
-    det_score: float | None = None
-    face_aspect: float | None = None  # bbox height / width
-    face_shape: float | None = None  # inter-ocular distance / eye-midpoint-to-nose distance (landmarks)
-    face_fraction: float | None = None  # face width / image width
-    face_area_fraction: float | None = None
-    yaw: float | None = None
-    pitch: float | None = None
-    roll: float | None = None
-    pose_confidence: float | None = None
-    age: float | None = None
-    similarity: float | None = None  # to the reference centroid (leave-one-out for references)
-    drift: float | None = None
-    locked: bool | None = None
-    outlier: bool | None = None  # references only: leave-one-out drift above the lock threshold
-    nearest_ref: str | None = None
-    nearest_sim: float | None = None
-    band: str = "failed"
-    tsne_x: float | None = None
-    tsne_y: float | None = None
-    path: str | None = None
-    bbox: tuple[float, float, float, float] | None = None  # primary face, image pixels
-    embedding: np.ndarray | None = field(default=None, repr=False)
-    pixels: np.ndarray | None = field(default=None, repr=False)  # array inputs (nodes), for thumbnails
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in CSV_FIELDS}
-        if d["bbox"] is not None:
-            d["bbox"] = [round(float(x), 1) for x in d["bbox"]]
-        for k, v in d.items():
-            if isinstance(v, float):
-                d[k] = None if not math.isfinite(v) else round(v, 5)
-        return d
-
-
-CSV_FIELDS = [f for f in ImageRow.__dataclass_fields__ if f not in ("embedding", "pixels")]
-
-
-@dataclass
-class GroupStats:
-    name: str
-    kind: str
-    n: int
-    n_face: int
-    n_failed: int
-    n_rescued: int
-    n_errors: int
-    detection_rate: float
-    median: float | None = None
-    median_ci: tuple[float, float] | None = None
-    mean: float | None = None
-    mean_ci: tuple[float, float] | None = None
-    std: float | None = None
-    iqr: float | None = None
-    min: float | None = None
-    max: float | None = None
-    lock_rate: float | None = None
-    lock_rate_ci: tuple[float, float] | None = None
-    yaw_std: float | None = None
-    pitch_std: float | None = None
-    abs_yaw_max: float | None = None
-    face_aspect_var: float | None = None
-    face_shape_var: float | None = None
-    face_fraction_std: float | None = None
-    flexibility_vs_reference: float | None = None  # (yaw_std + pitch_std) relative to the reference set's
-    age_median: float | None = None
-    det_score_median: float | None = None
-    band_counts: dict[str, int] = field(default_factory=dict)
-    overtraining: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in list(d.items()):
-            if isinstance(v, float):
-                d[k] = None if not math.isfinite(v) else round(v, 5)
-            elif isinstance(v, tuple):
-                d[k] = [round(float(x), 5) for x in v]
-        return d
-
-
-@dataclass
-class Comparison:
-    """Two-sided Mann-Whitney U on the similarity of two groups."""
-
-    a: str
-    b: str
-    n_a: int
-    n_b: int
-    median_a: float
-    median_b: float
-    median_diff: float  # a - b
-    median_diff_ci: tuple[float, float] | None
-    u: float
-    p_value: float
-    p_holm: float
-    cliffs_delta: float  # P(a > b) - P(a < b), -1..1
-    effect: str  # negligible / small / medium / large (Romano et al. thresholds)
-    significant: bool
-    verdict: str
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in list(d.items()):
-            if isinstance(v, float):
-                d[k] = round(v, 6)
-            elif isinstance(v, tuple):
-                d[k] = [round(float(x), 5) for x in v]
-        return d
-
-
-@dataclass
-class MetricsResult:
-    backend: str
-    model: str
-    lock_threshold: float
-    bands: tuple[float, float, float]
-    rows: list[ImageRow]
-    groups: dict[str, GroupStats]
-    comparisons: list[Comparison]
-    reference: IdentityReference
-    black_holes: list
-    warnings: list[str]
-    face_ratio_metric: str  # which column the "face ratio" panel uses
-    alpha: float = ALPHA
-    n_boot: int = N_BOOT
-
-    @property
-    def group_names(self) -> list[str]:
-        return list(self.groups)
-
-    def summary_dict(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "model": self.model,
-            "lock_threshold_drift": self.lock_threshold,
-            "bands": {"low_below": self.bands[0], "ok_below": self.bands[1], "danger_above": self.bands[2]},
-            "similarity": "cosine to the normalised reference centroid (leave-one-out for references)",
-            "confidence_intervals": f"percentile bootstrap, {self.n_boot} resamples, {100 * (1 - self.alpha):.0f}%"
-            " (Wilson for rates)",
-            "test": "two-sided Mann-Whitney U, Holm-corrected; effect size Cliff's delta",
-            "face_ratio_metric": self.face_ratio_metric,
-            "counts": {
-                "images": len(self.rows),
-                "faces": sum(r.status in ("ok", "rescued") for r in self.rows),
-                "failed": sum(r.status == "failed" for r in self.rows),
-                "errors": sum(r.status == "error" for r in self.rows),
-            },
-            "groups": {k: g.to_dict() for k, g in self.groups.items()},
-            "comparisons": [c.to_dict() for c in self.comparisons],
-            "reference_outliers": [r.name for r in self.rows if r.outlier],
-            "black_hole_ranking": [b.to_dict() for b in self.black_holes],
-            "warnings": list(self.warnings),
-        }
-
-    def summary_text(self) -> str:
-        """Plain-text summary for the node's STRING output and the CLI."""
-        lines = [
-            f"IdentityMetrics ({self.backend}/{self.model}; similarity = cosine to the reference centroid, "
-            f"lock at drift <= {self.lock_threshold:.2f})"
-        ]
-        for g in self.groups.values():
-            if g.median is None:
-                lines.append(f"  {g.name}: {g.n} image(s), no face found")
-                continue
-            ci = f" [{g.median_ci[0]:.3f}, {g.median_ci[1]:.3f}]" if g.median_ci else ""
-            lr = f"{100 * g.lock_rate:.0f}%" if g.lock_rate is not None else "n/a"
-            lines.append(
-                f"  {g.name}: n={g.n} faces={g.n_face} failed={g.n_failed}  median {g.median:.3f}{ci}  "
-                f"sd {g.std:.3f}  locked {lr}  yaw sd {g.yaw_std or 0:.1f} deg"
-            )
-        for c in self.comparisons:
-            lines.append("  " + c.verdict)
-        if self.black_holes and self.black_holes[0].count:
-            b = self.black_holes[0]
-            lines.append(f"  top black hole: {b.reference} ({b.count} generation(s), {100 * b.share:.0f}%)")
-        for w in self.warnings:
-            lines.append("  WARNING: " + w)
-        return "\n".join(lines)
 
 
 # -- face analysis ----------------------------------------------------------------------------------------
-def analyse_items(
+def analyze_items(
     items: Sequence[str | os.PathLike | np.ndarray],
     names: Sequence[str] | None = None,
     *,
@@ -246,139 +35,26 @@ def analyse_items(
     workers: int | None = 1,
     progress: Callable[[int, int], None] | None = None,
     keep_pixels: bool = False,
-) -> list[AnalysedImage]:
+) -> list[AnalyzedImage]:
     """Run the face engine on files or arrays (in order); unreadable files become error rows, not exceptions."""
-    from ..faces import analyze_many
+    from ..faces import analyze_many, get_engine
 
     kwargs = {"backend": backend, **(engine_kwargs or {})}
+    # Build the engine here first: a missing model file is one clear error (ModelNotFoundError), not a pool of
+    # worker processes that die one after another.
+    get_engine(**kwargs)
     results = analyze_many(list(items), workers=workers, engine_kwargs=kwargs, progress=progress)
     out = []
     for i, (item, (res, err)) in enumerate(zip(items, results)):
         is_path = isinstance(item, (str, os.PathLike))
         name = names[i] if names else (Path(item).name if is_path else f"#{i}")
         out.append(
-            AnalysedImage(
+            AnalyzedImage(
                 name=name,
                 analysis=res,
                 error=err,
                 path=str(item) if is_path else None,
                 image=None if is_path or not keep_pixels else item,
-            )
-        )
-    return out
-
-
-# -- statistics ---------------------------------------------------------------------------------------------
-def bootstrap_ci(
-    values: np.ndarray, stat: Callable = np.median, n_boot: int = N_BOOT, alpha: float = ALPHA, seed: int = 0
-) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of ``stat``; None for fewer than two values."""
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(v), size=(n_boot, len(v)))
-    boots = stat(v[idx], axis=1)
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
-
-
-def bootstrap_diff_ci(
-    a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, alpha: float = ALPHA, seed: int = 0
-) -> tuple[float, float] | None:
-    """Bootstrap interval of median(a) - median(b), resampling each group independently."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, len(a), size=(n_boot, len(a)))], axis=1)
-    mb = np.median(b[rng.integers(0, len(b), size=(n_boot, len(b)))], axis=1)
-    lo, hi = np.quantile(ma - mb, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
-
-
-def wilson_ci(k: int, n: int, alpha: float = ALPHA) -> tuple[float, float] | None:
-    """Wilson score interval of a proportion (well-behaved at 0 % and 100 %, unlike the bootstrap)."""
-    if n == 0:
-        return None
-    from scipy.stats import norm
-
-    z = float(norm.ppf(1 - alpha / 2))
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def cliffs_delta_label(d: float) -> str:
-    a = abs(d)
-    return "negligible" if a < 0.147 else "small" if a < 0.33 else "medium" if a < 0.474 else "large"
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (monotone, capped at 1)."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def compare_groups(
-    named: dict[str, np.ndarray], alpha: float = ALPHA, n_boot: int = N_BOOT, seed: int = 0
-) -> list[Comparison]:
-    """Every pair of groups (with at least two faces each): Mann-Whitney U, Holm-corrected, Cliff's delta."""
-    from scipy.stats import mannwhitneyu
-
-    names = [k for k, v in named.items() if len(v) >= 2]
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-    raw = []
-    for a, b in pairs:
-        x, y = named[a], named[b]
-        res = mannwhitneyu(x, y, alternative="two-sided")
-        raw.append((float(res.statistic), float(res.pvalue)))
-    adjusted = holm([p for _, p in raw])
-    out = []
-    for (a, b), (u, p), ph in zip(pairs, raw, adjusted):
-        x, y = named[a], named[b]
-        delta = 2.0 * u / (len(x) * len(y)) - 1.0
-        ma, mb = float(np.median(x)), float(np.median(y))
-        sig = ph < alpha
-        better, worse = (a, b) if ma >= mb else (b, a)
-        small = min(len(x), len(y)) < MIN_RELIABLE
-        if sig:
-            verdict = (
-                f"{better} scores higher than {worse}: median {max(ma, mb):.3f} vs "
-                f"{min(ma, mb):.3f}, p={p:.2g} (Holm {ph:.2g}), Cliff's delta {abs(delta):.2f} "
-                f"({cliffs_delta_label(delta)})"
-            )
-        else:
-            verdict = (
-                f"{a} vs {b}: no significant difference (median {ma:.3f} vs {mb:.3f}, p={p:.2g}, "
-                f"Holm {ph:.2g})"
-            )
-        if small:
-            verdict += f" [fewer than {MIN_RELIABLE} faces in a group: weak evidence]"
-        out.append(
-            Comparison(
-                a=a,
-                b=b,
-                n_a=len(x),
-                n_b=len(y),
-                median_a=ma,
-                median_b=mb,
-                median_diff=ma - mb,
-                median_diff_ci=bootstrap_diff_ci(x, y, n_boot, alpha, seed),
-                u=u,
-                p_value=p,
-                p_holm=ph,
-                cliffs_delta=delta,
-                effect=cliffs_delta_label(delta),
-                significant=sig,
-                verdict=verdict,
             )
         )
     return out
@@ -395,12 +71,12 @@ def _face_shape(face) -> float | None:
     return float(np.linalg.norm(er - el) / down) if down > 1e-6 else None
 
 
-def _row_from(item: AnalysedImage, index: int, group: str, kind: str) -> ImageRow:
+def _row_from(item: AnalyzedImage, index: int, group: str, kind: str) -> ImageRow:
     row = ImageRow(index=index, group=group, kind=kind, name=item.name, status="error", path=item.path)
     row.pixels = item.image
     res = item.analysis
     if res is None:
-        row.error = item.error or "could not be analysed"
+        row.error = item.error or "could not be analyzed"
         return row
     row.image_width, row.image_height = (int(x) for x in res.image_size)
     row.n_faces = len(res.faces)
@@ -431,15 +107,15 @@ def _row_from(item: AnalysedImage, index: int, group: str, kind: str) -> ImageRo
     return row
 
 
-def _check_backend(items: Sequence[AnalysedImage], backend: str, model: str, dim: int) -> None:
+def _check_backend(items: Sequence[AnalyzedImage], backend: str, model: str, dim: int) -> None:
     for it in items:
         res = it.analysis
         if res is None or not res.found or res.primary.embedding is None:
             continue
         if (res.backend, res.model, len(res.primary.embedding)) != (backend, model, dim):
             raise BackendMismatchError(
-                f"{it.name} was analysed with {res.backend}/{res.model} but the reference with "
-                f"{backend}/{model}; analyse every image with the same face backend"
+                f"{it.name} was analyzed with {res.backend}/{res.model} but the reference with "
+                f"{backend}/{model}; analyze every image with the same face backend"
             )
 
 
@@ -456,19 +132,27 @@ def _group_stats(
 ) -> GroupStats:
     faces = [r for r in rows if r.similarity is not None]
     sims = np.array([r.similarity for r in faces], dtype=np.float64)
+    # A found face without a similarity: a lone reference photo (leave-one-out needs another reference).
+    found = sum(r.embedding is not None for r in rows)
     g = GroupStats(
         name=name,
         kind=kind,
         n=len(rows),
-        n_face=len(faces),
+        n_face=found,
         n_failed=sum(r.status == "failed" for r in rows),
         n_rescued=sum(r.status == "rescued" for r in rows),
         n_errors=sum(r.status == "error" for r in rows),
-        detection_rate=len(faces) / len(rows) if rows else 0.0,
+        detection_rate=found / len(rows) if rows else 0.0,
     )
     g.band_counts = {b: sum(r.band == b for r in rows) for b in ("low", "ok", "watch", "danger", "failed")}
     if not len(sims):
-        g.warnings.append(f"{name}: no face found in any image")
+        if found:
+            g.warnings.append(
+                f"{name}: {found} face(s) found, but leave-one-out similarity needs at least 2 reference faces; "
+                "add photos to measure the reference set's own consistency"
+            )
+        else:
+            g.warnings.append(f"{name}: no face found in any image")
         return g
     g.median = float(np.median(sims))
     g.median_ci = bootstrap_ci(sims, np.median, n_boot, alpha, seed)
@@ -516,8 +200,8 @@ def _group_stats(
 
 
 def build_metrics(
-    reference: Sequence[AnalysedImage] | IdentityReference,
-    groups: dict[str, Sequence[AnalysedImage]],
+    reference: Sequence[AnalyzedImage] | IdentityReference,
+    groups: dict[str, Sequence[AnalyzedImage]],
     *,
     threshold: float | None = None,
     n_boot: int = N_BOOT,
@@ -527,7 +211,7 @@ def build_metrics(
 ) -> MetricsResult:
     """Rows, group statistics, comparisons, copycat pairing and black holes for a reference + candidate groups.
 
-    ``reference`` is either analysed reference images (rows, leave-one-out, thumbnails) or an
+    ``reference`` is either analyzed reference images (rows, leave-one-out, thumbnails) or an
     :class:`IdentityReference` (vectors only: references appear by their source names).
     """
     if REFERENCE_GROUP in groups:
@@ -652,23 +336,3 @@ def build_metrics(
         alpha=alpha,
         n_boot=n_boot,
     )
-
-
-__all__ = [
-    "ALPHA",
-    "CSV_FIELDS",
-    "N_BOOT",
-    "REFERENCE_GROUP",
-    "AnalysedImage",
-    "Comparison",
-    "GroupStats",
-    "ImageRow",
-    "MetricsResult",
-    "analyse_items",
-    "bootstrap_ci",
-    "build_metrics",
-    "compare_groups",
-    "default_threshold",
-    "holm",
-    "wilson_ci",
-]

@@ -27,7 +27,7 @@ BANDS: dict[str, tuple[float, float, float]] = {
     "dlib": (0.92, 0.97, 0.99),
 }
 BAND_NAMES = ("low", "ok", "watch", "danger")
-BAND_COLOURS = {"low": "#9e9e9e", "ok": "#2e9d4f", "watch": "#e0a800", "danger": "#d33c3c", "failed": "#555"}
+BAND_COLORS = {"low": "#9e9e9e", "ok": "#2e9d4f", "watch": "#e0a800", "danger": "#d33c3c", "failed": "#555"}
 BAND_HELP = {
     "low": "identity weakly captured (may be someone else)",
     "ok": "same person, generalised",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .analysis import MetricsResult
-from .copycat import BAND_COLOURS
+from .copycat import BAND_COLORS
+from .results import MetricsResult
 
 PALETTE = ["#b07cff", "#4fc3f7", "#ff8a65", "#81c784", "#f06292", "#ffd54f", "#4db6ac", "#9575cd"]
 
@@ -23,8 +23,8 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _rgb(hex_colour: str, alpha: float = 1.0, bg=(21, 23, 28)) -> tuple[int, int, int]:
-    c = [int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]
+def _rgb(hex_color: str, alpha: float = 1.0, bg=(21, 23, 28)) -> tuple[int, int, int]:
+    c = [int(hex_color[i : i + 2], 16) for i in (1, 3, 5)]
     return tuple(int(alpha * c[k] + (1 - alpha) * bg[k]) for k in range(3))
 
 
@@ -46,11 +46,11 @@ def render_preview(result: MetricsResult, width: int = 960, height: int = 540) -
     for name, a, b in zip(("low", "ok", "watch", "danger"), edges[:-1], edges[1:]):
         a, b = max(a, lo), min(b, hi)
         if b > a:
-            d.rectangle([left, y_of(b), width - right, y_of(a)], fill=_rgb(BAND_COLOURS[name], 0.13))
+            d.rectangle([left, y_of(b), width - right, y_of(a)], fill=_rgb(BAND_COLORS[name], 0.13))
             d.text(
                 (width - right - 4, y_of(b) + 2),
                 name,
-                fill=_rgb(BAND_COLOURS[name], 0.8),
+                fill=_rgb(BAND_COLORS[name], 0.8),
                 font=f_small,
                 anchor="ra",
             )
@@ -80,23 +80,23 @@ def render_preview(result: MetricsResult, width: int = 960, height: int = 540) -
     for i, name in enumerate(names):
         g = result.groups[name]
         cx = left + slot * (i + 0.5)
-        colour = PALETTE[i % len(PALETTE)]
+        color = PALETTE[i % len(PALETTE)]
         vals = [r.similarity for r in result.rows if r.group == name and r.similarity is not None]
         for v in vals:
             x = cx + rng.uniform(-0.25, 0.25) * slot
             y = y_of(v)
-            d.ellipse([x - 3.5, y - 3.5, x + 3.5, y + 3.5], fill=_rgb(colour, 0.85))
+            d.ellipse([x - 3.5, y - 3.5, x + 3.5, y + 3.5], fill=_rgb(color, 0.85))
         if g.median is not None:
             if g.median_ci:
                 y0, y1 = y_of(g.median_ci[1]), y_of(g.median_ci[0])
-                d.rectangle([cx - 0.3 * slot, y0, cx + 0.3 * slot, y1], outline=_rgb(colour), width=2)
+                d.rectangle([cx - 0.3 * slot, y0, cx + 0.3 * slot, y1], outline=_rgb(color), width=2)
             d.line(
                 [cx - 0.34 * slot, y_of(g.median), cx + 0.34 * slot, y_of(g.median)],
                 fill=(255, 255, 255),
                 width=3,
             )
         label = name if len(name) <= 22 else name[:21] + "…"
-        d.text((cx, height - bottom + 10), label, fill=_rgb(colour), font=f_small, anchor="ma")
+        d.text((cx, height - bottom + 10), label, fill=_rgb(color), font=f_small, anchor="ma")
         med = "no face" if g.median is None else f"median {g.median:.3f}"
         d.text((cx, height - bottom + 28), med, fill=(200, 200, 200), font=f_small, anchor="ma")
         fails = g.n_failed + g.n_errors

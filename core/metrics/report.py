@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import CSV_FIELDS, MetricsResult
-from .copycat import BAND_COLOURS, BAND_HELP
+from .copycat import BAND_COLORS, BAND_HELP
+from .results import CSV_FIELDS, MetricsResult
 
 THUMB_SIDE = 112
 FACE_MARGIN = 0.35  # thumbnail crop around the face box, fraction of the box size each side
@@ -109,8 +109,10 @@ def _thumbnail(pixels: np.ndarray | None, path: str | None, bbox, side: int = TH
 # -- writers -------------------------------------------------------------------------------------------------
 def write_csv(result: MetricsResult, path: str | os.PathLike) -> Path:
     """Every image (failed detections and unreadable files included), one row each."""
+    from ..fileio import atomic_write
+
     path = Path(path)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path, "w") as fh:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in result.rows:
@@ -122,9 +124,11 @@ def write_csv(result: MetricsResult, path: str | os.PathLike) -> Path:
 
 
 def write_json(result: MetricsResult, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    from ..fileio import write_text_atomic
+
     path = Path(path)
     data = _clean({**result.summary_dict(), **(extra or {})})
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
     return path
 
 
@@ -146,7 +150,7 @@ def dashboard_data(result: MetricsResult, thumbnails: bool = True) -> dict[str, 
             "model": result.model,
             "lock_threshold": result.lock_threshold,
             "bands": list(result.bands),
-            "band_colours": BAND_COLOURS,
+            "band_colors": BAND_COLORS,
             "band_help": BAND_HELP,
             "face_ratio_metric": result.face_ratio_metric,
             "groups": [g.to_dict() for g in result.groups.values()],
@@ -266,7 +270,7 @@ const esc = s => String(s).replace(/&/g,'&amp;').replace(/</g,'&lt;').replace(/>
   .replace(/"/g,'&quot;').replace(/'/g,'&#39;');
 const PALETTE = ['#b07cff','#4fc3f7','#ff8a65','#81c784','#f06292','#ffd54f','#4db6ac','#9575cd','#e57373','#aed581'];
 const groups = D.groups.map(g => g.name);
-const colour = {}; groups.forEach((g,i) => colour[g] = PALETTE[i % PALETTE.length]);
+const color = {}; groups.forEach((g,i) => color[g] = PALETTE[i % PALETTE.length]);
 const rowsOf = g => D.rows.filter(r => r.group === g);
 const faces = g => rowsOf(g).filter(r => r.similarity !== null);
 const visible = {}; groups.forEach(g => visible[g] = true);
@@ -280,7 +284,7 @@ const hover = r => esc(r.name) + '<br>' + esc(r.group) + (r.similarity!==null ? 
 function boxTraces(key, kind){
   return groups.map((g,i) => { const fs = faces(g).filter(r => r[key] !== null);
     const t = {type:kind, name:esc(g), meta:i, y:fs.map(r => r[key]), text:fs.map(hover), hoverinfo:'y+text',
-      marker:{color:colour[g]}, line:{color:colour[g]}};
+      marker:{color:color[g]}, line:{color:color[g]}};
     t.showlegend = false;
     if (kind === 'box') { t.boxpoints = 'all'; t.jitter = 0.4; t.pointpos = 0; }
     else { t.points = 'all'; t.box = {visible:true}; t.meanline = {visible:true}; }
@@ -288,7 +292,7 @@ function boxTraces(key, kind){
 }
 function scatterTraces(fx, fy, size){
   return groups.map((g,i) => { const fs = faces(g).filter(r => fx(r) !== null && fy(r) !== null);
-    const m = {color:colour[g], opacity:0.8, size:8, line:{width:0.5,color:'#000'}};
+    const m = {color:color[g], opacity:0.8, size:8, line:{width:0.5,color:'#000'}};
     if (size) { m.size = fs.map(size); }
     return {type:'scatter', mode:'markers', name:esc(g), meta:i, x:fs.map(fx), y:fs.map(fy),
       text:fs.map(hover), hoverinfo:'x+y+text', marker:m}; });
@@ -333,7 +337,7 @@ const bar = document.getElementById('toggles');
 groups.forEach((g,i) => { const lab = document.createElement('label'); const cb = document.createElement('input');
   cb.type = 'checkbox'; cb.checked = true; cb.dataset.group = String(i);
   cb.addEventListener('change', () => { visible[g] = cb.checked; applyVisibility(); });
-  const sw = document.createElement('span'); sw.className = 'swatch'; sw.style.background = colour[g];
+  const sw = document.createElement('span'); sw.className = 'swatch'; sw.style.background = color[g];
   lab.append(cb, sw, document.createTextNode(g)); bar.append(lab); });
 let soloIdx = -1;
 const setAll = on => { groups.forEach(g => visible[g] = on);
@@ -365,7 +369,7 @@ function renderCards(){
   document.getElementById('n-cards').textContent = rs.length + ' image(s)';
   for (const r of rs) {
     const c = document.createElement('div'); c.className = 'card';
-    c.style.borderColor = D.band_colours[r.band] || '#444';
+    c.style.borderColor = D.band_colors[r.band] || '#444';
     const pair = document.createElement('div'); pair.className = 'pair';
     const left = document.createElement('div'), right = document.createElement('div');
     left.append(img(r.thumb, r.status === 'failed' || r.status === 'error' ? '\u26a0 face not found' : 'generated'));
@@ -375,7 +379,7 @@ function renderCards(){
       right.append(ph); }
     pair.append(left, right); c.append(pair);
     const t = document.createElement('div'); t.className = 'name'; t.textContent = r.group + ' / ' + r.name; c.append(t);
-    const b = document.createElement('div'); b.className = 'band'; b.style.color = D.band_colours[r.band] || '#ccc';
+    const b = document.createElement('div'); b.className = 'band'; b.style.color = D.band_colors[r.band] || '#ccc';
     b.textContent = r.band === 'failed' ? (r.error || 'no face') : r.band.toUpperCase() + '  ' + r.nearest_sim.toFixed(4) +
       '  \u2192 ' + r.nearest_ref; c.append(b);
     c.title = D.band_help[r.band] || ''; box.append(c);
@@ -474,16 +478,21 @@ def write_report(
     title: str = "IdentityLock metrics",
     thumbnails: bool = True,
 ) -> dict[str, Path]:
-    """Write ``<prefix>.html`` (dashboard + copycat), ``<prefix>.csv`` and ``<prefix>.json`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``<prefix>.html`` (dashboard + copycat), ``<prefix>.csv`` and ``<prefix>.json`` into ``out_dir``.
+
+    ``prefix`` is confined to one file-name component (``../../x`` cannot write outside ``out_dir``).
+    """
+    from ..fileio import check_output_dir, confined_name, write_text_atomic
+
+    prefix = confined_name(prefix, "report prefix")
+    out = check_output_dir(out_dir, "report folder")
     data = dashboard_data(result, thumbnails=thumbnails)
     paths = {
         "html": out / f"{prefix}.html",
         "csv": out / f"{prefix}.csv",
         "json": out / f"{prefix}.json",
     }
-    paths["html"].write_text(render_html(result, data, title), encoding="utf-8")
+    write_text_atomic(paths["html"], render_html(result, data, title))
     write_csv(result, paths["csv"])
     write_json(result, paths["json"], {"files": {k: p.name for k, p in paths.items()}})
     return paths

@@ -1,4 +1,4 @@
-"""Colour matching in LAB and compositing that leaves every pixel outside the mask exactly as it was."""
+"""Color matching in LAB and compositing that leaves every pixel outside the mask exactly as it was."""
 
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ def lab_mean_difference(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float
     return float(np.linalg.norm(lab_stats(a, mask)[0] - lab_stats(b, mask)[0]))
 
 
-def colour_match(
+def color_match(
     source: np.ndarray, target: np.ndarray, mask: np.ndarray, strength: float = 1.0, max_gain: float = 2.0
 ) -> np.ndarray:
     """Shift ``source``'s LAB mean/std inside ``mask`` toward ``target``'s (Reinhard transfer, masked).
 
-    Used to make the re-rendered face carry the scene's light level and colour cast. ``strength`` in 0..1 blends
+    Used to make the re-rendered face carry the scene's light level and color cast. ``strength`` in 0..1 blends
     the transfer (1 = full match); the std gain is clamped to ``max_gain`` so a flat region cannot explode.
     Pixels where the mask is 0 come back unchanged.
     """

@@ -1,4 +1,4 @@
-"""The matched-portrait loop: crop the scene face, re-render it, check it, colour-match and composite it back.
+"""The matched-portrait loop: crop the scene face, re-render it, check it, color-match and composite it back.
 
 The generator is injected: ``inpaint(crop, mask, seed) -> image`` (uint8 RGB crop at working size, float mask
 0..1, seed). ComfyUI's sampler (nodes/portrait.py) and diffusers (core/cli/portrait.py) both fit behind it, and tests
@@ -43,11 +43,33 @@ class PortraitSettings:
     pitch_tolerance: float = 20.0
     mirror_min_yaw: float = 8.0
     drift_threshold: float | None = None  # None: the reference's lock threshold
-    colour_match: float = 1.0  # 0 = off, 1 = full LAB mean/std match inside the mask
+    color_match: float = 1.0  # 0 = off, 1 = full LAB mean/std match inside the mask
     seamless: bool = False
     face_index: int | None = None
     min_face_fraction: float = 0.04
     min_face_px: int = 40
+
+    def validate(self) -> PortraitSettings:
+        """Refuse settings that would crash later or silently mean nothing (NaN tolerances, 0 attempts)."""
+        if int(self.attempts) < 1:
+            raise IdentityLockError("attempts must be at least 1")
+        if not 64 <= int(self.work_size) <= 4096:
+            raise IdentityLockError(f"work size {self.work_size} must be between 64 and 4096 pixels")
+        ranges = {"mask_feather": (0.0, 1.0), "mask_dilate": (0.0, 1.0), "color_match": (0.0, 1.0),
+                  "yaw_tolerance": (0.0, 180.0), "pitch_tolerance": (0.0, 180.0)}  # fmt: skip
+        for name, (lo, hi) in ranges.items():
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+                raise IdentityLockError(
+                    f"{name.replace('_', ' ')} {v!r} must be a number from {lo:g} to {hi:g}"
+                )
+        if self.drift_threshold is not None:
+            from ..seed_inputs import check_threshold
+
+            self.drift_threshold = check_threshold(self.drift_threshold, "drift threshold")
+        if self.face_index is not None and int(self.face_index) < 0:
+            raise IdentityLockError(f"face index {self.face_index} must be 0 or more (0 = leftmost face)")
+        return self
 
 
 @dataclass
@@ -83,7 +105,7 @@ class Attempt:
 @dataclass
 class PortraitResult:
     image: np.ndarray  # final scene, uint8 RGB
-    portrait: np.ndarray  # chosen render at working size (colour-matched, composited into the crop)
+    portrait: np.ndarray  # chosen render at working size (color-matched, composited into the crop)
     mask: np.ndarray  # full-image float mask used for the composite
     crop_mask: np.ndarray  # working-size mask
     passed: bool
@@ -170,9 +192,7 @@ def matched_portrait(
     """
     from ..faces import get_engine
 
-    settings = settings or PortraitSettings()
-    if settings.attempts < 1:
-        raise IdentityLockError("attempts must be at least 1")
+    settings = (settings or PortraitSettings()).validate()
     if engine is None:
         engine = get_engine(reference.backend if reference is not None else "auto")
     if reference is not None and getattr(engine, "backend", None) != reference.backend:
@@ -224,13 +244,13 @@ def matched_portrait(
     best_i = min(range(len(attempts)), key=lambda j: attempts[j].score())
     best, render = attempts[best_i], renders[best_i]
 
-    # Colour-match the render to the scene inside the mask, composite in the crop, then back into the scene.
+    # Color-match the render to the scene inside the mask, composite in the crop, then back into the scene.
     matched = render
     lab_before = lab_after = None
     if crop_mask.any():
         lab_before = comp.lab_mean_difference(render, crop_img, crop_mask)
-        if settings.colour_match > 0:
-            matched = comp.colour_match(render, crop_img, crop_mask, strength=settings.colour_match)
+        if settings.color_match > 0:
+            matched = comp.color_match(render, crop_img, crop_mask, strength=settings.color_match)
         lab_after = comp.lab_mean_difference(matched, crop_img, crop_mask)
     if settings.seamless:
         portrait = comp.seamless_composite(crop_img, matched, crop_mask)
@@ -258,7 +278,7 @@ def matched_portrait(
         ),
         "face_fraction": round(sf.face_fraction, 3),
         "light_direction": sf.light.direction,
-        "colour_temperature_k": round(sf.colour_temperature_k),
+        "color_temperature_k": round(sf.color_temperature_k),
         "prompt_fragments": sf.prompt_fragments(),
         "crop": box.to_dict(),
         "lab_mean_difference": {

@@ -1,4 +1,4 @@
-"""Scene analysis for the matched portrait: where the face is, how it is turned, lit and coloured.
+"""Scene analysis for the matched portrait: where the face is, how it is turned, lit and colored.
 
 Everything is phrased by what the image shows (frame edges), never by the subject's left or right.
 """
@@ -50,7 +50,7 @@ class LightEstimate:
 
 @dataclass
 class SceneFace:
-    """One analysed scene face: geometry, pose, light, colour and expression, with prompt fragments."""
+    """One analyzed scene face: geometry, pose, light, color and expression, with prompt fragments."""
 
     index: int
     bbox: tuple[float, float, float, float]
@@ -62,8 +62,8 @@ class SceneFace:
     roll: float
     face_fraction: float
     light: LightEstimate
-    colour_temperature_k: float
-    colour_label: str
+    color_temperature_k: float
+    color_label: str
     expression: dict[str, Any]
     detector: str
     rescue: str | None
@@ -85,8 +85,8 @@ class SceneFace:
             "roll": round(self.roll, 1),
             "face_fraction": round(self.face_fraction, 3),
             "light": self.light.to_dict(),
-            "colour_temperature_k": round(self.colour_temperature_k),
-            "colour_label": self.colour_label,
+            "color_temperature_k": round(self.color_temperature_k),
+            "color_label": self.color_label,
             "expression": self.expression,
             "detector": self.detector,
             "rescue": self.rescue,
@@ -154,12 +154,12 @@ def key_light(image: np.ndarray, face) -> LightEstimate:
     return LightEstimate(direction, float(balance), float(confidence), left, right)
 
 
-# -- colour temperature ---------------------------------------------------------------------------------
-def colour_temperature(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, str]:
-    """Correlated colour temperature (K) of the scene light by grey-world + McCamy, and a label.
+# -- color temperature ---------------------------------------------------------------------------------
+def color_temperature(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, str]:
+    """Correlated color temperature (K) of the scene light by grey-world + McCamy, and a label.
 
-    Clipped and near-black pixels are ignored. Grey-world is a rough prior: a scene dominated by one colour
-    (a red wall) biases it; the label is meant for prompts, not for colourimetry.
+    Clipped and near-black pixels are ignored. Grey-world is a rough prior: a scene dominated by one color
+    (a red wall) biases it; the label is meant for prompts, not for colorimetry.
     """
     px = image.reshape(-1, 3).astype(np.float64) / 255.0
     if mask is not None:
@@ -248,7 +248,7 @@ def prompt_fragments(face: SceneFace) -> list[str]:
         out.append(
             f"key light from the {edge} edge of the frame, the cheek toward the {other} edge in shadow"
         )
-    out.append(f"{face.colour_label} light (about {face.colour_temperature_k / 100:.0f}00 K)")
+    out.append(f"{face.color_label} light (about {face.color_temperature_k / 100:.0f}00 K)")
     ex = face.expression
     if ex.get("available"):
         if ex.get("smile"):
@@ -283,7 +283,7 @@ def analyze_scene(
     min_face_px: int = MIN_FACE_PX,
     embed: bool = False,
 ) -> SceneAnalysis:
-    """Analyse the scene's face (largest, or ``face_index`` counted from the frame's left edge).
+    """Analyze the scene's face (largest, or ``face_index`` counted from the frame's left edge).
 
     Raises NoFaceError when there is no face and ImageInputError when the chosen face is too small to re-render
     (the message gives the measured fraction and the minimum).
@@ -321,7 +321,7 @@ def analyze_scene(
         )
     pose = face.pose
     light = key_light(image, face)
-    cct, label = colour_temperature(image)
+    cct, label = color_temperature(image)
     sf = SceneFace(
         index=idx,
         bbox=tuple(float(v) for v in face.bbox),
@@ -333,8 +333,8 @@ def analyze_scene(
         roll=float(pose.roll) if pose else 0.0,
         face_fraction=float(fraction),
         light=light,
-        colour_temperature_k=cct,
-        colour_label=label,
+        color_temperature_k=cct,
+        color_label=label,
         expression=expression_cues(face),
         detector=face.detector,
         rescue=res.rescue,

@@ -287,14 +287,10 @@ def test_embed_refuses_a_two_person_photo_unless_largest_face(faces_dir, tmp_pat
 
 def test_identity_embed_node_refuses_multi_face_unless_largest_face(faces_dir):
     import identitylock
-    import torch
 
-    arrs = [load_image(faces_dir / n) for n in ("multi_2.jpg", "lisa_1.jpg")]
-    h, w = max(a.shape[0] for a in arrs), max(a.shape[1] for a in arrs)
-    batch = np.full((2, h, w, 3), 128, np.uint8)  # a ComfyUI batch has one size: pad, never crop a face off
-    for i, a in enumerate(arrs):
-        batch[i, : a.shape[0], : a.shape[1]] = a
-    batch = torch.from_numpy(batch.astype(np.float32) / 255.0)
+    from .test_nodes_contract import _tensor
+
+    batch = _tensor(faces_dir / "multi_2.jpg", faces_dir / "lisa_1.jpg")
     node = identitylock.NODE_CLASS_MAPPINGS["IdentityEmbed"]()
     with pytest.raises(MultipleFacesError, match="image 0 of the batch: 2 faces found"):
         node.embed(batch, "dlib", "error")

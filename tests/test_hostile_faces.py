@@ -320,7 +320,9 @@ def test_low_score_or_outside_box_is_not_a_face():
 @pytest.mark.slow
 def test_generated_noise_gradients_and_textures_have_no_face(engine):
     found = []
-    for name, img in no_face_images(seed=1, count=16):
+    # seed 0 includes "03-smooth-grey-noise-28", which the unfiltered ladder took for a face (pad, score 0.43,
+    # a 1027 px box over a 512 px image: 25 % inside), like the pure-noise render of issue 15.
+    for name, img in no_face_images(seed=0, count=16):
         res = analyze(img, engine)
         if res.found:
             found.append((name, res.rescue, round(res.primary.det_score, 3)))

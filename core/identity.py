@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BackendMismatchError, IdentityLockError
-from .fileio import atomic_write_with
+from .fileio import atomic_write_with, printable
 
 LOCK_THRESHOLDS: dict[str, float] = {"insightface": 0.18, "dlib": 0.06}
 # Identity-vector length of each backend's models (dlib ResNet 128-D, ArcFace 512-D).
@@ -162,7 +162,7 @@ class IdentityReference:
         for i, src in enumerate(self.sources):
             loo_txt = "n/a (single image)" if np.isnan(loo[i]) else f"{loo[i]:.4f} (drift {1 - loo[i]:.4f})"
             flag = "  <-- OUTLIER: probably not the same person, or a bad crop" if flags[i] else ""
-            lines.append(f"  {src}: leave-one-out similarity {loo_txt}{flag}")
+            lines.append(f"  {printable(src)}: leave-one-out similarity {loo_txt}{flag}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -291,5 +291,7 @@ def reference_from_analyses(analyses: list, sources: list[str] | None = None) ->
     if missing:
         raise IdentityLockError(f"no face found in {', '.join(missing)}; remove or replace these images")
     if not vectors:
-        raise IdentityLockError("no images to build an identity reference from")
+        raise IdentityLockError(
+            "no image with a usable face to build an identity reference from: use clear photos of one person"
+        )
     return IdentityReference(np.stack(vectors), backend, model, names)

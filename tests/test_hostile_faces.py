@@ -356,6 +356,16 @@ def test_newline_in_a_file_name_cannot_forge_a_drift_row(ref_file, faces_dir, tm
     assert "\\n" in lines[2]
 
 
+def test_newline_in_a_file_name_cannot_forge_a_line_of_embeds_summary(faces_dir, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "me.jpg\n  OUTLIER-FREE: approved.jpg").write_bytes((faces_dir / "lisa_1.jpg").read_bytes())
+    out = tmp_path / "me.safetensors"
+    assert cli_main(["embed", str(folder), "--out", str(out), "--backend", "dlib"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "\\n" in lines[1], lines  # summary header, one source line, "saved ..."
+
+
 # -- 7. outputs: never replaced without a word, checked before the work -------------------------------------
 def test_embed_refuses_to_replace_an_existing_file_without_overwrite(faces_dir, tmp_path, capsys):
     out = tmp_path / "me.safetensors"
@@ -448,6 +458,38 @@ def test_hostile_corpus_through_embed_and_drift(faces_dir, tmp_path):
     proc = _run_cli("drift", str(nan_ref), str(folder / "good.jpg"))
     _assert_clean(proc.stderr)
     assert proc.returncode == 2 and str(nan_ref) in proc.stderr and proc.stderr.count("\n") == 1
+
+
+NODE_SHAPES_SCRIPT = """
+import numpy as np, torch
+import identitylock
+from identitylock.core.errors import IdentityLockError
+node = identitylock.NODE_CLASS_MAPPINGS["IdentityEmbed"]()
+for h, w in [(64, 4096), (4096, 64), (8, 512), (1, 300)]:
+    batch = torch.from_numpy(np.random.default_rng(0).random((1, h, w, 3), dtype=np.float32))
+    for policy in ("error", "skip"):
+        try:
+            node.embed(batch, "dlib", policy)
+            print("ok", h, w, policy)
+        except IdentityLockError as exc:
+            print("refused", h, w, policy, type(exc).__name__, str(exc).replace(chr(10), " "))
+"""
+
+
+@pytest.mark.slow
+def test_identity_embed_node_on_extreme_shapes_reports_no_face_instead_of_crashing():
+    proc = subprocess.run(
+        [sys.executable, "-c", NODE_SHAPES_SCRIPT], capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-400:]}"
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 8 and all(line.startswith("refused") for line in lines), lines
+    by_shape = {tuple(line.split()[1:4]): line for line in lines}
+    for h, w in (("64", "4096"), ("4096", "64")):  # reach the detector: no face, never a crash
+        assert "NoFaceError image 0 of the batch: no face found" in by_shape[(h, w, "error")]
+        assert "no image with a usable face" in by_shape[(h, w, "skip")]
+    for h, w in (("8", "512"), ("1", "300")):  # refused at the input, like a file of that size
+        assert "at least 64 px" in by_shape[(h, w, "error")]
 
 
 def test_identity_load_node_on_malformed_files(lisa_ref, tmp_path, monkeypatch):

@@ -19,34 +19,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from hostile_images import no_face_images  # noqa: E402
-from identitylock.core.faces import (  # noqa: E402
-    RESCUE_LADDER,
-    RUNG_DIRECT,
-    RUNG_PAD,
-    RUNG_PAD_SLOW,
-    RUNG_SLOW,
-    detection_canvas,
-    get_engine,
-    inside_fraction,
-    pad_image,
-)
+from identitylock.core.faces import get_engine, inside_fraction, rung_inputs  # noqa: E402
 from identitylock.core.images import load_image  # noqa: E402
 
 
 def rung_detections(image: np.ndarray, engine) -> list[tuple[str, float, float]]:
     """(rung, score, inside fraction) of every detection at every rung, as analyze would see them."""
     h, w = image.shape[:2]
-    canvas, ox, oy = detection_canvas(image)
     out = []
-    for rung in RESCUE_LADDER:
-        if rung in (RUNG_PAD, RUNG_PAD_SLOW):
-            work, dx, dy = pad_image(canvas)
-            det_rung = RUNG_DIRECT if rung == RUNG_PAD else RUNG_SLOW
-        else:
-            work, dx, dy = canvas, 0, 0
-            det_rung = rung
+    for rung, work, det_rung, dx, dy in rung_inputs(image):
         for f in engine.detect(work, det_rung):
-            g = f.transformed(1.0, -dx - ox, -dy - oy)
+            g = f.transformed(1.0, -dx, -dy)
             out.append((rung, float(f.det_score), inside_fraction(g.bbox, w, h)))
     return out
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ __all__ = [
     "inside_fraction",
     "pad_image",
     "plausible_face",
+    "rung_inputs",
     "pose_from_landmarks",
     "select_face",
 ]
@@ -180,6 +181,20 @@ def plausible_face(face: Face, width: int, height: int) -> bool:
     return inside_fraction(face.bbox, width, height) >= MIN_INSIDE_FRACTION
 
 
+def rung_inputs(
+    image: np.ndarray, ladder: Sequence[str] = RESCUE_LADDER
+) -> Iterator[tuple[str, np.ndarray, str, int, int]]:
+    """For each rung: ``(rung, detector input, detector rung, dx, dy)``, where (dx, dy) is the offset of
+    ``image`` inside the detector input (letterbox + padding), built lazily (padding only if that rung runs)."""
+    canvas, ox, oy = detection_canvas(image)
+    for rung in ladder:
+        if rung in (RUNG_PAD, RUNG_PAD_SLOW):
+            work, dx, dy = pad_image(canvas)
+            yield rung, work, RUNG_DIRECT if rung == RUNG_PAD else RUNG_SLOW, dx + ox, dy + oy
+        else:
+            yield rung, canvas, rung, ox, oy
+
+
 def analyze(
     image: np.ndarray,
     engine: FaceEngine | None = None,
@@ -200,18 +215,9 @@ def analyze(
     engine = engine or get_engine(backend)
     image = array_to_uint8_rgb(image, check=False)
     h, w = image.shape[:2]
-    canvas, ox, oy = detection_canvas(image)
-    ladder = RESCUE_LADDER if rescue else (RUNG_DIRECT,)
     tried: list[str] = []
-    for rung in ladder:
+    for rung, work, det_rung, dx, dy in rung_inputs(image, RESCUE_LADDER if rescue else (RUNG_DIRECT,)):
         tried.append(rung)
-        if rung in (RUNG_PAD, RUNG_PAD_SLOW):
-            work, dx, dy = pad_image(canvas)
-            det_rung = RUNG_DIRECT if rung == RUNG_PAD else RUNG_SLOW
-        else:
-            work, dx, dy = canvas, 0, 0
-            det_rung = rung
-        dx, dy = dx + ox, dy + oy
         faces = [
             f for f in engine.detect(work, det_rung) if plausible_face(f.transformed(1.0, -dx, -dy), w, h)
         ]

@@ -65,9 +65,11 @@ __all__ = [
 BACKENDS = ("auto", "insightface", "dlib")
 PAD_FRACTION = 0.35  # each side, for close-ups that fill the frame
 # A detection counts as a face only with this score and this share of its box inside the image (measured on
-# the test photos, generated noise and textures: docs/identity.md, benchmarks/face_score_floor.py).
+# the test photos, generated noise and textures: docs/identity.md, benchmarks/face_score_floor.py). The score
+# floor is dlib's (HOG/CNN); insightface's SCRFD applies its own per-rung threshold (0.5, 0.3 at slow rungs).
 MIN_DET_SCORE = 0.5
 MIN_INSIDE_FRACTION = 0.3
+ANCHOR_KEYPOINTS = ("eye_fl", "eye_fr", "nose")  # must lie inside the image (a chin or mouth may be cut off)
 
 _engines: dict[tuple, FaceEngine] = {}
 _engines_lock = threading.Lock()
@@ -170,13 +172,14 @@ def inside_fraction(bbox: Sequence[float], width: int, height: int) -> float:
 
 def plausible_face(face: Face, width: int, height: int) -> bool:
     """A detection we accept as a face (coordinates of the ``width`` x ``height`` image, after undoing padding):
-    score >= ``MIN_DET_SCORE``, its eyes and nose inside the image, and at least ``MIN_INSIDE_FRACTION`` of its
-    box inside (a close-up's box may run past the edges; a box in the padding is not a face in the image).
-    Why: a pure-noise render was "found" at the pad rung. The numbers are measured in docs/identity.md."""
+    a finite score (>= ``MIN_DET_SCORE`` for dlib's detectors), its eyes and nose inside the image, and at least
+    ``MIN_INSIDE_FRACTION`` of its box inside (a close-up's box may run past the edges; a box in the padding is
+    not a face of the image). Why: a pure-noise render was "found" at the pad rung (docs/identity.md)."""
     score = float(face.det_score)
-    if not (np.isfinite(score) and score >= MIN_DET_SCORE):
+    if not np.isfinite(score) or (face.detector.startswith("dlib") and score < MIN_DET_SCORE):
         return False
-    if any(not (0 <= x < width and 0 <= y < height) for x, y in face.keypoints.values()):
+    anchors = [face.keypoints[k] for k in ANCHOR_KEYPOINTS if k in face.keypoints]
+    if any(not (0 <= x < width and 0 <= y < height) for x, y in anchors):
         return False
     return inside_fraction(face.bbox, width, height) >= MIN_INSIDE_FRACTION
 

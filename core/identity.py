@@ -14,6 +14,7 @@ Lock thresholds are per backend (the scales differ a lot):
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from .errors import BackendMismatchError, IdentityLockError
-from .fileio import atomic_write_with
+from .fileio import atomic_write_with, printable
 
 LOCK_THRESHOLDS: dict[str, float] = {"insightface": 0.18, "dlib": 0.06}
+# Identity-vector length of each backend's models (dlib ResNet 128-D, ArcFace 512-D).
+BACKEND_DIMS: dict[str, int] = {"insightface": 512, "dlib": 128}
 # A reference image whose leave-one-out drift exceeds this multiple of the lock threshold is flagged.
 OUTLIER_FACTOR = 1.0
 FORMAT_VERSION = "1"
@@ -36,6 +39,25 @@ def default_threshold(backend: str) -> float:
         return LOCK_THRESHOLDS[backend]
     except KeyError as exc:
         raise IdentityLockError(f"no lock threshold known for backend {backend!r}") from exc
+
+
+def check_threshold(value: Any, what: str = "lock threshold") -> float:
+    """A lock threshold as a float, or an error: it must be finite and strictly between 0 and 1.
+
+    Why that range: drift = 1 - cosine runs from 0 (same direction) to 2 (opposite). At 1 or above, faces whose
+    vectors are unrelated (cosine <= 0) would count as locked; at 0 or below nothing ever locks.
+    """
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = math.nan
+    if not (math.isfinite(t) and 0.0 < t < 1.0):
+        raise IdentityLockError(
+            f"{what} {value!r} is not usable: it must be a number between 0 and 1, exclusive (drift = "
+            f"1 - cosine; at 1 or above unrelated faces would count as locked; defaults: dlib "
+            f"{LOCK_THRESHOLDS['dlib']}, insightface {LOCK_THRESHOLDS['insightface']})"
+        )
+    return t
 
 
 def normalize(v: np.ndarray) -> np.ndarray:
@@ -78,6 +100,8 @@ class IdentityReference:
         if v.ndim != 2 or v.shape[0] == 0:
             raise IdentityLockError("an identity reference needs at least one identity vector")
         self.vectors = normalize(v).astype(np.float32)
+        if self.threshold is not None:
+            self.threshold = check_threshold(self.threshold)
         if not self.sources:
             self.sources = [f"#{i}" for i in range(len(self.vectors))]
 
@@ -138,7 +162,7 @@ class IdentityReference:
         for i, src in enumerate(self.sources):
             loo_txt = "n/a (single image)" if np.isnan(loo[i]) else f"{loo[i]:.4f} (drift {1 - loo[i]:.4f})"
             flag = "  <-- OUTLIER: probably not the same person, or a bad crop" if flags[i] else ""
-            lines.append(f"  {src}: leave-one-out similarity {loo_txt}{flag}")
+            lines.append(f"  {printable(src)}: leave-one-out similarity {loo_txt}{flag}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,27 +201,74 @@ class IdentityReference:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> IdentityReference:
-        from safetensors import safe_open
-
+        """Read a file written by :meth:`save`; anything malformed is one IdentityLockError naming the file."""
         path = Path(path)
-        if not path.exists():
-            raise IdentityLockError(f"{path}: identity file not found")
+        if not path.is_file():
+            what = "is a folder, not an identity file" if path.is_dir() else "identity file not found"
+            raise IdentityLockError(f"{path}: {what}")
         try:
-            with safe_open(str(path), framework="numpy") as fh:
-                meta = fh.metadata() or {}
-                vectors = fh.get_tensor("vectors")
-        except Exception as exc:
-            raise IdentityLockError(f"{path}: not an IdentityLock identity file ({exc})") from exc
-        if meta.get("format") != "identitylock.identity":
-            raise IdentityLockError(f"{path}: not an IdentityLock identity file (missing format metadata)")
-        threshold = float(meta["threshold"]) if meta.get("threshold") else None
-        return cls(
-            vectors=vectors,
-            backend=meta["backend"],
-            model=meta["model"],
-            sources=json.loads(meta.get("sources", "[]")),
-            threshold=threshold,
+            meta, tensors = _read_identity_file(path)
+            return cls(
+                vectors=tensors["vectors"],
+                backend=meta["backend"],
+                model=meta["model"],
+                sources=meta["sources"],
+                threshold=meta["threshold"],
+            )
+        except IdentityLockError as exc:
+            raise IdentityLockError(
+                f"{path}: not a usable IdentityLock identity file ({exc}); make it again with "
+                "`identitylock embed` or the IdentityEmbed node"
+            ) from None
+
+
+def _read_identity_file(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Header metadata and tensors of an identity file, each checked (IdentityLockError says what is wrong)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            raw = dict(fh.metadata() or {})
+            if raw.get("format") != "identitylock.identity":
+                raise IdentityLockError("no identitylock format metadata: is it a LoRA or another model?")
+            names = set(fh.keys())
+            if "vectors" not in names:
+                raise IdentityLockError("no 'vectors' tensor")
+            tensors = {k: fh.get_tensor(k) for k in ("vectors", "centroid") if k in names}
+    except IdentityLockError:
+        raise
+    except Exception as exc:  # safetensors raises several types for a file that is not safetensors
+        raise IdentityLockError(f"not a safetensors file: {str(exc).splitlines()[0][:120]}") from None
+    meta: dict[str, Any] = {}
+    for key in ("backend", "model"):
+        if not raw.get(key):
+            raise IdentityLockError(f"no {key!r} in its metadata")
+        meta[key] = raw[key]
+    if meta["backend"] not in BACKEND_DIMS:
+        raise IdentityLockError(f"unknown backend {meta['backend']!r}")
+    meta["threshold"] = check_threshold(raw["threshold"]) if raw.get("threshold") else None
+    try:
+        sources = json.loads(raw.get("sources") or "[]")
+    except (ValueError, RecursionError):
+        raise IdentityLockError("'sources' is not valid JSON") from None
+    if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
+        raise IdentityLockError("'sources' is not a list of names")
+    vectors = tensors["vectors"]
+    dim = BACKEND_DIMS[meta["backend"]]
+    if vectors.ndim != 2 or vectors.shape[0] < 1 or vectors.shape[1] != dim:
+        raise IdentityLockError(
+            f"'vectors' has shape {list(vectors.shape)}, expected [N, {dim}] for {meta['backend']}"
         )
+    if not np.issubdtype(vectors.dtype, np.floating) or not np.all(np.isfinite(vectors)):
+        raise IdentityLockError("'vectors' holds values that are not finite numbers")
+    if raw.get("dim") not in (None, str(dim)):
+        raise IdentityLockError(f"metadata dim {raw.get('dim')!r} does not match the vectors ({dim})")
+    if "centroid" in tensors and tensors["centroid"].shape != (dim,):
+        raise IdentityLockError(f"'centroid' has shape {list(tensors['centroid'].shape)}, expected [{dim}]")
+    if sources and len(sources) != len(vectors):
+        raise IdentityLockError(f"{len(sources)} sources for {len(vectors)} vectors")
+    meta["sources"] = sources
+    return meta, tensors
 
 
 def reference_from_analyses(analyses: list, sources: list[str] | None = None) -> IdentityReference:
@@ -213,12 +284,14 @@ def reference_from_analyses(analyses: list, sources: list[str] | None = None) ->
             backend, model = res.backend, res.model
         elif (res.backend, res.model) != (backend, model):
             raise BackendMismatchError(
-                f"{name} was analysed with {res.backend}/{res.model}, others with {backend}/{model}"
+                f"{name} was analyzed with {res.backend}/{res.model}, others with {backend}/{model}"
             )
         vectors.append(res.primary.embedding)
         names.append(name)
     if missing:
         raise IdentityLockError(f"no face found in {', '.join(missing)}; remove or replace these images")
     if not vectors:
-        raise IdentityLockError("no images to build an identity reference from")
+        raise IdentityLockError(
+            "no image with a usable face to build an identity reference from: use clear photos of one person"
+        )
     return IdentityReference(np.stack(vectors), backend, model, names)

@@ -68,11 +68,20 @@ class IdentityEmbed:
                     ["error", "skip"],
                     {
                         "default": "error",
-                        "tooltip": "A photo without a detectable face: stop with an error naming it, or skip it.",
+                        "tooltip": "A photo without exactly one usable face (no face, or several without "
+                        "largest_face): stop with an error naming it, or skip it.",
                     },
                 ),
             },
             "optional": {
+                "largest_face": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Use the largest face of a photo with several people. Off: such a photo "
+                        "counts as unusable (see missing_face), so nobody else is embedded by mistake.",
+                    },
+                ),
                 "save_name": (
                     "STRING",
                     {
@@ -83,36 +92,49 @@ class IdentityEmbed:
             },
         }
 
-    def embed(self, images, backend, missing_face, save_name=""):
-        from ..core.errors import NoFaceError
-        from ..core.faces import analyze
+    def embed(self, images, backend, missing_face, save_name="", largest_face=False):
+        from ..core.errors import MultipleFacesError, NoFaceError
+        from ..core.faces import analyze, select_face
+        from ..core.fileio import check_output_file
         from ..core.identity import reference_from_analyses
 
         photos = image_to_numpy(images, "images")
+        save_path = identity_save_path(save_name) if save_name and save_name.strip() else None
+        if save_path:  # before the work: a read-only models folder fails now, not after the analysis
+            check_output_file(save_path, overwrite=True, what="identity file")
         engine = face_engine(backend)
         progress = Progress(len(photos))
         analyses, sources, skipped = [], [], []
         for i, photo in enumerate(photos):
             res = analyze(photo, engine, max_faces=1)
             progress(i + 1, len(photos))
-            if not res.found:
+            face, reason = select_face(res, largest=bool(largest_face))
+            if face is None:
                 if missing_face == "error":
+                    if res.found:
+                        raise MultipleFacesError(
+                            f"image {i} of the batch: {reason}; crop it to one person, set largest_face, "
+                            "or set missing_face=skip"
+                        )
                     raise NoFaceError(
-                        f"no face found in image {i} of the batch (tried {', '.join(res.tried)}); remove it or set missing_face=skip",
+                        f"image {i} of the batch: {reason}; remove it or set missing_face=skip",
                         index=i,
                         tried=res.tried,
                     )
-                skipped.append(i)
+                skipped.append((i, res.found))
                 continue
             analyses.append(res)
             sources.append(f"image {i}" + (f" (found by {res.rescue})" if res.rescue != "direct" else ""))
         ref = reference_from_analyses(analyses, sources)
         summary = ref.summary()
-        if skipped:
-            summary += f"\nSkipped (no face): batch indices {skipped}"
-        if save_name and save_name.strip():
-            path = ref.save(identity_save_path(save_name))
-            summary += f"\nSaved: {path}"
+        for label, several in (("no face", False), ("several faces", True)):
+            indices = [i for i, found in skipped if found == several]
+            if indices:
+                summary += f"\nSkipped ({label}): batch indices {indices}"
+        if save_path:
+            replaced = os.path.exists(save_path)
+            path = ref.save(save_path)
+            summary += f"\nSaved: {path}" + (" (replaced the previous file of that name)" if replaced else "")
         return {"ui": {"text": [summary]}, "result": (ref, summary)}
 
 
@@ -135,14 +157,19 @@ class IdentityLoad:
         }
 
     def load(self, identity_file):
+        from ..core.errors import ModelNotFoundError
         from ..core.identity import IdentityReference
 
+        if os.path.basename(identity_file) != identity_file or identity_file in ("", ".", ".."):
+            raise ModelNotFoundError(
+                f"{identity_file!r}: give a file name in models/identitylock/, not a path"
+            )
         for folder in model_folder_paths(IDENTITY_FOLDER):
             path = os.path.join(folder, identity_file)
             if os.path.isfile(path):
                 ref = IdentityReference.load(path)
                 return (ref, ref.summary())
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"{identity_file} not found in models/identitylock/; save one with IdentityEmbed first"
         )
 

@@ -72,7 +72,9 @@ def test_load_rejects_foreign_files(tmp_path):
     from safetensors.numpy import save_file
 
     save_file({"x": np.zeros(3, np.float32)}, str(tmp_path / "lora.safetensors"))
-    with pytest.raises(IdentityLockError, match="not an IdentityLock identity"):
+    with pytest.raises(
+        IdentityLockError, match="not a usable IdentityLock identity file .no identitylock format"
+    ):
         IdentityReference.load(tmp_path / "lora.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(IdentityLockError):

@@ -101,10 +101,14 @@ def test_pack_loads_from_a_custom_nodes_folder_of_any_name(tmp_path):
 
 
 def _tensor(*paths):
+    """A ComfyUI batch (one size for all): pad to the largest photo; cropping to the smallest cut faces off."""
     arrs = [load_image(p) for p in paths]
-    h = min(a.shape[0] for a in arrs)
-    w = min(a.shape[1] for a in arrs)
-    return torch.from_numpy(np.stack([a[:h, :w] for a in arrs]).astype(np.float32) / 255.0)
+    h = max(a.shape[0] for a in arrs)
+    w = max(a.shape[1] for a in arrs)
+    batch = np.full((len(arrs), h, w, 3), 128, np.uint8)
+    for i, a in enumerate(arrs):
+        batch[i, : a.shape[0], : a.shape[1]] = a
+    return torch.from_numpy(batch.astype(np.float32) / 255.0)
 
 
 def test_face_crop_prep_node_on_comfy_tensors(faces_dir):

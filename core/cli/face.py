@@ -27,13 +27,26 @@ def register(sub) -> None:
     e.add_argument("images", nargs="+", help="image files or folders")
     e.add_argument("--out", required=True, help="output .safetensors file")
     e.add_argument("--backend", choices=BACKENDS, default="auto")
+    e.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
+    e.add_argument(
+        "--largest-face",
+        action="store_true",
+        help="use the largest face of a photo with several (default: refuse such photos)",
+    )
     e.set_defaults(func=cmd_embed)
 
     d = sub.add_parser("drift", help="measure identity drift of images against a reference")
     d.add_argument("reference", help="identity .safetensors made by `identitylock embed`")
     d.add_argument("images", nargs="+", help="image files or folders")
-    d.add_argument("--threshold", type=float, default=None, help="lock threshold (default: the backend's)")
+    d.add_argument(
+        "--threshold", type=float, default=None, help="lock threshold, 0 < t < 1 (default: the backend's)"
+    )
     d.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    d.add_argument(
+        "--largest-face",
+        action="store_true",
+        help="measure the largest face of a photo with several (default: such photos are not locked)",
+    )
     d.set_defaults(func=cmd_drift)
 
     doc = sub.add_parser("doctor", help="check backends, model files, onnxruntime flavour and providers")
@@ -126,12 +139,19 @@ def cmd_prep(args) -> int:
     return EXIT_BAD_INPUT if failures else EXIT_OK
 
 
+MULTI_FACE_HINT = "crop it to one person or pass --largest-face"
+
+
 def cmd_embed(args) -> int:
     from ..errors import IdentityLockError
-    from ..faces import analyze, get_engine
+    from ..faces import analyze, get_engine, select_face
+    from ..fileio import check_output_file, printable
     from ..identity import reference_from_analyses
     from ..images import load_image
 
+    out = Path(args.out)
+    out = out if out.suffix == ".safetensors" else out.with_suffix(".safetensors")
+    check_output_file(out, overwrite=args.overwrite, what="identity file")
     files = _files(args.images)
     if not files:
         _warn("no image files found in " + ", ".join(args.images))
@@ -143,11 +163,13 @@ def cmd_embed(args) -> int:
             res = analyze(load_image(f), engine, max_faces=1)
         except IdentityLockError as exc:
             failures += 1
-            _warn(str(exc))
+            _warn(_name_in(exc, f))
             continue
-        if not res.found:
+        face, reason = select_face(res, largest=args.largest_face)
+        if face is None:
             failures += 1
-            _warn(f"{f}: no face found (tried {', '.join(res.tried)})")
+            hint = f"; {MULTI_FACE_HINT}" if res.face_count > 1 else ""
+            _warn(f"{printable(f)}: {reason}{hint}")
             continue
         analyses.append(res)
         names.append(f.name)
@@ -155,10 +177,18 @@ def cmd_embed(args) -> int:
         _warn("no usable face in any input; nothing written")
         return EXIT_BAD_INPUT
     ref = reference_from_analyses(analyses, names)
-    path = ref.save(args.out)
+    path = ref.save(out)
     print(ref.summary())
-    print(f"saved {path}")
+    print(f"saved {printable(path)}")
     return EXIT_BAD_INPUT if failures else EXIT_OK
+
+
+def _name_in(exc: Exception, f: Path) -> str:
+    """An error message that names the file once (printable: a newline in a name cannot forge a line)."""
+    from ..fileio import printable
+
+    msg = str(exc)
+    return printable(msg if str(f) in msg else f"{f}: {msg}")
 
 
 def engine_for_reference(ref):
@@ -170,58 +200,84 @@ def engine_for_reference(ref):
     return get_engine(ref.backend)
 
 
-def measure_drift(ref, files: list[Path], threshold: float | None = None) -> list[dict]:
-    """Rows of ``{"file","face_found","drift","locked","rescue"}`` (+ "error" for unreadable files)."""
+def measure_drift(
+    ref, files: list[Path], threshold: float | None = None, largest_face: bool = False
+) -> list[dict]:
+    """Rows of ``{"file","faces","face_found","drift","locked","rescue"}`` (+ "error" for unusable files,
+    + "reason" when a photo has several faces and ``largest_face`` is off: then it is not locked)."""
     from ..errors import IdentityLockError
-    from ..faces import analyze
+    from ..faces import analyze, select_face
+    from ..identity import check_threshold
     from ..images import load_image
 
     engine = engine_for_reference(ref)
-    limit = ref.lock_threshold if threshold is None else threshold
+    limit = ref.lock_threshold if threshold is None else check_threshold(threshold)
     rows = []
     for f in files:
-        row = {"file": str(f), "face_found": False, "drift": None, "locked": False, "rescue": None}
+        row = {
+            "file": str(f),
+            "faces": 0,
+            "face_found": False,
+            "drift": None,
+            "locked": False,
+            "rescue": None,
+        }
         try:
             res = analyze(load_image(f), engine, max_faces=1)
         except IdentityLockError as exc:
-            row["error"] = str(exc)
+            row["error"] = _name_in(exc, f)
             rows.append(row)
             continue
-        if res.found:
-            d = ref.drift_of(res.primary.embedding, res.backend, res.model)
-            row.update(face_found=True, drift=round(d, 5), locked=bool(d <= limit), rescue=res.rescue)
+        row.update(faces=res.face_count, face_found=res.found, rescue=res.rescue)
+        face, reason = select_face(res, largest=largest_face)
+        if face is not None:
+            d = ref.drift_of(face.embedding, res.backend, res.model)
+            row.update(drift=round(d, 5), locked=bool(d <= limit))
+        elif res.found:
+            row["reason"] = f"{reason}; {MULTI_FACE_HINT}"
         rows.append(row)
     return rows
 
 
 def cmd_drift(args) -> int:
-    from ..identity import IdentityReference
+    from ..fileio import printable
+    from ..identity import IdentityReference, check_threshold
 
+    if args.threshold is not None:
+        check_threshold(args.threshold, "--threshold")
     ref = IdentityReference.load(args.reference)
     files = _files(args.images)
     if not files:
         _warn("no image files found in " + ", ".join(args.images))
         return EXIT_BAD_INPUT
-    rows = measure_drift(ref, files, args.threshold)
+    rows = measure_drift(ref, files, args.threshold, args.largest_face)
     limit = ref.lock_threshold if args.threshold is None else args.threshold
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"reference: {args.reference} ({ref.backend}/{ref.model}, lock threshold {limit:.3f})")
-        print(f"{'drift':>8}  {'locked':6}  {'found by':14}  file")
+        print(
+            f"reference: {printable(args.reference)} ({ref.backend}/{ref.model}, lock threshold {limit:.3f})"
+        )
+        print(f"{'drift':>8}  {'locked':6}  {'faces':>5}  {'found by':14}  file")
         for r in rows:
+            name = printable(r["file"])
             if r.get("error"):
-                print(f"{'-':>8}  {'-':6}  {'unreadable':14}  {r['file']}")
+                print(f"{'-':>8}  {'-':6}  {'-':>5}  {'unreadable':14}  {name}")
             elif not r["face_found"]:
-                print(f"{'MISS':>8}  {'no':6}  {'-':14}  {r['file']}")
+                print(f"{'MISS':>8}  {'no':6}  {0:>5}  {'-':14}  {name}")
+            elif r["drift"] is None:
+                print(f"{'MULTI':>8}  {'no':6}  {r['faces']:>5}  {r['rescue']:14}  {name}")
             else:
-                print(f"{r['drift']:8.4f}  {'yes' if r['locked'] else 'no':6}  {r['rescue']:14}  {r['file']}")
+                locked = "yes" if r["locked"] else "no"
+                print(f"{r['drift']:8.4f}  {locked:6}  {r['faces']:>5}  {r['rescue']:14}  {name}")
     for r in rows:
         if r.get("error"):
             _warn(r["error"])
         elif not r["face_found"]:
-            _warn(f"{r['file']}: no face found (a miss, not a drift)")
-    return EXIT_BAD_INPUT if any(not r["face_found"] for r in rows) else EXIT_OK
+            _warn(f"{printable(r['file'])}: no face found (a miss, not a drift)")
+        elif r.get("reason"):
+            _warn(f"{printable(r['file'])}: {r['reason']}")
+    return EXIT_BAD_INPUT if any(r["drift"] is None for r in rows) else EXIT_OK
 
 
 def cmd_doctor(args) -> int:

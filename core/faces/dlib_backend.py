@@ -17,10 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelNotFoundError
+from ..errors import ImageInputError, ModelNotFoundError
 from ..images import resize_long_side
 from .pose import pose_from_landmarks
-from .types import RUNG_DIRECT, RUNG_PAD_SLOW, RUNG_SLOW, RUNG_UPSAMPLE, Face
+from .types import (
+    DETECT_MAX_ASPECT,
+    DETECT_MIN_SIDE,
+    RUNG_DIRECT,
+    RUNG_PAD_SLOW,
+    RUNG_SLOW,
+    RUNG_UPSAMPLE,
+    Face,
+)
 
 MODEL_FILES = {
     "sp5": "shape_predictor_5_face_landmarks.dat",
@@ -54,6 +62,18 @@ def models_dir() -> Path:
             f"face-recognition-models at {path} lacks {', '.join(missing)}; reinstall it"
         )
     return path
+
+
+def check_detector_input(image: np.ndarray, min_side: int = DETECT_MIN_SIDE) -> None:
+    """Refuse what dlib must never see: dlib's CNN detector corrupts memory (double free, segfault) on very
+    thin inputs, taking the whole process and every other image of a batch with it. ``faces.analyze``
+    letterboxes images first, so this only fires for a caller that skips it."""
+    h, w = image.shape[:2]
+    if min(h, w) < min_side or max(h, w) > DETECT_MAX_ASPECT * 1.01 * min(h, w) + 1:
+        raise ImageInputError(
+            f"a {w}x{h} px image cannot go to dlib's detector (each side >= {min_side} px and aspect ratio "
+            f"<= {DETECT_MAX_ASPECT:g} needed): use faces.analyze, which letterboxes it"
+        )
 
 
 def hog_confidence(score: float) -> float:
@@ -93,6 +113,7 @@ class DlibEngine:
     def _boxes(self, image: np.ndarray, rung: str) -> list[tuple[np.ndarray, float, str]]:
         if rung in (RUNG_SLOW, RUNG_PAD_SLOW):
             small, scale = resize_long_side(image, SLOW_DETECTOR_SIDE)
+            check_detector_input(small, min_side=SLOW_DETECTOR_SIDE // int(2 * DETECT_MAX_ASPECT))
             dets = self._cnn_detector()(small, 1 if max(small.shape[:2]) < 400 else 0)
             return [
                 (
@@ -103,6 +124,7 @@ class DlibEngine:
                 for d in dets
             ]
         work, scale = resize_long_side(image, MAX_DETECT_SIDE)
+        check_detector_input(work)
         upsample = 1 if rung == RUNG_UPSAMPLE else 0
         rects, scores, _ = self._hog.run(work, upsample, 0.0)
         return [

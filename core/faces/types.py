@@ -17,10 +17,14 @@ RUNG_SLOW = "slow-detector"
 RUNG_PAD_SLOW = "pad+slow-detector"
 RESCUE_LADDER = (RUNG_DIRECT, RUNG_UPSAMPLE, RUNG_PAD, RUNG_SLOW, RUNG_PAD_SLOW)
 
+# What a detector may be given (faces.detection_canvas letterboxes anything thinner or smaller first).
+DETECT_MIN_SIDE = 80  # dlib's HOG window; dlib's CNN corrupted memory on sides <= 8 px
+DETECT_MAX_ASPECT = 4.0  # keeps the slow rung (long side 512 px) at >= 128 px on the short side
+
 
 @dataclass
 class Face:
-    """One detected face, in the pixel coordinates of the image that was analysed.
+    """One detected face, in the pixel coordinates of the image that was analyzed.
 
     ``keypoints`` uses frame-based names (``eye_fl`` = the eye on the frame's left, i.e. the subject's right
     eye): ``eye_fl``, ``eye_fr``, ``nose`` and, when the landmark model has them, ``mouth_fl``, ``mouth_fr``.
@@ -103,6 +107,11 @@ class FaceAnalysis:
     model: str
     tried: tuple[str, ...] = ()
     rescue: str | None = None  # the rung that found the faces; None when nothing was found
+    face_count: int | None = None  # faces found, also those dropped by max_faces; defaults to len(faces)
+
+    def __post_init__(self) -> None:
+        if self.face_count is None:
+            self.face_count = len(self.faces)
 
     @property
     def found(self) -> bool:
@@ -115,6 +124,7 @@ class FaceAnalysis:
     def to_dict(self, with_embedding: bool = False) -> dict[str, Any]:
         return {
             "found": self.found,
+            "face_count": self.face_count,
             "rescue": self.rescue,
             "tried": list(self.tried),
             "image_size": list(self.image_size),

@@ -79,19 +79,13 @@ def _short(spec: Any, n: int = 60) -> str:
 
 
 def check_threshold(value: Any, what: str = "threshold") -> float | None:
-    """A lock threshold from user input: None stays None (the backend default); otherwise a finite drift in
-    (0, 2] (drift = 1 - cosine lies in 0..2). NaN, infinities, text and out-of-range values are refused."""
+    """A lock threshold from user input: None stays None (the backend default); anything else must pass
+    :func:`core.identity.check_threshold` (finite, strictly between 0 and 1) — one rule for the whole pack."""
     if value is None:
         return None
-    try:
-        t = float(value)
-    except (TypeError, ValueError):
-        raise IdentityLockError(f"{what} {value!r} is not a number: give a drift such as 0.18") from None
-    if not math.isfinite(t) or not 0.0 < t <= 2.0:
-        raise IdentityLockError(
-            f"{what} {value!r} is outside (0, 2]: a lock threshold is a drift (1 - cosine), e.g. 0.18"
-        )
-    return t
+    from .identity import check_threshold as check_lock_threshold
+
+    return check_lock_threshold(value, what)
 
 
 def seed_range(start: int, count: int) -> list[int]:

@@ -188,7 +188,7 @@ class MatchedPortrait:
                     {
                         "default": 0.0,
                         "min": 0.0,
-                        "max": 2.0,
+                        "max": 0.99,
                         "step": 0.005,
                         "tooltip": "Maximum identity drift; 0 = the IDENTITY's lock threshold.",
                     },

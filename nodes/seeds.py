@@ -94,7 +94,7 @@ class DriftSeedSearch:
                                   "tooltip": "Width of the empty latent when no LATENT is connected."}),
                 "height": ("INT", {"default": 512, "min": 64, "max": 8192, "step": 8,
                                    "tooltip": "Height of the empty latent when no LATENT is connected."}),
-                "threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 2.0, "step": 0.005,
+                "threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.99, "step": 0.005,
                                         "tooltip": "Lock threshold on drift; 0 = the backend default "
                                                    "(insightface 0.18, dlib 0.06)."}),
                 "stop_after": ("INT", {"default": 0, "min": 0, "max": 4096,

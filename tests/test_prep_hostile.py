@@ -600,15 +600,7 @@ def test_face_crop_prep_corpus_decodes_like_the_cli(faces_dir, tmp_path):
         assert images.shape == (1, 128, 128, 3) and json.loads(meta)[0]["variant"] == "main", path.name
 
 
-# -- extreme aspect: guarded in core/faces by another change; here only "no crash", in a subprocess -------------------
-
-
-EXTREME_ASPECT = pytest.mark.xfail(
-    strict=True,
-    reason="dlib corrupts memory on a 4096x64 photo (CLI: 'free(): invalid next size', exit 134; node: the error "
-    "is caught, then the process hangs) until core/faces guards what reaches dlib (issue 15, the faces change); "
-    "strict: remove this marker when that lands",
-)
+# -- extreme aspect (core/faces letterboxes before dlib): no crash, in a subprocess -------------------
 
 
 def _run_isolated(args: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -622,7 +614,6 @@ def _run_isolated(args: list[str], timeout: float) -> subprocess.CompletedProces
 
 
 @pytest.mark.slow
-@EXTREME_ASPECT
 def test_prep_on_an_extreme_aspect_photo_does_not_crash(tmp_path):
     rng = np.random.default_rng(0)
     for shape in ((4096, 64, 3), (64, 4096, 3)):
@@ -637,7 +628,6 @@ def test_prep_on_an_extreme_aspect_photo_does_not_crash(tmp_path):
 
 
 @pytest.mark.slow
-@EXTREME_ASPECT
 def test_face_crop_prep_on_an_extreme_aspect_image_does_not_crash():
     code = (
         "import numpy as np, torch, identitylock\n"

@@ -14,6 +14,11 @@ from typing import Any
 #: The module name ComfyUI (and tracebacks) show for our errors.
 PUBLIC_MODULE = "IdentityLock"
 
+#: Command-line exit codes, one definition for every command: 0 success; 2 bad input the user can fix (the other
+#: files are still processed and reported); 1 anything else (an environment problem such as a ComfyUI server that
+#: is down, or an unexpected error).
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+
 
 def _rebuild(module: str, qualname: str, args: tuple, state: dict[str, Any]) -> BaseException:
     """Unpickle an IdentityLock error by its real module (its ``__module__`` is the display name)."""
@@ -27,7 +32,9 @@ def _rebuild(module: str, qualname: str, args: tuple, state: dict[str, Any]) -> 
 
 
 class IdentityLockError(Exception):
-    """Base class: anything raised on purpose by IdentityLock."""
+    """Base class: anything raised on purpose by IdentityLock. ``exit_code``: what the CLI exits with."""
+
+    exit_code = EXIT_BAD_INPUT
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

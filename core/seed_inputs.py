@@ -7,7 +7,6 @@ metrics all check the same inputs, and these checks must stay cheap to import.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterable
 from typing import Any
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import sys
@@ -15,8 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_comfy_server import FakeComfy, txt2img, with_load_image  # noqa: E402
 from identitylock.core import comfy as cc  # noqa: E402
 from identitylock.core import portfolio_gen  # noqa: E402
-from identitylock.core.cli import client as comfy_client_cli  # noqa: E402
-from identitylock.core.errors import IdentityLockError  # noqa: E402
+from identitylock.core.cli import main as cli_main  # noqa: E402
 
 
 @pytest.fixture()
@@ -27,14 +25,8 @@ def workflow(tmp_path: Path) -> Path:
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser()
-    comfy_client_cli.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    try:
-        code = args.func(args)
-    except IdentityLockError as exc:  # what identitylock.core.cli.main does
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
+    """The real entry point (``identitylock ...``): its exit code, stdout and stderr."""
+    code = cli_main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 

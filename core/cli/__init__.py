@@ -17,7 +17,7 @@ import logging
 import sys
 
 from .. import __version__
-from ..errors import IdentityLockError
+from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, IdentityLockError  # noqa: F401 (commands import them)
 
 COMMAND_MODULES = [
     "face",
@@ -28,10 +28,6 @@ COMMAND_MODULES = [
     "training",
     "portrait",
 ]
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except IdentityLockError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return int(getattr(exc, "exit_code", EXIT_BAD_INPUT))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a user never sees a traceback; -v logs it for a bug report
+        logging.getLogger("IdentityLock").debug("unexpected error", exc_info=True)
+        print(f"error: unexpected {type(exc).__name__}: {exc} (run with -v for details)", file=sys.stderr)
+        return EXIT_ERROR

@@ -9,47 +9,19 @@ Never 0 unless every job finished. Every error is one line on stderr, never a tr
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import math
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK
+
 INDEX_NAME = "queue_results.json"
 _log = logging.getLogger("IdentityLock")
-
-
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Any error becomes one line and its exit code: a server that is down is not bad input (1), a
-    workflow the user can fix is (2), and an unexpected exception is 1, with the traceback only under -v."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        from ..comfy import exit_code_of
-        from ..errors import IdentityLockError
-
-        try:
-            return func(args)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:
-            if isinstance(exc, IdentityLockError):
-                print(f"error: {exc}", file=sys.stderr)
-            else:
-                _log.debug("unexpected error", exc_info=True)
-                print(
-                    f"error: unexpected {type(exc).__name__}: {exc} (run with -v for details)",
-                    file=sys.stderr,
-                )
-            return exit_code_of(exc)
-
-    return run
 
 
 def _seconds(text: str) -> float:
@@ -75,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seed range A:B (inclusive), A:B:STEP or list 1,5,9: one run per seed, "
         "spread over the servers; sets every literal seed/noise_seed input",
     )
-    q.set_defaults(func=_guarded(cmd_queue))
+    q.set_defaults(func=cmd_queue)
 
     g = sub.add_parser(
         "generate",
@@ -103,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="print the distribution and job count, queue nothing"
     )
-    g.set_defaults(func=_guarded(cmd_generate))
+    g.set_defaults(func=cmd_generate)
 
     v = sub.add_parser(
         "validate-workflow",
@@ -114,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--object-info", help="a saved /object_info JSON (default: the subset bundled with the pack)"
     )
     v.add_argument("--server", help="fetch /object_info from this ComfyUI server instead")
-    v.set_defaults(func=_guarded(cmd_validate))
+    v.set_defaults(func=cmd_validate)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

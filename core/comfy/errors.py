@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import IdentityLockError
-
-EXIT_ERROR, EXIT_BAD_INPUT = 1, 2
+from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, IdentityLockError
 
 
 class ComfyError(IdentityLockError):

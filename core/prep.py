@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -211,19 +211,6 @@ def prepare_batch(
         if progress:
             progress(i + 1, len(images))
     return out
-
-
-def options_to_dict(opts: PrepOptions) -> dict[str, Any]:
-    d = asdict(opts)
-    d["rotations"] = list(opts.rotations)
-    d["crop_scales"] = list(opts.crop_scales)
-    return d
-
-
-def default_model_dirs() -> list[str]:
-    """Matting-model folders from the environment (ComfyUI passes its registered 'rembg' folders)."""
-    env = os.environ.get("IDENTITYLOCK_REMBG_DIR")
-    return [env] if env else []
 
 
 METADATA_FILE = "prep_metadata.json"

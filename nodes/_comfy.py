@@ -89,8 +89,8 @@ def numpy_to_image(images: list[np.ndarray]):
     """List of uint8/float RGB arrays of one size -> ComfyUI IMAGE tensor [B,H,W,3] float32 0..1."""
     import torch
 
-    if not images:
-        return torch.zeros((1, 64, 64, 3), dtype=torch.float32)
+    if not images:  # an empty batch, never a black placeholder that downstream nodes would count or save
+        return torch.zeros((0, 64, 64, 3), dtype=torch.float32)
     stack = np.stack([_as_float(img) for img in images], axis=0)
     return torch.from_numpy(np.ascontiguousarray(stack))
 
@@ -100,7 +100,7 @@ def numpy_to_mask(masks: list[np.ndarray]):
     import torch
 
     if not masks:
-        return torch.zeros((1, 64, 64), dtype=torch.float32)
+        return torch.zeros((0, 64, 64), dtype=torch.float32)
     stack = np.stack([_as_float(m) for m in masks], axis=0)
     return torch.from_numpy(np.ascontiguousarray(stack))
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._comfy import CATEGORY, Progress, check_interrupted, image_to_numpy, numpy_to_image
 
-_CAT = f"{CATEGORY}/Curation"
+_CAT = f"{CATEGORY}/curation"
 
 
 def _batch(arrays: list[np.ndarray], like: Any):

@@ -162,3 +162,13 @@ def test_identity_save_name_cannot_escape_the_folder():
     for bad in ("../evil", "a/b", "..", ""):
         with pytest.raises(ValueError):
             mod.identity_save_path(bad)
+
+
+def test_an_empty_result_is_an_empty_batch_not_a_black_image():
+    """SaveImage writes nothing for a [0, H, W, C] batch; a black 64x64 placeholder was saved and counted."""
+    from identitylock.nodes._comfy import numpy_to_image, numpy_to_mask
+
+    assert tuple(numpy_to_image([]).shape) == (0, 64, 64, 3)
+    assert tuple(numpy_to_mask([]).shape) == (0, 64, 64)
+    one = numpy_to_image([np.full((8, 8, 3), 255, np.uint8)])
+    assert tuple(one.shape) == (1, 8, 8, 3) and float(one.max()) == 1.0

@@ -138,10 +138,6 @@ class MetricsResult:
     alpha: float = ALPHA
     n_boot: int = N_BOOT
 
-    @property
-    def group_names(self) -> list[str]:
-        return list(self.groups)
-
     def summary_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend,

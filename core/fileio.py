@@ -91,49 +91,47 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False, what: st
 
 
 @contextlib.contextmanager
+def _replaced_via_temporary(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield ``(fd, name)`` of a temporary beside ``path``; on success it gets normal permissions and is renamed
+    over ``path``, on any error it is removed and ``path`` is untouched."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name[:MAX_NAME_BYTES]}.", suffix=".partial", dir=target.parent
+    )
+    try:
+        yield fd, tmp
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, target)
+    except BaseException:  # the caller has closed ``fd`` (closing it twice could close a reused descriptor)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success rename it over ``path``, on error remove it.
 
     Readers never see half a file, a crash never destroys the previous version, and the file ends up with the
     user's normal permissions.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name[:MAX_NAME_BYTES]}.", suffix=".partial", dir=target.parent
-    )
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+    with _replaced_via_temporary(path) as (fd, _tmp):
+        fh = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+        with fh:
             yield fh
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], Any]) -> Path:
     """For libraries that write by file name (safetensors, PIL, torch.save): ``writer(tmp_path)`` writes a
     temporary beside ``path``, which is then renamed over it with normal permissions; errors leave no trace."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name[:MAX_NAME_BYTES]}.", suffix=".partial", dir=target.parent
-    )
-    os.close(fd)
-    try:
+    with _replaced_via_temporary(path) as (fd, tmp):
+        os.close(fd)
         writer(tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target
+    return Path(path)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int = 1, default: Any = None) -> Path:

@@ -413,3 +413,15 @@ def test_save_config_into_a_missing_folder_is_created_and_a_file_parent_refused(
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "--save-config" in err, err
     assert not (tmp_path / "t.json").exists(), "refused before the work"
+
+
+def test_quality_says_when_it_replaces_its_scores_and_config(small_folder, tmp_path, capsys):
+    out, cfg = tmp_path / "s.json", tmp_path / "q.json"
+    args = ["quality", str(small_folder), "--out", str(out), "--save-config", str(cfg), "--workers", "1"]
+    cli_main(args)
+    first = capsys.readouterr()
+    assert "replaced" not in first.out + first.err
+    cli_main(args)
+    second = capsys.readouterr()
+    assert "(replaced the previous file)" in second.out
+    assert "replaced the existing quality config" in second.err

@@ -115,11 +115,12 @@ def _progress(args):
 def _config(args):
     from ..config_fields import parse_json
     from ..errors import IdentityLockError
-    from ..fileio import check_output_file, write_json_atomic
+    from ..fileio import check_output_file, printable, write_json_atomic
     from ..images import iter_image_files
     from ..quality import QualityConfig, calibrate
     from ..records import iter_records
 
+    replacing_config = bool(args.save_config) and Path(args.save_config).is_file()
     if args.save_config:  # before the calibration work, not after it
         check_output_file(args.save_config, overwrite=True, what="--save-config file")
 
@@ -143,6 +144,10 @@ def _config(args):
         raise IdentityLockError(f"quality settings: {exc}") from None
     if args.save_config:
         write_json_atomic(args.save_config, cfg.to_dict(), indent=2)
+        if replacing_config:
+            print(
+                f"note: replaced the existing quality config {printable(args.save_config)}", file=sys.stderr
+            )
     return cfg
 
 
@@ -186,9 +191,10 @@ def cmd_curate(args) -> int:
 
 def cmd_quality(args) -> int:
     from ..catalog import write_json
-    from ..fileio import check_output_file
+    from ..fileio import check_output_file, printable
     from ..records import score_paths
 
+    replacing = Path(args.out).is_file()  # a scores file is a result to refresh: replaced, but never silently
     check_output_file(args.out, overwrite=True, what="scores file")  # before the work
     cfg = _config(args)
     records, doc = score_paths(
@@ -207,5 +213,5 @@ def cmd_quality(args) -> int:
     for r in records:
         if r.error:
             print(f"  unreadable: {r.path}: {r.error}")
-    print(f"scores written to {args.out}")
+    print(f"scores written to {printable(args.out)}" + (" (replaced the previous file)" if replacing else ""))
     return EXIT_BAD_INPUT if c["unreadable"] else EXIT_OK

@@ -105,7 +105,7 @@ def grabcut_mask(
     mask[:, :b][: int(min(sh, y1)), :] = cv2.GC_BGD
     mask[:, -b:][: int(min(sh, y1)), :] = cv2.GC_BGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    # cv2.error (e.g. too few foreground samples for its colour model) propagates: foreground_mask reports it.
+    # cv2.error (e.g. too few foreground samples for its color model) propagates: foreground_mask reports it.
     cv2.grabCut(small, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     fg = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 1.0, 0.0).astype(np.float32)
     # Keep the component connected to the face; smooth the edge.

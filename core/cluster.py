@@ -3,12 +3,12 @@
 Embeddings come from CLIP when the user has a model (ComfyUI's CLIP_VISION in the node, a local open_clip
 checkpoint in the core) or from the embedded fallback, which needs no weights and costs ~2 ms per image:
 
-* colour layout: the image at 8x8 in CIE Lab (192 values) — background, clothing colour, lighting;
+* color layout: the image at 8x8 in CIE Lab (192 values) — background, clothing color, lighting;
 * edge layout: gradient-orientation histograms on a 4x4 grid, 8 bins each (128 values) — composition, framing;
 * face geometry: yaw, pitch, roll, face size and face centre (6 values, weighted up) — pose and shot type.
 
 Each block is standardised and L2-normalised, so no block dominates by its length. Compared with CLIP it sees
-layout and pose rather than meaning ("beach" vs "office" only through colour and structure), which is what
+layout and pose rather than meaning ("beach" vs "office" only through color and structure), which is what
 separates generated portrait variations in practice; CLIP is better when scenes differ in content but share
 a palette. Near-duplicates are found with a 64-bit DCT perceptual hash (Hamming distance), or with cosine
 similarity of the embeddings.
@@ -39,7 +39,7 @@ def fallback_features(image: np.ndarray, analysis: Any = None) -> np.ndarray:
 
     small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
     lab = cv2.cvtColor(cv2.resize(small, (8, 8), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2LAB)
-    colour = lab.astype(np.float32).reshape(-1) / 255.0
+    color = lab.astype(np.float32).reshape(-1) / 255.0
     grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
@@ -69,7 +69,7 @@ def fallback_features(image: np.ndarray, analysis: Any = None) -> np.ndarray:
             cx / w - 0.5,
             cy / h - 0.5,
         )
-    blocks = [_unit(colour - colour.mean()), _unit(edges), face * FACE_BLOCK_WEIGHT]
+    blocks = [_unit(color - color.mean()), _unit(edges), face * FACE_BLOCK_WEIGHT]
     return np.concatenate(blocks).astype(np.float32)
 
 

@@ -1,6 +1,6 @@
 """The ``curate`` pipeline: folder of generated images -> scored, de-duplicated, clustered portfolio on disk.
 
-The work is split by concern: ``records`` (read, analyse and measure each image on the worker pool),
+The work is split by concern: ``records`` (read, analyze and measure each image on the worker pool),
 ``selection`` (duplicates, clusters, picks), ``portfolio_catalogs`` (the three JSON documents and the curated
 images). This module checks the inputs and the output folder *before* the work, runs the stages, and replaces a
 previous run only once the new one is complete: the new portfolio is built in a staging folder inside the

@@ -23,7 +23,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", "
 
 
 def check_size(width: int, height: int, name: str = "image") -> None:
-    """Reject images we cannot analyse meaningfully (too small for a face, too large for memory)."""
+    """Reject images we cannot analyze meaningfully (too small for a face, too large for memory)."""
     if min(width, height) < MIN_SIDE:
         raise ImageInputError(
             f"{name} is {width}x{height} px; IdentityLock needs at least {MIN_SIDE} px on each side. "

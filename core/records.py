@@ -1,4 +1,4 @@
-"""One record per image: read and decode once, analyse the face, measure quality, hash and describe it.
+"""One record per image: read and decode once, analyze the face, measure quality, hash and describe it.
 
 Cost model: face analysis (~0.2 s per 768 px image with dlib, seconds for a miss that climbs the rescue ladder)
 is the floor. Everything else per image (metadata, sharpness, contrast, fallback embedding, perceptual hash,
@@ -92,7 +92,7 @@ def failed_record(path: str | os.PathLike, error: str) -> ImageRecord:
 def process_path(
     path: str | os.PathLike, engine: Any, config: QualityConfig, analyze_kwargs: dict
 ) -> ImageRecord:
-    """Read (once), analyse faces and measure one file. Never raises for a bad file: the record says why."""
+    """Read (once), analyze faces and measure one file. Never raises for a bad file: the record says why."""
     from PIL import Image, UnidentifiedImageError
 
     from .faces import analyze

@@ -103,9 +103,9 @@ def _preview(images: list[np.ndarray], records, cols: int = 4, cell: int = 256) 
         grid[y : y + small.shape[0], x : x + small.shape[1]] = small
         ok = r.passed
         label = f"{r.quality.total:.0f}" + ("" if ok else f" {r.quality.reason}")
-        colour = (40, 200, 40) if ok else (220, 40, 40)
+        color = (40, 200, 40) if ok else (220, 40, 40)
         cv2.rectangle(grid, (x, y), (x + cell - 1, y + 22), (0, 0, 0), -1)
-        cv2.putText(grid, label, (x + 4, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+        cv2.putText(grid, label, (x + 4, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
     return grid
 
 

@@ -35,7 +35,7 @@ def parse_float_list(text: str, name: str) -> list[float]:
 def parse_color(text: str) -> tuple[int, int, int]:
     t = str(text).strip().lstrip("#")
     if len(t) != 6 or any(c not in "0123456789abcdefABCDEF" for c in t):
-        raise OptionError(f"background_color {str(text)[:40]!r}: use a hex colour like #FFFFFF")
+        raise OptionError(f"background_color {str(text)[:40]!r}: use a hex color like #FFFFFF")
     return tuple(int(t[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
 
 
@@ -95,7 +95,7 @@ class FaceCropPrep:
                 ),
                 "background_color": (
                     "STRING",
-                    {"default": "#FFFFFF", "tooltip": "Colour behind the person (hex)."},
+                    {"default": "#FFFFFF", "tooltip": "Color behind the person (hex)."},
                 ),
                 "multiple_faces": (
                     ["largest", "error"],

@@ -143,7 +143,7 @@ class LoRATrainAdaptive:
                         "min": 0.0,
                         "max": 0.5,
                         "step": 0.01,
-                        "tooltip": "Add one colour-jittered copy per image with this strength.",
+                        "tooltip": "Add one color-jittered copy per image with this strength.",
                     },
                 ),
                 "phases_json": (

@@ -249,7 +249,7 @@ def _close_dialogs(b: Browser) -> None:
 
 
 def _optimise_png(raw: bytes, path: Path, max_kb: int = 150) -> int:
-    """Save as a palette PNG (the UI is flat colours); fall back to RGB when the palette looks worse."""
+    """Save as a palette PNG (the UI is flat colors); fall back to RGB when the palette looks worse."""
     from PIL import Image
 
     img = Image.open(io.BytesIO(raw)).convert("RGB")

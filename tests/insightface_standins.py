@@ -5,7 +5,7 @@ and providers, SCRFD decoding, norm_crop alignment, ArcFace embedding) without d
 - ``det_10g.onnx``: SCRFD signature (input [1,3,640,640]; 9 outputs: scores/boxes/keypoints at strides 8/16/32),
   reporting one face at a fixed place (its outputs are tied to the input so the graph is a real function);
 - ``w600k_r50.onnx``: ArcFace signature (input [1,3,112,112] -> [1,512]); a fixed random projection of the
-  aligned crop's pooled colours, so different crops give different vectors.
+  aligned crop's pooled colors, so different crops give different vectors.
 """
 
 from __future__ import annotations

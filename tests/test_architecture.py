@@ -55,3 +55,24 @@ def test_long_modules_state_why():
             if text.count("\n") > LONG_MODULE_LINES and LONG_MODULE_REASON not in text:
                 long_ones.append(f"{path.relative_to(REPO)} ({text.count(chr(10))} lines)")
     assert long_ones == [], f"split these along their seams, or say '{LONG_MODULE_REASON} ...': {long_ones}"
+
+
+def test_one_spelling_where_users_see_it():
+    """ComfyUI and Python spell "color" and "analyze"; a British alias is allowed only where marked as one."""
+    import re
+
+    pattern = re.compile(r"colour|analys(e|ed|es|ing)\b", re.IGNORECASE)
+    places = [
+        REPO / "README.md",
+        *REPO.glob("docs/*.md"),
+        *REPO.glob("workflows/**/*.json"),
+        *REPO.glob("web/*.js"),
+    ]
+    places += [*CORE.rglob("*.py"), *(REPO / "nodes").rglob("*.py")]
+    found = [
+        f"{p.relative_to(REPO)}:{i}: {line.strip()[:80]}"
+        for p in places
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line.replace("analyses", "")) and "alias" not in line
+    ]
+    assert found == []

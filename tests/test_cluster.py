@@ -21,10 +21,10 @@ from identitylock.core.errors import IdentityLockError
 
 
 def _group_image(group: int, rng: np.random.Generator, size: int = 160) -> np.ndarray:
-    """Four visually distinct families: colour + stripe orientation, with jitter and noise."""
-    colours = [(200, 60, 60), (60, 180, 70), (60, 80, 210), (220, 200, 60)]
+    """Four visually distinct families: color + stripe orientation, with jitter and noise."""
+    colors = [(200, 60, 60), (60, 180, 70), (60, 80, 210), (220, 200, 60)]
     img = np.zeros((size, size, 3), np.float32)
-    img[:] = colours[group]
+    img[:] = colors[group]
     yy, xx = np.mgrid[0:size, 0:size]
     shift = rng.integers(0, 12)
     coord = [yy, xx, yy + xx, (yy // 20 + xx // 20) * 20][group] + shift

@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--color-match",
-        "--colour-match",
+        "--colour-match",  # alias: the earlier spelling still works
         dest="color_match",
         type=float,
         default=1.0,

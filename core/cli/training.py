@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--color-jitter",
         type=float,
         default=0.0,
-        help="add colour-jittered copies with this strength (e.g. 0.1)",
+        help="add color-jittered copies with this strength (e.g. 0.1)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--window", type=int, default=50, help="convergence window (steps)")

@@ -266,7 +266,7 @@ CRASH_MESSAGE = "the face analyzer crashed on this image"
 
 
 def _face_setup(engine_kwargs: dict[str, Any], analyze_kwargs: dict[str, Any]) -> tuple[FaceEngine, dict]:
-    """Worker context: this pool's engine (loaded once per worker) and the analyse options."""
+    """Worker context: this pool's engine (loaded once per worker) and the analyze options."""
     return get_engine(**engine_kwargs), dict(analyze_kwargs)
 
 
@@ -284,7 +284,7 @@ def _face_crashed(item: Any, reason: str) -> tuple[None, str]:
 
 
 class FacePool:
-    """Worker processes, each holding its own engine, for analysing many images on every core.
+    """Worker processes, each holding its own engine, for analyzing many images on every core.
 
     Creating the pool costs about a second per worker (imports + model load), paid once: keep one pool for a
     whole job. Built on :class:`~identitylock.core.workers.WorkerPool` (``spawn``, safe inside ComfyUI): an image
@@ -338,7 +338,7 @@ def analyze_many(
     progress: Callable[[int, int], None] | None = None,
     **analyze_kwargs: Any,
 ) -> list[tuple[FaceAnalysis | None, str | None]]:
-    """Analyse many images (paths or arrays), in order, using ``workers`` processes (default: all cores).
+    """Analyze many images (paths or arrays), in order, using ``workers`` processes (default: all cores).
 
     Returns ``(analysis, None)`` or ``(None, error message)`` per item: one unreadable file, or one that
     crashes the analyzer, never stops a batch. With ``workers=1`` everything runs in this process (what

@@ -1,5 +1,5 @@
 """Training data: images (IMAGE batch from FaceCropPrep or a folder with captions), trigger-word captions,
-the 80/20 train/validation split, flips and colour jitter, and latent/text caching.
+the 80/20 train/validation split, flips and color jitter, and latent/text caching.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def augment(
     jitter_copies: int = 1,
     seed: int = 0,
 ) -> tuple[list[np.ndarray], list[int]]:
-    """Originals plus flipped and colour-jittered copies (latents are cached, so variants are made up front).
+    """Originals plus flipped and color-jittered copies (latents are cached, so variants are made up front).
 
     Returns the images and, for each, the index of the source image (to reuse its caption).
     """

@@ -8,7 +8,15 @@ import shutil
 
 import pytest
 
-logging.getLogger("IdentityLock").setLevel(logging.CRITICAL)
+
+@pytest.fixture(autouse=True)
+def _quiet_identitylock_log():
+    """Silence the retry log of these tests only (a module-level setLevel leaked into every later test)."""
+    logger = logging.getLogger("IdentityLock")
+    old = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(old)
 
 
 def test_views_table_flags_mirrored(faces_dir, tmp_path, capsys):

@@ -120,7 +120,8 @@ class LoRATrainAdaptive:
                 "identity": (
                     "IDENTITY",
                     {
-                        "tooltip": "Optional identity reference: probe drift every N steps and keep the best checkpoint."
+                        "tooltip": "Optional identity reference: probe drift every probe_every steps and save the state with "
+                        "the lowest drift."
                     },
                 ),
                 "probe_every": (
@@ -129,7 +130,8 @@ class LoRATrainAdaptive:
                         "default": 0,
                         "min": 0,
                         "max": 100000,
-                        "tooltip": "Steps between identity probes (0 = off; needs identity).",
+                        "tooltip": "Steps between identity probes (0 = every 200 steps when identity is connected, off "
+                        "otherwise). The LoRA written is the probed state with the lowest drift, not the last step.",
                     },
                 ),
                 "probe_samples": (
@@ -295,8 +297,7 @@ class LoRATrainAdaptive:
                 phases = load_schedule(phases_json, folder=_phases_dir(), allow_paths=False).phases
             except ValueError as exc:
                 raise IdentityLockError(f"phases_json: {str(exc).removeprefix('phases: ')}") from None
-        if probe_every and identity is None:
-            raise IdentityLockError("probe_every > 0 needs an IDENTITY input (IdentityEmbed)")
+        probe_every = job.probe_interval(probe_every, identity is not None)
         cfg = job.build_config(
             preset, len(arrays), schedule=schedule, phases=phases, seed=int(seed), rank=int(rank),
             checkpoint_every=int(checkpoint_every), probe_every=int(probe_every), window=int(window),

@@ -261,3 +261,60 @@ def test_malformed_phases_are_one_sentence_in_the_cli(tmp_path, capsys):
                    "--out", str(tmp_path / "o.safetensors"), "--phases", text])  # fmt: skip
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and err[0].startswith("error: phase"), (name, err)
+
+
+def test_node_probes_whenever_an_identity_is_wired(tmp_path, monkeypatch):
+    """Before: probe_every defaulted to 0, so the bundled workflow (identity wired) never probed and saved the last
+    state. Now 0 means every job.AUTO_PROBE_EVERY steps with an identity, off without one."""
+    from identitylock.nodes import train as node_mod
+
+    monkeypatch.setattr(node_mod, "output_directory", lambda: str(tmp_path / "output"))
+    monkeypatch.setattr(node_mod, "_loras_dir", lambda: str(tmp_path / "loras"))
+    seen = []
+
+    def fake_train(self, model, clip, vae, arrays, captions, cfg, *rest, **kw):
+        seen.append(cfg.probe_every)
+        raise RuntimeError("stop after the config")
+
+    monkeypatch.setattr(node_mod.LoRATrainAdaptive, "_train", fake_train)
+    images = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    for identity in (object(), None):
+        with pytest.raises(RuntimeError, match="stop after"):
+            node_mod.LoRATrainAdaptive().train(None, None, None, images, "lsa", "x", "TINY_TEST", "adaptive", 0,
+                                               identity=identity)  # fmt: skip
+    assert seen == [job.AUTO_PROBE_EVERY, 0] and job.probe_interval(7, True) == 7
+    with pytest.raises(IdentityLockError, match="--identity"):
+        job.probe_interval(5, False, "--identity")
+
+
+def test_facecropprep_metadata_groups_its_own_variants(faces_dir):
+    """The real FaceCropPrep output (two photos, default augmentations) gives the trainer one source per photo."""
+    from identitylock.core.images import load_image
+    from identitylock.nodes._comfy import numpy_to_image
+    from identitylock.nodes.prep import FaceCropPrep
+
+    photos = [
+        ds.resize_square(ds.centre_square(load_image(faces_dir / f"lisa_{i}.jpg")), 256) for i in (1, 2)
+    ]
+    images, _, meta = FaceCropPrep().prepare(numpy_to_image(photos), 64, 0.4, "none", "#FFFFFF", "largest",
+                                             "main + augmentations", "-10, -5, 5, 10", "0.6", "dlib")  # fmt: skip
+    sources = ds.sources_from_prep_metadata(meta, images.shape[0])
+    assert sources == ["photo 0"] * 6 + ["photo 1"] * 6
+
+
+def test_bundled_training_workflow_wires_the_grouping_and_two_photos():
+    """workflows/api/02: the trainer gets FaceCropPrep's metadata_json, and FaceCropPrep gets two photos."""
+    from pathlib import Path
+
+    from identitylock.nodes.prep import FaceCropPrep
+
+    g = json.loads(
+        (Path(__file__).resolve().parents[1] / "workflows/api/02_train_identity_lora.json").read_text()
+    )
+    train = next(v["inputs"] for v in g.values() if v["class_type"] == "LoRATrainAdaptive")
+    prep_id = train["images"][0]
+    assert g[prep_id]["class_type"] == "FaceCropPrep"
+    assert train["prep_metadata"] == [prep_id, FaceCropPrep.RETURN_NAMES.index("metadata_json")]
+    batch = g[g[prep_id]["inputs"]["images"][0]]
+    assert batch["class_type"] == "ImageBatch"
+    assert all(g[batch["inputs"][k][0]]["class_type"] == "LoadImage" for k in ("image1", "image2"))

@@ -99,7 +99,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="identity reference .safetensors for the drift probe (from `identitylock embed`)",
     )
     p.add_argument(
-        "--probe-every", type=int, default=0, help="render K fixed-seed samples and score drift every N steps"
+        "--probe-every",
+        type=int,
+        default=0,
+        help="render K fixed-seed samples and score drift every N steps (0: every 200 steps with --identity); "
+        "the LoRA written is the state with the lowest drift",
     )
     p.add_argument("--device", help="cpu / cuda / cuda:1 (default: cuda if available)")
     p.set_defaults(func=run)
@@ -133,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     captions = ds.make_captions(len(images), trigger, given, args.caption_template)
     cfg = job.build_config(
         preset, len(images), schedule=args.schedule, phases=phases, seed=args.seed, rank=args.rank or 0,
-        checkpoint_every=args.checkpoint_every, probe_every=args.probe_every, window=args.window,
+        checkpoint_every=args.checkpoint_every, window=args.window,
+        probe_every=job.probe_interval(args.probe_every, bool(args.identity), "--identity"),
         patience=args.patience, p_threshold=args.p_threshold, significance=args.significance,
         exit_on=args.exit_on, min_val_gain=args.min_val_gain,
     )  # fmt: skip

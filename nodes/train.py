@@ -286,9 +286,8 @@ class LoRATrainAdaptive:
                 "LoRATrainAdaptive: prep_metadata is not connected, so every image counts as its own photo; connect "
                 "FaceCropPrep's metadata_json so that variants of one photo are never split between training and validation"
             )  # fmt: skip
-        ds.split_by_source(
-            sources or [str(i) for i in range(len(arrays))]
-        )  # one photo only: refused before any work
+        # one source photo only: refused here, before any work
+        ds.split_by_source(sources or [str(i) for i in range(len(arrays))])
         if preset not in PRESET_NAMES:  # never a file path from a prompt sent to the server
             raise IdentityLockError(f"preset {preset!r} is not one of {', '.join(PRESET_NAMES)}")
         phases = None
@@ -310,13 +309,13 @@ class LoRATrainAdaptive:
         job.check_outputs(
             lora_path, state_path, resume=bool(resume), overwrite=bool(overwrite), spelling=job.NODE
         )
-        path, result, mp, split, selected = self._train(
+        path, result, mp, split, extra = self._train(
             model, clip, vae, arrays, captions, cfg, state_path, lora_path, trigger, identity,
             int(probe_samples), bool(flip), float(color_jitter), bool(resume), unique_id, sources,
         )  # fmt: skip
         from ..core.training.report import loss_curve_image, report_text
 
-        report = report_text(result, cfg, str(path), split, selected)
+        report = report_text(result, cfg, str(path), split, extra.get("selected"), extra.get("probe_note"))
         send_status("train_done", {"lora": file_name, "report": report}, unique_id)
         return (mp, file_name, numpy_to_image([loss_curve_image(result)]), report)
 
@@ -376,7 +375,7 @@ class LoRATrainAdaptive:
             state, extra = job.lora_to_save(net, result)
             meta = lora_metadata(result, cfg, trigger, model_fingerprint(mp), split=data.split, **extra)
             path = save_lora(lora_path, state, meta)
-        return path, result, mp, data.split, extra.get("selected")
+        return path, result, mp, data.split, extra
 
     @staticmethod
     def _probe_renderer(mp, clip, vae, prompt, data, k):

@@ -318,3 +318,30 @@ def test_bundled_training_workflow_wires_the_grouping_and_two_photos():
     batch = g[g[prep_id]["inputs"]["images"][0]]
     assert batch["class_type"] == "ImageBatch"
     assert all(g[batch["inputs"][k][0]]["class_type"] == "LoadImage" for k in ("image1", "image2"))
+
+
+def test_probes_without_any_face_do_not_choose_the_file():
+    """Every probe without a face scores the no-face drift 1.0; the "best" was then simply the first probe (an early,
+    under-trained state) and replaced the final weights. Now the final weights stay and the report says why."""
+    from types import SimpleNamespace
+
+    from identitylock.core.training.probe import ProbeTracker
+
+    net = LoRANetwork(2, 8)
+    net.add("lora_unet_x", 4, 4)
+    final = net.kohya_state_dict()
+    tracker = ProbeTracker()
+    early = {k: torch.full_like(v, 0.5) for k, v in final.items()}
+    tracker.record(200, "COARSE", [None, None], state_fn=lambda: early)
+    tracker.record(400, "MID", [None, float("nan")], state_fn=lambda: {})
+    result = SimpleNamespace(probes=tracker, steps=450)
+    state, extra = job.lora_to_save(net, result)
+    assert all(torch.equal(state[k], final[k]) for k in final) and "selected" not in extra
+    lines = "\n".join(report_probe_lines(result, extra))
+    assert "saved weights: final step 450 (no probe sample showed a face" in lines
+
+
+def report_probe_lines(result, extra):
+    from identitylock.core.training.report import probe_lines
+
+    return probe_lines(result, extra.get("selected"), extra.get("probe_note"))

@@ -219,5 +219,12 @@ def train_diffusers(
         meta = lora_metadata(result, config, trigger, base_hash, split=data.split, **extra)
         path = save_lora(out_path, state, meta)
     net.detach_hooks()
-    report = report_text(result, config, str(path) if path else None, data.split, extra.get("selected"))
+    report = report_text(
+        result,
+        config,
+        str(path) if path else None,
+        data.split,
+        extra.get("selected"),
+        extra.get("probe_note"),
+    )
     return result, path, report

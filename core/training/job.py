@@ -192,15 +192,23 @@ class StepReporter:
 
 
 def lora_to_save(network: Any, result: Any, keep_best_probe: bool = True) -> tuple[dict, dict[str, Any]]:
-    """(kohya state dict, extra metadata) to write: the final weights, or the best identity probe's.
+    """(kohya state dict, extra metadata) to write: the best identity probe's weights, else the final ones.
 
-    With the best probe the network is set to those weights too, so the model handed back matches the file.
+    With the best probe the network is set to those weights too, so the model handed back matches the file. When
+    no probe found a face at all, every median is the no-face drift 1.0 and "best" would just be the first probe:
+    the final weights are kept and ``extra["probe_note"]`` says why.
     """
     state = network.kohya_state_dict()
     extra: dict[str, Any] = {}
+    best = result.probes.best
     if keep_best_probe and result.probes.best_state is not None:
-        state = result.probes.best_state
-        extra["selected"] = f"best identity probe at step {result.probes.best.step}"
-        network.load_kohya_state_dict(state)
+        if best.faces_found == 0:
+            extra["probe_note"] = (
+                "no probe sample showed a face, so drift could not choose: final weights kept"
+            )
+        else:
+            state = result.probes.best_state
+            extra["selected"] = f"best identity probe at step {best.step}"
+            network.load_kohya_state_dict(state)
     extra["alpha"] = float(network.alpha)
     return state, extra

@@ -70,7 +70,7 @@ def split_text(split: dict[str, Any] | None) -> str | None:
     )
 
 
-def probe_lines(result: Any, selected: str | None = None) -> list[str]:
+def probe_lines(result: Any, selected: str | None = None, note: str | None = None) -> list[str]:
     """Every probe's drifts and median, and which state the LoRA file holds."""
     if not result.probes.records:
         return []
@@ -79,7 +79,9 @@ def probe_lines(result: Any, selected: str | None = None) -> list[str]:
         lines.append(f"  {r.step} {r.phase}: {', '.join(f'{d:.3f}' for d in r.drifts)} -> {r.median:.3f}")
     best = result.probes.best
     lines.append(f"best probe: step {best.step} ({best.phase}), median drift {best.median:.3f}")
-    lines.append(f"saved weights: {selected or f'final step {result.steps}'}")
+    lines.append(
+        f"saved weights: {selected or f'final step {result.steps}'}" + (f" ({note})" if note else "")
+    )
     return lines
 
 
@@ -89,8 +91,10 @@ def report_text(
     lora_path: str | None = None,
     split: dict[str, Any] | None = None,
     selected: str | None = None,
+    probe_note: str | None = None,
 ) -> str:
-    """The run report; ``split`` (TrainData.split) and ``selected`` (what job.lora_to_save kept) when known."""
+    """The run report; ``split`` (TrainData.split), ``selected`` and ``probe_note`` (from job.lora_to_save's
+    extra) when known."""
     lines = [
         f"LoRA: {lora_path or '(not saved)'}",
         f"preset {config.preset}, rank {config.rank}, schedule {'adaptive' if config.schedule.adaptive else 'fixed'}",
@@ -106,7 +110,7 @@ def report_text(
     ]
     if getattr(result, "skip_reason", ""):
         lines.append(result.skip_reason)
-    lines += probe_lines(result, selected)
+    lines += probe_lines(result, selected, probe_note)
     return "\n".join(lines)
 
 

@@ -345,3 +345,32 @@ def report_probe_lines(result, extra):
     from identitylock.core.training.report import probe_lines
 
     return probe_lines(result, extra.get("selected"), extra.get("probe_note"))
+
+
+def test_cli_trains_on_a_prep_folder_and_records_the_split(tmp_path, faces_dir, capsys):
+    """`identitylock train` on a folder named like `identitylock prep` output: the split is by source photo."""
+    from identitylock.core.diffusion import build_tiny_pipeline
+    from identitylock.core.images import load_image
+    from PIL import Image
+
+    model = tmp_path / "tiny_sd"
+    build_tiny_pipeline(0, tmp_path / "tok").save_pretrained(model)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in (1, 2, 3):
+        crop = ds.resize_square(ds.centre_square(load_image(faces_dir / f"lisa_{i}.jpg")), 64)
+        for variant, im in (
+            ("main", crop),
+            ("rotate_+5", np.rot90(crop).copy()),
+            ("crop_60", crop[::-1].copy()),
+        ):
+            Image.fromarray(im).save(imgs / f"lisa{i}_{variant}.png")
+    out = tmp_path / "l.safetensors"
+    rc = main(["train", "--images", str(imgs), "--model", str(model), "--trigger", "lsa", "--out", str(out),
+               "--preset", "TINY_TEST", "--phases", PHASES, "--resolution", "64", "--device", "cpu"])  # fmt: skip
+    report = capsys.readouterr().out
+    assert rc == 0
+    split = read_metadata(out)["split"]
+    assert split["by"] == "source photo" and len(split["validation"]) == 1
+    assert sorted(split["train"] + split["validation"]) == ["lisa1", "lisa2", "lisa3"]
+    assert f"validated on {split['validation'][0]}" in report

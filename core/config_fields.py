@@ -52,11 +52,12 @@ def _expected(tp: Any) -> str:
             type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))  # fmt: skip
 
 
-def check_fields(cls: type, data: Any, what: str) -> dict[str, Any]:
+def check_fields(cls: type, data: Any, what: str, *, complete: bool = False) -> dict[str, Any]:
     """``data`` as keyword arguments for dataclass ``cls``: an object, known keys only, each of its field's type.
 
     Fields whose type is not a plain JSON type (nested dataclasses) are passed through for the caller.
-    Raises ValueError with one sentence naming the field.
+    ``complete``: every field without a default must be present (the caller builds ``cls(**data)`` directly;
+    a missing one was a TypeError about positional arguments). Raises ValueError with one sentence naming the field.
     """
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be a JSON object {{...}}, got {_type_name(data)}")
@@ -65,6 +66,15 @@ def check_fields(cls: type, data: Any, what: str) -> dict[str, Any]:
     unknown = sorted(set(map(str, data)) - set(known))
     if unknown:
         raise ValueError(f"{what}: unknown field(s) {unknown}; allowed: {sorted(known)}")
+    if complete:
+        needed = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [k for k in needed if k not in data]
+        if missing:
+            raise ValueError(f"{what}: missing field(s) {', '.join(missing)} (required: {', '.join(needed)})")
     for key, value in data.items():
         if _accepts(hints[key], value) is False:
             raise ValueError(

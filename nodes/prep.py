@@ -57,7 +57,8 @@ class FaceCropPrep:
     OUTPUT_TOOLTIPS = (
         "Prepared square images: per photo the main crop first, then its augmentations.",
         "Foreground masks (1 = person) matching the images.",
-        "JSON list: crop box, face box, rescue rung, background method and augmentation of every output.",
+        "JSON list: crop box, face box, rescue rung, background method, augmentation and source photo of every "
+        "output. Connect it to LoRATrainAdaptive's prep_metadata so validation holds out whole photos.",
     )
 
     @classmethod

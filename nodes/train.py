@@ -22,7 +22,9 @@ from ._comfy import (
 
 _log = logging.getLogger("IdentityLock")
 
-PRESET_NAMES = [
+PRESET_NAMES = [  # the default first (core.training.presets.DEFAULT_PRESET); the seed's rank-512 presets stay
+    "FACE_RANK32",
+    "FACE_RANK16",
     "EXP_FACIAL_UNET_FOCUS_HIGH",
     "EXP_FACIAL_UNET_FOCUS_MID",
     "EXP_FACIAL_UNET_FOCUS_LOW",
@@ -40,6 +42,17 @@ def _loras_dir() -> str:
         return os.path.join(output_directory(), "loras")
 
 
+def _preset_tooltip() -> str:
+    """What each preset costs, computed from the SD1.5 UNet shape (core.training.presets.footprint_text)."""
+    from ..core.training.presets import footprint_text
+
+    rows = "\n".join(f"{name}: {footprint_text(name)}" for name in PRESET_NAMES)
+    return (
+        "LoRA shape and batching (rank, target modules, gradient accumulation). The training state (weights + AdamW "
+        f"moments) is saved every checkpoint_every steps.\n{rows}"
+    )
+
+
 class LoRATrainAdaptive:
     @classmethod
     def INPUT_TYPES(cls):
@@ -54,7 +67,8 @@ class LoRATrainAdaptive:
                 "images": (
                     "IMAGE",
                     {
-                        "tooltip": "Prepared training images, one size (FaceCropPrep output). 20 % is held out for validation."
+                        "tooltip": "Prepared training images, one size (FaceCropPrep output). About 20 % of the photos "
+                        "(with all their variants) are held out for validation; at least 2 different photos."
                     },
                 ),
                 "trigger_word": (
@@ -72,7 +86,7 @@ class LoRATrainAdaptive:
                     PRESET_NAMES,
                     {
                         "default": PRESET_NAMES[0],
-                        "tooltip": "LoRA shape and batching (rank, target modules, gradient accumulation).",
+                        "tooltip": _preset_tooltip(),
                     },
                 ),
                 "schedule": (
@@ -94,10 +108,20 @@ class LoRATrainAdaptive:
                 ),
             },
             "optional": {
+                "prep_metadata": (
+                    "STRING",
+                    {
+                        "forceInput": True,
+                        "tooltip": "FaceCropPrep's metadata_json: which photo each image was made from. Validation then "
+                        "holds out whole photos (no rotated copy of a training photo is validated on). Unconnected: every "
+                        "image counts as its own photo.",
+                    },
+                ),
                 "identity": (
                     "IDENTITY",
                     {
-                        "tooltip": "Optional identity reference: probe drift every N steps and keep the best checkpoint."
+                        "tooltip": "Optional identity reference: probe drift every probe_every steps and save the state with "
+                        "the lowest drift."
                     },
                 ),
                 "probe_every": (
@@ -106,7 +130,8 @@ class LoRATrainAdaptive:
                         "default": 0,
                         "min": 0,
                         "max": 100000,
-                        "tooltip": "Steps between identity probes (0 = off; needs identity).",
+                        "tooltip": "Steps between identity probes (0 = every 200 steps when identity is connected, off "
+                        "otherwise). The LoRA written is the probed state with the lowest drift, not the last step.",
                     },
                 ),
                 "probe_samples": (
@@ -241,7 +266,7 @@ class LoRATrainAdaptive:
     )
 
     def train(self, model, clip, vae, images, trigger_word, lora_name, preset, schedule, seed, identity=None,
-              probe_every=0, probe_samples=4, rank=0, caption_template="", flip=False, color_jitter=0.0,
+              probe_every=0, probe_samples=4, prep_metadata=None, rank=0, caption_template="", flip=False, color_jitter=0.0,
               phases_json="", window=50, patience=3, p_threshold=0.5, significance=0.05, min_val_gain=0.02, checkpoint_every=100, resume=False,
               overwrite=False, unique_id=None):  # fmt: skip
         from ..core.errors import IdentityLockError
@@ -255,6 +280,14 @@ class LoRATrainAdaptive:
         file_name = check_lora_name(lora_name)
         arrays = image_to_numpy(images, "images")
         ds.check_images(arrays)
+        sources = ds.sources_from_prep_metadata(prep_metadata, len(arrays))
+        if sources is None:
+            _log.warning(
+                "LoRATrainAdaptive: prep_metadata is not connected, so every image counts as its own photo; connect "
+                "FaceCropPrep's metadata_json so that variants of one photo are never split between training and validation"
+            )  # fmt: skip
+        # one source photo only: refused here, before any work
+        ds.split_by_source(sources or [str(i) for i in range(len(arrays))])
         if preset not in PRESET_NAMES:  # never a file path from a prompt sent to the server
             raise IdentityLockError(f"preset {preset!r} is not one of {', '.join(PRESET_NAMES)}")
         phases = None
@@ -263,8 +296,7 @@ class LoRATrainAdaptive:
                 phases = load_schedule(phases_json, folder=_phases_dir(), allow_paths=False).phases
             except ValueError as exc:
                 raise IdentityLockError(f"phases_json: {str(exc).removeprefix('phases: ')}") from None
-        if probe_every and identity is None:
-            raise IdentityLockError("probe_every > 0 needs an IDENTITY input (IdentityEmbed)")
+        probe_every = job.probe_interval(probe_every, identity is not None)
         cfg = job.build_config(
             preset, len(arrays), schedule=schedule, phases=phases, seed=int(seed), rank=int(rank),
             checkpoint_every=int(checkpoint_every), probe_every=int(probe_every), window=int(window),
@@ -277,18 +309,18 @@ class LoRATrainAdaptive:
         job.check_outputs(
             lora_path, state_path, resume=bool(resume), overwrite=bool(overwrite), spelling=job.NODE
         )
-        path, result, mp = self._train(
+        path, result, mp, split, extra = self._train(
             model, clip, vae, arrays, captions, cfg, state_path, lora_path, trigger, identity,
-            int(probe_samples), bool(flip), float(color_jitter), bool(resume), unique_id,
+            int(probe_samples), bool(flip), float(color_jitter), bool(resume), unique_id, sources,
         )  # fmt: skip
         from ..core.training.report import loss_curve_image, report_text
 
-        report = report_text(result, cfg, str(path))
+        report = report_text(result, cfg, str(path), split, extra.get("selected"), extra.get("probe_note"))
         send_status("train_done", {"lora": file_name, "report": report}, unique_id)
         return (mp, file_name, numpy_to_image([loss_curve_image(result)]), report)
 
     def _train(self, model, clip, vae, arrays, captions, cfg, state_path, lora_path, trigger, identity, probe_samples,
-               flip, jitter, resume, unique_id):  # fmt: skip
+               flip, jitter, resume, unique_id, sources=None):  # fmt: skip
         """The ComfyUI side of a run: clone the MODEL, attach the LoRA as weight wrappers, train, save."""
         from ..core.training import dataset as ds
         from ..core.training import job
@@ -318,7 +350,7 @@ class LoRATrainAdaptive:
             mp.model.requires_grad_(False)
             encode_images, encode_text = comfy_encoders(mp, vae, clip)
             data = ds.prepare_data(arrays, captions, encode_images, encode_text, flip=flip, jitter=jitter,
-                                   seed=cfg.seed)  # fmt: skip
+                                   seed=cfg.seed, sources=sources)  # fmt: skip
             net = LoRANetwork(cfg.rank, cfg.alpha, cfg.dropout, seed=cfg.seed)
             attach_lora(mp, net, TARGETS[cfg.target_modules], _ldm_map(mp))
             _load_for_training(mp)
@@ -341,9 +373,9 @@ class LoRATrainAdaptive:
             result = trainer.run()
             net.requires_grad_(False)
             state, extra = job.lora_to_save(net, result)
-            meta = lora_metadata(result, cfg, trigger, model_fingerprint(mp), **extra)
+            meta = lora_metadata(result, cfg, trigger, model_fingerprint(mp), split=data.split, **extra)
             path = save_lora(lora_path, state, meta)
-        return path, result, mp
+        return path, result, mp, data.split, extra
 
     @staticmethod
     def _probe_renderer(mp, clip, vae, prompt, data, k):

@@ -32,6 +32,7 @@ REALISM_CKPT = "epicrealism_naturalSinRC1VAE.safetensors"
 LORA = "identitylock_person.safetensors"
 TRIGGER = "ilkperson"
 REFERENCE = "reference_face.png"
+REFERENCE_2 = "reference_face_2.png"  # a second, different photo: validation holds out whole photos
 IDENTITY = "person.safetensors"  # written by 01_prep_and_embed (IdentityEmbed save_name "person")
 SCENE = "scene.png"
 NEGATIVE = (
@@ -486,12 +487,16 @@ def train_identity_lora() -> Graph:
             "LoRA is written to models/loras/<lora_name>.safetensors only when complete; the node panel shows the live "
             "loss curve with phase boundaries, slope, p-value and ETA. Set trigger_word to the token you will put "
             f"first in your prompts ({TRIGGER} in the other templates). For 10–15 photos batch several LoadImage "
-            "nodes with ImageBatch, or use `identitylock train` on a folder."
+            "nodes with ImageBatch, or use `identitylock train` on a folder. Validation holds out whole photos (FaceCropPrep's "
+            f"metadata_json tells the trainer which variants belong together), so give at least 2 different photos "
+            f"(the template expects {REFERENCE} and {REFERENCE_2})."
         ),
     )
     ckpt = g.add("CheckpointLoaderSimple", "Checkpoint", ckpt_name=CKPT)
     ref = g.add("LoadImage", "Reference", image=REFERENCE)
-    prep = g.add("FaceCropPrep", "FaceCropPrep", images=ref[0])
+    ref2 = g.add("LoadImage", "Reference 2", image=REFERENCE_2)
+    photos = g.add("ImageBatch", "Photos", image1=ref[0], image2=ref2[0])
+    prep = g.add("FaceCropPrep", "FaceCropPrep", images=photos[0])
     emb = g.add("IdentityEmbed", "IdentityEmbed", images=prep[0], save_name="")
     train = g.add(
         "LoRATrainAdaptive",
@@ -500,6 +505,7 @@ def train_identity_lora() -> Graph:
         clip=ckpt[1],
         vae=ckpt[2],
         images=prep[0],
+        prep_metadata=prep[2],
         identity=emb[0],
         trigger_word=TRIGGER,
         lora_name="identitylock_person",

@@ -79,13 +79,19 @@ def _embed_from(graph: dict[str, Any], node_id: str, image: str) -> None:
 
 
 def train_graph(ckpt: str) -> tuple[dict[str, Any], str]:
-    """workflows/api/02 at 64 px: FaceCropPrep of one photo (+ augmentations), 4 short fixed-length phases."""
+    """workflows/api/02 at 64 px: FaceCropPrep of two photos (+ augmentations; validation holds out whole photos),
+    4 short fixed-length phases."""
     g = _load("02_train_identity_lora")
-    g["1"]["inputs"]["ckpt_name"] = ckpt
-    g["2"]["inputs"]["image"] = "lisa_1.jpg"
-    g["3"]["inputs"].update(size=64, background="none", backend="dlib")
-    g.pop("4")  # IdentityEmbed only feeds the identity probe (off here)
-    g["5"]["inputs"].pop("identity", None)
+    ids = {}
+    for k, v in g.items():
+        ids.setdefault(v["class_type"], []).append(k)
+    g[ids["CheckpointLoaderSimple"][0]]["inputs"]["ckpt_name"] = ckpt
+    for k, photo in zip(ids["LoadImage"], ("lisa_1.jpg", "lisa_2.jpg")):
+        g[k]["inputs"]["image"] = photo
+    g[ids["FaceCropPrep"][0]]["inputs"].update(size=64, background="none", backend="dlib")
+    g.pop(ids["IdentityEmbed"][0])  # IdentityEmbed only feeds the identity probe (off here)
+    train = ids["LoRATrainAdaptive"][0]
+    g[train]["inputs"].pop("identity", None)
     phases = [
         {"name": n, "lr": lr, "alpha": 4, "loss": "mse", "optimizer": "adamw", "min_steps": s, "max_steps": s}
         for n, lr, s in (
@@ -95,7 +101,7 @@ def train_graph(ckpt: str) -> tuple[dict[str, Any], str]:
             ("FINAL_FINE", 1e-5, 4),
         )
     ]
-    g["5"]["inputs"].update(
+    g[train]["inputs"].update(
         lora_name="il_web_demo",
         seed=NONCE,
         preset="TINY_TEST",
@@ -105,7 +111,7 @@ def train_graph(ckpt: str) -> tuple[dict[str, Any], str]:
         significance=1.0,  # never skip the lower-lr phases (random weights rarely "improve"): all 4 show
         checkpoint_every=1000,
     )
-    return g, "5"
+    return g, train
 
 
 def seeds_graph(ckpt: str) -> tuple[dict[str, Any], str]:

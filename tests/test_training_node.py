@@ -219,3 +219,17 @@ def test_node_phases_json_names_only_inside_the_phases_folder(comfy, crops, tmp_
     (comfy.dirs["phases"] / "short.json").write_text(PHASES)
     run_node(comfy, crops, phases_json="short")
     assert read_metadata(comfy.dirs["loras"] / "lisa.safetensors")["exits"][0]["phase"] == "COARSE"
+
+
+def test_node_splits_by_facecropprep_photo_and_records_it(comfy, crops):
+    """Issue 12: with FaceCropPrep's metadata_json wired, validation holds out whole photos; file and report say which."""
+    batch = torch.cat(
+        [crops, crops.flip(2)]
+    )  # two "variants" of each photo, in FaceCropPrep's order per photo
+    n = crops.shape[0]
+    meta = json.dumps([{"source_index": i % n, "variant": "main" if i < n else "flip"} for i in range(2 * n)])
+    _, _, _, report = run_node(comfy, batch, prep_metadata=meta)
+    split = read_metadata(comfy.dirs["loras"] / "lisa.safetensors")["split"]
+    assert split["by"] == "source photo" and split["validation"] and split["train"]
+    assert sorted(split["train"] + split["validation"]) == sorted(f"photo {i}" for i in range(n))
+    assert f"validated on {', '.join(split['validation'])}" in report

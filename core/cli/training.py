@@ -19,7 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a kohya-format LoRA (loads in ComfyUI and diffusers) with the 4-phase adaptive schedule.",
     )
     p.add_argument(
-        "--images", required=True, help="folder of prepared images (FaceCropPrep output); NAME.txt = caption"
+        "--images",
+        required=True,
+        help="folder of prepared images (FaceCropPrep output); NAME.txt = caption. Validation holds out whole "
+        "photos: variants are grouped by prep_metadata.json or their NAME_main/_rotate_*/_crop_* names",
     )
     p.add_argument(
         "--model", required=True, help="base model: local diffusers folder or SD1.5 .safetensors file"
@@ -32,7 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trigger", required=True, help="trigger word put in every caption, e.g. lsaperson")
     p.add_argument("--out", required=True, help="output LoRA file, e.g. loras/lisa.safetensors")
     p.add_argument(
-        "--preset", default="EXP_FACIAL_UNET_FOCUS_HIGH", help="built-in preset name or preset .json"
+        "--preset",
+        default="FACE_RANK32",
+        help="built-in preset name or preset .json (default FACE_RANK32, rank 32; docs/training.md lists each "
+        "preset's parameter count and state size)",
     )
     p.add_argument(
         "--schedule",
@@ -93,7 +99,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="identity reference .safetensors for the drift probe (from `identitylock embed`)",
     )
     p.add_argument(
-        "--probe-every", type=int, default=0, help="render K fixed-seed samples and score drift every N steps"
+        "--probe-every",
+        type=int,
+        default=0,
+        help="render K fixed-seed samples and score drift every N steps (0: every 200 steps with --identity); "
+        "the LoRA written is the state with the lowest drift",
     )
     p.add_argument("--device", help="cpu / cuda / cuda:1 (default: cuda if available)")
     p.set_defaults(func=run)
@@ -122,10 +132,13 @@ def run(args: argparse.Namespace) -> int:
         raise IdentityLockError(str(exc)) from None
     images, given = ds.load_folder(args.images)
     ds.check_images(images)
+    sources = ds.folder_sources(args.images)  # variants of one photo stay on one side of the split
+    ds.split_by_source(sources)  # one photo only: refused here, before the model loads
     captions = ds.make_captions(len(images), trigger, given, args.caption_template)
     cfg = job.build_config(
         preset, len(images), schedule=args.schedule, phases=phases, seed=args.seed, rank=args.rank or 0,
-        checkpoint_every=args.checkpoint_every, probe_every=args.probe_every, window=args.window,
+        checkpoint_every=args.checkpoint_every, window=args.window,
+        probe_every=job.probe_interval(args.probe_every, bool(args.identity), "--identity"),
         patience=args.patience, p_threshold=args.p_threshold, significance=args.significance,
         exit_on=args.exit_on, min_val_gain=args.min_val_gain,
     )  # fmt: skip
@@ -151,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         resume_state=resume_state,
         probe_reference=reference,
         device=args.device,
+        sources=sources,
     )
     print(report, file=sys.stdout)
     return 0

@@ -1,10 +1,16 @@
 """Training data: images (IMAGE batch from FaceCropPrep or a folder with captions), trigger-word captions,
-the 80/20 train/validation split, flips and color jitter, and latent/text caching.
+the 80/20 train/validation split by source photo, flips and color jitter, and latent/text caching.
+
+Why by source photo: FaceCropPrep turns each photo into several variants (main, rotations, a centre crop). A
+split by image put rotated copies of training photos on the validation side, so every validation-driven decision
+measured memorisation. Variants of one photo now always land on the same side.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -104,14 +110,101 @@ def make_captions(
     return out
 
 
+#: FaceCropPrep / ``identitylock prep`` output names: ``<stem>_main``, ``<stem>_rotate_-5``, ``<stem>_crop_60``.
+_PREP_VARIANT = re.compile(r"^(?P<stem>.+)_(?:main|rotate_[+-]?\d+(?:\.\d+)?|crop_\d+)$")
+
+
+def source_of_prepared(stem: str) -> str:
+    """The source photo of a prepared image from its file stem ('lisa_rotate_-5' -> 'lisa'); other names as is."""
+    m = _PREP_VARIANT.match(stem)
+    return m.group("stem") if m else stem
+
+
+def folder_sources(folder: str | os.PathLike) -> list[str]:
+    """Source photo of each image :func:`load_folder` returns (same order), for the split by source.
+
+    ``prep_metadata.json`` (written by ``identitylock prep``) names each output's source file and wins; else the
+    prep file-name pattern; else every file is its own photo.
+    """
+    from ..images import iter_image_files
+
+    folder = Path(folder)
+    by_output: dict[str, str] = {}
+    meta = folder / "prep_metadata.json"
+    if meta.is_file():
+        try:
+            records = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            records = []  # unreadable: fall back on the file names
+        for r in records if isinstance(records, list) else []:
+            if isinstance(r, dict) and isinstance(r.get("output"), str) and isinstance(r.get("file"), str):
+                by_output[r["output"]] = Path(r["file"]).name
+    out = []
+    for path in sorted(iter_image_files([folder], recursive=False)):
+        out.append(by_output.get(path.name) or source_of_prepared(path.stem))
+    return out
+
+
+def sources_from_prep_metadata(text: str | None, n: int) -> list[str] | None:
+    """Source photo of each of ``n`` images from FaceCropPrep's ``metadata_json`` (None when not given).
+
+    Each entry's ``source_index`` is the photo's index in FaceCropPrep's input batch.
+    """
+    if text is None or not str(text).strip():
+        return None
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        meta = None
+    if not isinstance(meta, list) or not all(isinstance(m, dict) for m in meta):
+        raise ImageInputError(
+            "prep_metadata is not FaceCropPrep's metadata_json (a JSON list of objects): connect that output or "
+            "leave the input unconnected"
+        )
+    if len(meta) != n:
+        raise ImageInputError(
+            f"prep_metadata describes {len(meta)} images but {n} images are connected: connect the images and "
+            "metadata_json of the same FaceCropPrep node"
+        )
+    out = []
+    for i, m in enumerate(meta):
+        src = m.get("source_index")
+        if isinstance(src, bool) or not isinstance(src, int):
+            raise ImageInputError(
+                f"prep_metadata entry {i} has no source_index: connect FaceCropPrep's metadata_json"
+            )
+        out.append(f"photo {src}")
+    return out
+
+
+def split_by_source(
+    sources: Sequence[str], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[int], list[int], list[str], list[str]]:
+    """Hold out whole source photos: (train indices, validation indices, train photos, validation photos).
+
+    About ``val_fraction`` of the photos (at least one, never all) go to validation with every variant of
+    theirs. One photo gives no honest held-out set (its variants are not independent): that is refused.
+    """
+    names = list(dict.fromkeys(sources))  # first-appearance order, so the split only depends on the seed
+    if len(names) < 2:
+        raise ImageInputError(
+            f"all {len(sources)} training images are variants of one photo ({names[0] if names else '-'}): "
+            "validation holds out whole photos, so give at least 2 different photos (3 or more recommended)"
+        )
+    order = np.random.default_rng(seed).permutation(len(names)).tolist()
+    n_val = min(len(names) - 1, max(1, int(round(len(names) * val_fraction))))
+    val_names = {names[i] for i in order[:n_val]}
+    train_idx = [i for i, s in enumerate(sources) if s not in val_names]
+    val_idx = [i for i, s in enumerate(sources) if s in val_names]
+    return train_idx, val_idx, [n for n in names if n not in val_names], [n for n in names if n in val_names]
+
+
 def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
-    """Shuffled 80/20 split (at least one image on each side)."""
+    """Shuffled 80/20 split of ``n`` independent images (at least one on each side)."""
     if n < 2:
         raise ImageInputError("at least 2 images are needed for a train/validation split")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n).tolist()
-    n_val = min(n - 1, max(1, int(round(n * val_fraction))))
-    return sorted(order[n_val:]), sorted(order[:n_val])
+    train, val, _, _ = split_by_source([str(i) for i in range(n)], val_fraction, seed)
+    return train, val
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
@@ -178,12 +271,21 @@ def prepare_data(
     jitter_copies: int = 1,
     val_fraction: float = 0.2,
     seed: int = 0,
+    sources: Sequence[str] | None = None,
 ):
-    """Split, augment the training side only, and cache latents and text embeddings into a TrainData."""
+    """Split by source photo, augment the training side only, and cache latents and text embeddings.
+
+    ``sources``: the source photo of each image (:func:`folder_sources`, :func:`sources_from_prep_metadata`);
+    None means every image is its own photo. The split is recorded in ``TrainData.split``.
+    """
     from .records import TrainData
 
     check_images(images)
-    train_idx, val_idx = split_indices(len(images), val_fraction, seed)
+    if sources is not None and len(sources) != len(images):
+        raise ValueError(f"{len(sources)} source names for {len(images)} images")
+    by = "source photo" if sources is not None else "image (no source photos given)"
+    sources = list(sources) if sources is not None else [f"image {i}" for i in range(len(images))]
+    train_idx, val_idx, train_src, val_src = split_by_source(sources, val_fraction, seed)
     train_imgs, src = augment([images[i] for i in train_idx], flip, jitter, jitter_copies, seed)
     train_caps = [captions[train_idx[j]] for j in src]
     val_caps = [captions[i] for i in val_idx]
@@ -193,4 +295,5 @@ def prepare_data(
         val_latents=encode_images([images[i] for i in val_idx]),
         val_cond=encode_text(val_caps),
         captions=list(captions),
+        split={"by": by, "train": train_src, "validation": val_src},
     )

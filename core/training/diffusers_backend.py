@@ -127,10 +127,12 @@ def train_diffusers(
     keep_best_probe: bool = True,
     device: str | None = None,
     show_progress: bool = True,
+    sources: Sequence[str] | None = None,
 ):
     """Train a LoRA on ``pipe.unet`` (standalone, diffusers), write it atomically to ``out_path``.
 
-    ``resume_state``: a loaded training state to continue (``job.saved_state``). Returns (TrainResult, path,
+    ``resume_state``: a loaded training state to continue (``job.saved_state``). ``sources``: the source photo
+    of each image (``dataset.folder_sources``) for the split by photo. Returns (TrainResult, path,
     report text). Runs one process or several under ``accelerate launch``
     (gradients all-reduced, data order differs per rank, only the main process writes files).
     """
@@ -168,6 +170,7 @@ def train_diffusers(
         flip=flip,
         jitter=jitter,
         seed=config.seed,
+        sources=sources,
     )
     net = LoRANetwork(config.rank, config.alpha, config.dropout, seed=config.seed)
     net.attach_hooks(pipe.unet, TARGETS[config.target_modules])
@@ -213,6 +216,15 @@ def train_diffusers(
     state, extra = lora_to_save(net, result, keep_best_probe)
     path = None
     if is_main:
-        path = save_lora(out_path, state, lora_metadata(result, config, trigger, base_hash, **extra))
+        meta = lora_metadata(result, config, trigger, base_hash, split=data.split, **extra)
+        path = save_lora(out_path, state, meta)
     net.detach_hooks()
-    return result, path, report_text(result, config, str(path) if path else None)
+    report = report_text(
+        result,
+        config,
+        str(path) if path else None,
+        data.split,
+        extra.get("selected"),
+        extra.get("probe_note"),
+    )
+    return result, path, report

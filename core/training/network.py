@@ -159,8 +159,10 @@ class LoRANetwork(nn.Module):
     def kohya_state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         sd = {}
         for name, lora in self.loras.items():
-            sd[f"{name}.lora_down.weight"] = lora.down.detach().to("cpu", dtype).contiguous()
-            sd[f"{name}.lora_up.weight"] = lora.up.detach().to("cpu", dtype).contiguous()
+            # copy=True: on CPU ``.to`` returns the live parameter, so a kept state (the best identity probe's)
+            # would follow every later optimizer step and the "best" file would hold the last weights
+            sd[f"{name}.lora_down.weight"] = lora.down.detach().to("cpu", dtype, copy=True).contiguous()
+            sd[f"{name}.lora_up.weight"] = lora.up.detach().to("cpu", dtype, copy=True).contiguous()
             sd[f"{name}.alpha"] = torch.tensor(float(self.alpha), dtype=dtype)
         return sd
 

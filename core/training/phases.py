@@ -68,6 +68,15 @@ class Phase:
             )
         if self.restarts < 1:
             problems.append("restarts must be >= 1")
+        # checked here, not by torch mid-run (after the latents are encoded) or never (a NaN loss)
+        if self.warmup_steps < 0:
+            problems.append(f"warmup_steps must be >= 0 (got {self.warmup_steps})")
+        if not self.weight_decay >= 0:
+            problems.append(f"weight_decay must be >= 0 (got {self.weight_decay})")
+        if not (self.huber_delta > 0 and self.charbonnier_eps > 0):
+            problems.append(
+                f"huber_delta and charbonnier_eps must be > 0 (got {self.huber_delta}, {self.charbonnier_eps})"
+            )
         if problems:
             raise ValueError(f"phase {self.name!r}: " + "; ".join(problems))
 
@@ -93,7 +102,8 @@ class Phase:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Phase:
         name = data.get("name") if isinstance(data, dict) else None
-        return cls(**check_fields(cls, data, f"phase {name!r}" if isinstance(name, str) else "phase"))
+        what = f"phase {name!r}" if isinstance(name, str) else "phase"
+        return cls(**check_fields(cls, data, what, complete=True))
 
 
 def seed_phases(min_steps: int = 150, max_steps: int = 2000) -> list[Phase]:

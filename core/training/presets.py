@@ -64,12 +64,32 @@ class Preset:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preset:
-        return cls(**check_fields(cls, data, "preset"))
+        return cls(**check_fields(cls, data, "preset", complete=True))
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
+        Preset(
+            "FACE_RANK32",
+            rank=32,
+            alpha=32,
+            lr=1e-4,
+            optimizer="adamw",
+            scheduler="constant",
+            steps=1500,
+            description="default: rank 32 on attention + feed-forward, fits a 12-24 GB GPU (AdamW, lr 1e-4)",
+        ),
+        Preset(
+            "FACE_RANK16",
+            rank=16,
+            alpha=16,
+            lr=1e-4,
+            optimizer="adamw",
+            scheduler="constant",
+            steps=1500,
+            description="rank 16 on attention + feed-forward: half the size of FACE_RANK32, for tight VRAM",
+        ),
         Preset(
             "EXP_FACIAL_UNET_FOCUS_LOW",
             rank=512,
@@ -124,6 +144,59 @@ PRESETS: dict[str, Preset] = {
         ),
     ]
 }
+
+
+DEFAULT_PRESET = "FACE_RANK32"
+
+#: Bytes per LoRA parameter: the fp32 weight in the LoRA file; the training state adds AdamW's two fp32 moments.
+LORA_BYTES_PER_PARAM = 4
+STATE_BYTES_PER_PARAM = 12
+
+
+def lora_param_count(rank: int, target_modules: str, unet_config: dict[str, Any] | None = None) -> int:
+    """LoRA parameters (rank × (in + out) per adapted Linear) on a UNet with diffusers config ``unet_config``
+    (default SD1.5), from the config alone: what the presets cost, shown before anything is loaded.
+
+    Counts the transformer blocks' linears that ``TARGETS`` names (attn1/attn2 q,k,v,out; ff GEGLU in, out);
+    tests/test_training_split.py checks it against the modules of the real UNet built on the meta device.
+    """
+    from .tiny import SD15_UNET_CONFIG
+
+    cfg = unet_config or SD15_UNET_CONFIG
+    widths, d = list(cfg["block_out_channels"]), int(cfg["cross_attention_dim"])
+    per_layer = int(cfg.get("transformer_layers_per_block", 1))
+    layers = int(cfg["layers_per_block"])
+    blocks: list[int] = []  # channel width of every transformer block
+    for c, kind in zip(widths, cfg["down_block_types"]):
+        blocks += [c] * (layers * per_layer if "CrossAttn" in kind else 0)
+    for c, kind in zip(reversed(widths), cfg["up_block_types"]):
+        blocks += [c] * ((layers + 1) * per_layer if "CrossAttn" in kind else 0)
+    blocks += [widths[-1]] * per_layer  # the mid block
+    attn_ff = target_modules == "attn_ff"
+    # attn1 q,k,v,out: c->c; attn2 q,out: c->c, k,v: d->c; ff: c->8c (GEGLU), 4c->c
+    per_block = [8 * c + 4 * c + 2 * (d + c) + (14 * c if attn_ff else 0) for c in blocks]
+    return int(rank) * sum(per_block)
+
+
+def preset_footprint(preset: Preset | str) -> dict[str, float]:
+    """SD1.5 LoRA parameters, LoRA file size and training-state size of a preset (bytes; computed, not typed in)."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    n = lora_param_count(p.rank, p.target_modules)
+    return {"params": n, "lora_bytes": n * LORA_BYTES_PER_PARAM, "state_bytes": n * STATE_BYTES_PER_PARAM}
+
+
+def footprint_text(preset: Preset | str) -> str:
+    """'rank 32, attn_ff: 12.0 M LoRA params, file 46 MiB, training state 137 MiB (SD1.5)' for tooltips/docs."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    f = preset_footprint(p)
+
+    def size(b: float) -> str:
+        return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
+
+    return (
+        f"rank {p.rank}, {p.target_modules}: {f['params'] / 1e6:.1f} M LoRA params, file {size(f['lora_bytes'])}, "
+        f"training state {size(f['state_bytes'])} (SD1.5)"
+    )
 
 
 @dataclass

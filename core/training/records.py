@@ -33,6 +33,8 @@ class TrainData:
     val_latents: torch.Tensor
     val_cond: torch.Tensor
     captions: list[str] = field(default_factory=list)
+    # which source photos trained and which validated ({"by", "train", "validation"}; dataset.prepare_data)
+    split: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

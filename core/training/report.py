@@ -60,12 +60,48 @@ def loss_curve_image(result: Any, width: int = 800, height: int = 400) -> np.nda
     return np.asarray(img)
 
 
-def report_text(result: Any, config: Any, lora_path: str | None = None) -> str:
+def split_text(split: dict[str, Any] | None) -> str | None:
+    """One line: which source photos trained and which validated (None when unknown)."""
+    if not split:
+        return None
+    return (
+        f"validation split by {split.get('by', '?')}: trained on {', '.join(split.get('train', []))}; "
+        f"validated on {', '.join(split.get('validation', []))}"
+    )
+
+
+def probe_lines(result: Any, selected: str | None = None, note: str | None = None) -> list[str]:
+    """Every probe's drifts and median, and which state the LoRA file holds."""
+    if not result.probes.records:
+        return []
+    lines = ["identity probes (step phase: per-sample drifts -> median):"]
+    for r in result.probes.records:
+        lines.append(f"  {r.step} {r.phase}: {', '.join(f'{d:.3f}' for d in r.drifts)} -> {r.median:.3f}")
+    best = result.probes.best
+    lines.append(f"best probe: step {best.step} ({best.phase}), median drift {best.median:.3f}")
+    lines.append(
+        f"saved weights: {selected or f'final step {result.steps}'}" + (f" ({note})" if note else "")
+    )
+    return lines
+
+
+def report_text(
+    result: Any,
+    config: Any,
+    lora_path: str | None = None,
+    split: dict[str, Any] | None = None,
+    selected: str | None = None,
+    probe_note: str | None = None,
+) -> str:
+    """The run report; ``split`` (TrainData.split), ``selected`` and ``probe_note`` (from job.lora_to_save's
+    extra) when known."""
     lines = [
         f"LoRA: {lora_path or '(not saved)'}",
         f"preset {config.preset}, rank {config.rank}, schedule {'adaptive' if config.schedule.adaptive else 'fixed'}",
         f"steps {result.steps} in {result.seconds:.0f}s; final validation loss {result.final_val_loss:.5f}",
     ]
+    if (line := split_text(split)) is not None:
+        lines.append(line)
     lines += [
         ex.message()
         + (f"; val {ex.val_loss:.5f}" if ex.val_loss is not None else "")
@@ -74,17 +110,14 @@ def report_text(result: Any, config: Any, lora_path: str | None = None) -> str:
     ]
     if getattr(result, "skip_reason", ""):
         lines.append(result.skip_reason)
-    if result.probes.records:
-        best = result.probes.best
-        curve = ", ".join(f"{s}:{m:.3f}" for s, m in result.probes.curve())
-        lines.append(f"identity probe (step:median drift): {curve}")
-        lines.append(f"best probe: step {best.step} ({best.phase}), median drift {best.median:.3f}")
+    lines += probe_lines(result, selected, probe_note)
     return "\n".join(lines)
 
 
 def lora_metadata(
     result: Any, config: Any, trigger: str, base_model_hash: str, **extra: Any
 ) -> dict[str, Any]:
+    """safetensors metadata; ``extra`` adds e.g. ``split`` (TrainData.split) and ``selected`` (job.lora_to_save)."""
     step_stride = max(1, len(result.losses) // 500)
     return {
         "trigger_word": trigger,
@@ -103,6 +136,9 @@ def lora_metadata(
         "losses": [round(float(v), 6) for v in result.losses[::step_stride]],
         "loss_stride": step_stride,
         "probe_curve": result.probes.curve(),
+        "probes": [r.__dict__ for r in result.probes.records],  # every probe's per-sample drifts
+        # the step whose weights the file holds: the best probe's when job.lora_to_save kept it, else the last
+        "saved_step": result.probes.best.step if "selected" in extra else result.steps,
         "seed": config.seed,
         **extra,
     }

@@ -20,17 +20,23 @@ _log = logging.getLogger("IdentityLock.training")
 class DiffusersBackend:
     """predict(): add DDPM noise at t = u·T and run the UNet; target is epsilon or v per the scheduler config."""
 
-    def __init__(self, unet, scheduler, device: str | torch.device = "cpu"):
+    def __init__(
+        self, unet, scheduler, device: str | torch.device = "cpu", gradient_checkpointing: bool = False
+    ):
         self.unet, self.scheduler = unet, scheduler
         self.device = torch.device(device)
         self.T = int(scheduler.config.num_train_timesteps)
         self.prediction_type = getattr(scheduler.config, "prediction_type", "epsilon")
         self.unet.requires_grad_(False)
+        if gradient_checkpointing:  # diffusers' own switch: blocks recompute activations in the backward pass
+            unet.enable_gradient_checkpointing()
 
     def predict(self, latents, cond, noise, u):
         t = (u * self.T).long().clamp_(0, self.T - 1)
         noisy = self.scheduler.add_noise(latents, noise, t)
-        pred = self.unet(noisy, t, cond).sample
+        # the UNet's own dtype (fp16/bf16 weights): the noise schedule runs in fp32, the model in its dtype
+        dtype = self.unet.dtype
+        pred = self.unet(noisy.to(dtype), t, cond.to(dtype)).sample.float()
         if self.prediction_type == "v_prediction":
             return pred, self.scheduler.get_velocity(latents, noise, t)
         return pred, noise

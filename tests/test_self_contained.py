@@ -27,12 +27,7 @@ def test_every_labelled_photo_is_committed_with_its_sources():
     assert missing == []
     sources = (faces / "SOURCES.md").read_text()
     assert all(r["file"].split("_")[0] in sources for r in rows), "every photo's source is in SOURCES.md"
-    for name in (
-        "object_info.json",
-        "lora_keymap_sd15.json",
-        "LORA_KEYS.md",
-        "protocol/history_response.json",
-    ):
+    for name in ("object_info.json", "lora_keymap_sd15.json", "LORA_KEYS.md", "protocol/history_response.json"):
         assert (FIXTURES / "comfyui" / name).is_file(), name
 
 

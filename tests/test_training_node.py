@@ -219,3 +219,20 @@ def test_node_phases_json_names_only_inside_the_phases_folder(comfy, crops, tmp_
     (comfy.dirs["phases"] / "short.json").write_text(PHASES)
     run_node(comfy, crops, phases_json="short")
     assert read_metadata(comfy.dirs["loras"] / "lisa.safetensors")["exits"][0]["phase"] == "COARSE"
+
+
+def test_node_gradient_checkpointing_trains_the_same_lora_and_leaves_the_model_as_it_was(comfy, crops):
+    """Issue 12 item 3: the gradient_checkpointing widget recomputes the UNet's blocks (checkpoint_blocks) and the
+    shared diffusion model gets its own forward back afterwards."""
+    from safetensors.torch import load_file
+
+    unet = comfy.model.model.diffusion_model
+    blocks = [m for m in unet.modules() if type(m).__name__ in ("BasicTransformerBlock", "ResnetBlock2D")]
+    assert blocks
+    run_node(comfy, crops, lora_name="plain")
+    run_node(comfy, crops, lora_name="ckpt", gradient_checkpointing=True)
+    assert all("forward" not in m.__dict__ for m in blocks)
+    plain, ckpt = (load_file(str(comfy.dirs["loras"] / f"{n}.safetensors")) for n in ("plain", "ckpt"))
+    assert plain.keys() == ckpt.keys()
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], rtol=1e-4, atol=1e-6)

@@ -175,3 +175,28 @@ def test_training_memory_is_released_when_the_run_ends_or_fails(comps, fail):
     gc.collect()
     assert tr.optimizer is None and refs and refs[0]() is None  # optimizer and its moments are gone
     assert all(p.grad is None for p in net.parameters())
+
+
+def test_comfy_backend_feeds_the_compute_dtype_not_the_fp8_storage_dtype():
+    """ComfyUI keeps fp8 weights and computes in ``manual_cast_dtype``: inputs go in at the compute dtype (bf16
+    here), and the trainer's precision follows it."""
+    from types import SimpleNamespace
+
+    from identitylock.core.training.comfy_backend import compute_dtype, sigma_backend
+    from identitylock.core.training.precision import precision_for_dtype
+
+    seen = []
+    sampling = SimpleNamespace(percent_to_sigma=lambda p: 1.0 - p, noise_scaling=lambda s, n, x, m: x + n)
+    model = SimpleNamespace(
+        manual_cast_dtype=torch.bfloat16,
+        apply_model=lambda x, s, c_crossattn: seen.append((x.dtype, c_crossattn.dtype)) or x,
+    )
+    mp = SimpleNamespace(model=model, model_dtype=lambda: torch.float8_e4m3fn,
+                         get_model_object=lambda name: sampling)  # fmt: skip
+    backend = sigma_backend(mp, "cpu")
+    pred, _ = backend.predict(
+        torch.zeros(1, 4, 2, 2), torch.zeros(1, 3, 8), torch.ones(1, 4, 2, 2), torch.tensor([0.5])
+    )
+    assert seen == [(torch.bfloat16, torch.bfloat16)] and pred.dtype == torch.float32
+    assert compute_dtype(mp) == torch.bfloat16 and precision_for_dtype(compute_dtype(mp)) == "bf16"
+    assert precision_for_dtype(torch.float16) == "fp16" and precision_for_dtype(torch.float32) == "auto"

@@ -131,8 +131,11 @@ def train_diffusers(
     probe_seeds: Sequence[int] = (1, 2, 3, 4),
     probe_steps: int = 20,
     keep_best_probe: bool = True,
-    device: str | None = None,
+    device: str | torch.device = "cpu",
     show_progress: bool = True,
+    gradient_checkpointing: bool = False,
+    precision: str = "auto",
+    keep_checkpoints: int = 2,
 ):
     """Train a LoRA on ``pipe.unet`` (standalone, diffusers), write it atomically to ``out_path``.
 
@@ -153,7 +156,7 @@ def train_diffusers(
     if config.train_text_encoder:
         raise ValueError("text-encoder LoRA training is not supported yet; use a unet-only preset")
     grad_sync, rank, is_main = accelerate_grad_sync()
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(device)
     if grad_sync is not None and dev.type == "cuda":
         dev = torch.device("cuda", rank % max(1, torch.cuda.device_count()))
     if int(resolution) < 8 or int(resolution) % 8:
@@ -200,7 +203,7 @@ def train_diffusers(
 
     trainer = Trainer(
         net,
-        DiffusersBackend(pipe.unet, pipe.scheduler, dev),
+        DiffusersBackend(pipe.unet, pipe.scheduler, dev, gradient_checkpointing),
         data,
         config,
         on_step=on_step,
@@ -208,6 +211,8 @@ def train_diffusers(
         probe=probe,
         grad_sync=grad_sync,
         rank_offset=rank,
+        precision=precision,
+        keep_checkpoints=keep_checkpoints,
     )
     if resume_state is not None:
         trainer.resume(state=resume_state)

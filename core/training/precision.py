@@ -39,6 +39,11 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
+def precision_for_dtype(dtype: torch.dtype) -> str:
+    """The precision matching a half-precision model's compute dtype (fp16 needs the grad scaler), else 'auto'."""
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "auto")
+
+
 def make_scaler(precision: str, device: torch.device | str) -> Any:
     """A GradScaler for fp16 (small gradients would flush to zero without it), else None."""
     if precision != "fp16":

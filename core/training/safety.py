@@ -125,3 +125,24 @@ def check_finite_weights(tensors: dict, what: str) -> None:
             f"not writing {what}: {len(bad)} tensor(s) hold NaN/inf (first: {bad[0]}); the training diverged, "
             "resume from the last saved training state with a lower learning rate"
         )
+
+
+def check_gradients_reach(params: Any) -> None:
+    """Fail loudly when the loss does not depend on the LoRA (every gradient exactly zero or missing).
+
+    Why: otherwise a run "succeeds" and saves a LoRA whose ``up`` matrices are still zero. Seen in a real
+    ComfyUI with a random-weight checkpoint whose GroupNorm weights were all zero (the UNet output is then
+    constant); the same symptom follows from running the step without autograd (inference mode / no_grad).
+    """
+    import torch
+
+    grads = [p.grad for p in params if p.requires_grad]
+    if any(g is not None and bool(torch.any(g != 0)) for g in grads):
+        return
+    how = (
+        "no gradient reached the LoRA (autograd was off: inference_mode/no_grad around the training step?)"
+        if all(g is None for g in grads)
+        else "all LoRA gradients are exactly zero (the model output does not depend on the adapted layers, "
+        "e.g. a checkpoint with zeroed normalisation weights)"
+    )
+    raise RuntimeError(f"LoRA cannot train: {how}")

@@ -35,7 +35,7 @@ from .precision import autocast, make_scaler, master_fp32, release_memory, resol
 from .presets import TrainConfig
 from .probe import ProbeTracker
 from .records import Backend, PhaseExit, StepInfo, TrainData, TrainResult
-from .safety import GuardConfig, NonFiniteGuard, nonfinite_keys
+from .safety import GuardConfig, NonFiniteGuard, check_gradients_reach, nonfinite_keys
 
 __all__ = [
     "VAL_TIMESTEP_FRACTIONS",
@@ -201,7 +201,8 @@ class Trainer:
         finite = all(bool(torch.isfinite(g).all()) for g in grads)
         ok = bool(self.collective.broadcast(math.isfinite(total) and (finite or self.scaler is not None)))
         if ok and not self._grad_checked:
-            self._check_gradients()
+            check_gradients_reach(self.network.parameters())
+            self._grad_checked = True
         if self.scaler is not None:
             if ok:
                 self.scaler.step(self.optimizer)
@@ -211,25 +212,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self._last_lr = lr
         return total, ok
-
-    def _check_gradients(self) -> None:
-        """Fail loudly when the loss does not depend on the LoRA (every gradient exactly zero or missing).
-
-        Why: otherwise a run "succeeds" and saves a LoRA whose ``up`` matrices are still zero. Seen in a real
-        ComfyUI with a random-weight checkpoint whose GroupNorm weights were all zero (the UNet output is then
-        constant); the same symptom follows from running the step without autograd (inference mode / no_grad).
-        """
-        self._grad_checked = True
-        grads = [p.grad for p in self.network.parameters() if p.requires_grad]
-        if any(g is not None and bool(torch.any(g != 0)) for g in grads):
-            return
-        how = (
-            "no gradient reached the LoRA (autograd was off: inference_mode/no_grad around the training step?)"
-            if all(g is None for g in grads)
-            else "all LoRA gradients are exactly zero (the model output does not depend on the adapted layers, "
-            "e.g. a checkpoint with zeroed normalisation weights)"
-        )
-        raise RuntimeError(f"LoRA cannot train: {how}")
 
     def validation_loss(self) -> float:
         """MSE at fixed timesteps and fixed noise on the held-out images (comparable across phases and runs)."""
@@ -432,20 +414,7 @@ class Trainer:
         if self.checkpoint_path is not None:
             self.save_checkpoint()
         self._release()
-        return TrainResult(
-            steps=self.step,
-            exits=list(self.exits),
-            losses=list(self.losses),
-            val_losses=list(self.val_losses),
-            phase_starts=list(self.phase_starts),
-            final_val_loss=final_val,
-            probes=self.probes,
-            seconds=time.perf_counter() - t0,
-            controller_seconds=self.controller_seconds,
-            skipped=list(self.skipped),
-            skip_reason=self.skip_reason,
-            bad_steps=list(self.guard.bad_steps),
-        )
+        return self.snapshot(final_val, time.perf_counter() - t0)
 
     def _saved_path(self) -> Path | None:
         return self.checkpoint_path if self._saved_step is not None else None
@@ -458,21 +427,16 @@ class Trainer:
             p.grad = None
         release_memory(self.backend.device)
 
-    def snapshot(self) -> TrainResult:
+    def snapshot(self, final_val: float | None = None, seconds: float = 0.0) -> TrainResult:
         """The run so far as a TrainResult (for live previews of the loss curve); no extra model evaluation."""
+        if final_val is None:
+            final_val = self.val_losses[-1][1] if self.val_losses else float("nan")
         return TrainResult(
-            steps=self.step,
-            exits=list(self.exits),
-            losses=list(self.losses),
-            val_losses=list(self.val_losses),
-            phase_starts=list(self.phase_starts),
-            final_val_loss=self.val_losses[-1][1] if self.val_losses else float("nan"),
-            probes=self.probes,
-            seconds=0.0,
-            controller_seconds=self.controller_seconds,
-            skipped=list(self.skipped),
-            skip_reason=self.skip_reason,
-        )
+            steps=self.step, exits=list(self.exits), losses=list(self.losses), val_losses=list(self.val_losses),
+            phase_starts=list(self.phase_starts), final_val_loss=final_val, probes=self.probes, seconds=seconds,
+            controller_seconds=self.controller_seconds, skipped=list(self.skipped), skip_reason=self.skip_reason,
+            bad_steps=list(self.guard.bad_steps),
+        )  # fmt: skip
 
     def _exit_phase(self, decision) -> None:
         st = self.controller.stats

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import torch.multiprocessing as mp
 from identitylock.tests import distributed_tasks
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_take_the_same_decisions_and_finish(tmp_path):
     ctx = mp.start_processes(
         distributed_tasks.train_rank, args=(2, str(tmp_path)), nprocs=2, join=False, start_method="spawn"

@@ -66,7 +66,9 @@ def test_fp16_base_model_trains_an_fp32_lora_even_at_lr_5e_7(comps):
     assert moved["up"] > 0 and moved["down"] > 0
 
 
-def test_bf16_autocast_runs_on_cpu(comps):
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_autocast_runs_on_cpu(comps, precision):
+    """bf16 autocast, and fp16 autocast with the grad scaler (its state travels in the training state)."""
     unet = _unet(comps)
     seen = []
 
@@ -80,10 +82,14 @@ def test_bf16_autocast_runs_on_cpu(comps):
     net = LoRANetwork(4, 4, seed=0)
     net.attach_hooks(unet, TARGETS["attn_ff"])
     try:
-        res = Trainer(net, Spy(unet, comps["scheduler"]), _data(), _cfg(1e-3, 3), precision="bf16").run()
+        tr = Trainer(net, Spy(unet, comps["scheduler"]), _data(), _cfg(1e-3, 3), precision=precision)
+        res = tr.run()
     finally:
         net.detach_hooks()
-    assert torch.bfloat16 in seen and all(math.isfinite(v) for v in res.losses)
+    half = torch.bfloat16 if precision == "bf16" else torch.float16
+    assert half in seen and all(math.isfinite(v) for v in res.losses) and res.bad_steps == []
+    assert (tr.scaler is not None) == (precision == "fp16")
+    assert (tr.state_dict()["scaler"] is not None) == (precision == "fp16")
     assert all(p.dtype == torch.float32 for p in net.parameters())
 
 

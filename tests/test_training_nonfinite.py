@@ -164,3 +164,19 @@ def test_only_the_last_n_states_are_kept(tmp_path, keep):
     assert [s for s, _ in history(ckpt)] == {1: [], 3: [8, 10]}[keep]
     assert load_checkpoint(ckpt)["step"] == 12
     assert len(list(tmp_path.iterdir())) == keep
+
+
+def test_resuming_from_an_older_kept_state_keeps_every_file_labelled_with_its_own_step(tmp_path):
+    ckpt = tmp_path / "run.state.pt"
+    net, first = _trainer({}, ckpt, cancel_after=9, keep=10)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    net.detach_hooks()
+    older = history(ckpt)[1][1]  # step 4 (2, 4, 6, 8 kept); the newest file holds step 9
+    net, again = _trainer({}, ckpt, keep=10)
+    again.resume(older)
+    again.run()
+    net.detach_hooks()
+    for step, f in history(ckpt):
+        assert load_checkpoint(f)["step"] == step, f.name
+    assert load_checkpoint(ckpt)["step"] == 12

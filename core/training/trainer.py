@@ -331,9 +331,9 @@ class Trainer:
         """Continue from a saved state: ``state`` when already loaded, else the file ``path`` (default: the
         trainer's checkpoint path)."""
         self.load_state_dict(state if state is not None else load_checkpoint(path or self.checkpoint_path))
-        self._saved_step = (
-            self.step
-        )  # the file at checkpoint_path holds this step: kept as history on the next save
+        same_file = state is not None or path is None or Path(path) == self.checkpoint_path
+        # the step checkpoint_path holds (kept as history on the next save); None when resumed from another file
+        self._saved_step = self.step if same_file else None
         _log.info(
             "Resumed at step %d (phase %s)",
             self.step,

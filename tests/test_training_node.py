@@ -233,3 +233,20 @@ def test_node_splits_by_facecropprep_photo_and_records_it(comfy, crops):
     assert split["by"] == "source photo" and split["validation"] and split["train"]
     assert sorted(split["train"] + split["validation"]) == sorted(f"photo {i}" for i in range(n))
     assert f"validated on {', '.join(split['validation'])}" in report
+
+
+def test_node_gradient_checkpointing_trains_the_same_lora_and_leaves_the_model_as_it_was(comfy, crops):
+    """Issue 12 item 3: the gradient_checkpointing widget recomputes the UNet's blocks (checkpoint_blocks) and the
+    shared diffusion model gets its own forward back afterwards."""
+    from safetensors.torch import load_file
+
+    unet = comfy.model.model.diffusion_model
+    blocks = [m for m in unet.modules() if type(m).__name__ in ("BasicTransformerBlock", "ResnetBlock2D")]
+    assert blocks
+    run_node(comfy, crops, lora_name="plain")
+    run_node(comfy, crops, lora_name="ckpt", gradient_checkpointing=True)
+    assert all("forward" not in m.__dict__ for m in blocks)
+    plain, ckpt = (load_file(str(comfy.dirs["loras"] / f"{n}.safetensors")) for n in ("plain", "ckpt"))
+    assert plain.keys() == ckpt.keys()
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], rtol=1e-4, atol=1e-6)

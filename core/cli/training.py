@@ -106,6 +106,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the LoRA written is the state with the lowest drift",
     )
     p.add_argument("--device", help="cpu / cuda / cuda:1 (default: cuda if available)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="forward-pass precision; LoRA weights stay fp32 (auto: bf16 on a GPU that has it, fp16 with loss "
+        "scaling on an older GPU, fp32 on CPU)",
+    )
+    p.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute UNet blocks in the backward pass: much less VRAM, slower steps, same result",
+    )
+    p.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=2,
+        help="training states kept on disk: the newest at --checkpoint plus older ones beside it (default 2)",
+    )
     p.set_defaults(func=run)
 
 
@@ -163,8 +181,18 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_path=state_path,
         resume_state=resume_state,
         probe_reference=reference,
-        device=args.device,
+        device=args.device or _default_device(),
         sources=sources,
+        precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+        keep_checkpoints=max(1, args.keep_checkpoints),
     )
     print(report, file=sys.stdout)
     return 0
+
+
+def _default_device() -> str:
+    """--device left out: the first CUDA device when there is one (the CLI chooses; core takes what it is given)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

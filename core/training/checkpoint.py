@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
 import os
 from pathlib import Path
@@ -13,14 +15,65 @@ from ..fileio import atomic_write
 _log = logging.getLogger("IdentityLock.training")
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """torch.save to a temporary file, fsync, then rename over ``path``: a crash never leaves half a file."""
+def save_checkpoint(
+    path: str | os.PathLike, state: dict[str, Any], keep: int = 1, previous_step: int | None = None
+) -> Path:
+    """torch.save to a temporary file beside ``path``, fsync, then rename over ``path``: a crash never leaves half
+    a file and the previous state stays whole until the new one is complete.
+
+    ``keep`` > 1 keeps that many states in all: the one ``path`` held (``previous_step``, None when it is not this
+    run's) first gets a second name, :func:`history_path`, and only the newest ``keep - 1`` such names stay.
+    Why: a state is only checked for NaN/inf, not for being any good; an older one is a way back.
+    """
     import torch
 
     path = Path(path)
+    if keep > 1 and previous_step is not None and path.is_file():
+        _keep_as(path, history_path(path, previous_step))
     with atomic_write(path, "wb") as fh:
         torch.save(_plain(state), fh)
+    step = state.get("step") if isinstance(state, dict) else None
+    _prune_history(path, max(0, keep - 1), int(step) if step is not None else None)
     return path
+
+
+def history_path(path: str | os.PathLike, step: int) -> Path:
+    """``run.state.pt`` at step 40 -> ``run.state.step0000040.pt``: an older training state kept beside the newest."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.step{int(step):07d}{p.suffix}")
+
+
+def history(path: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, file) of the older states kept beside ``path``, oldest first."""
+    p = Path(path)
+    out = []
+    for f in p.parent.glob(f"{glob.escape(p.stem)}.step*{glob.escape(p.suffix)}"):
+        digits = f.name[len(p.stem) + len(".step") : len(f.name) - len(p.suffix)]
+        if digits.isdigit() and len(digits) >= 7:
+            out.append((int(digits), f))
+    return sorted(out)
+
+
+def _keep_as(src: Path, dst: Path) -> None:
+    """A second name for ``src`` (a hard link: no copy of a multi-GB state), else a copy written atomically."""
+    import shutil
+
+    with contextlib.suppress(FileNotFoundError):
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        with atomic_write(dst, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 22)
+
+
+def _prune_history(path: Path, n: int, step: int | None) -> None:
+    """Keep the newest ``n`` older states; drop any at or after ``step`` (left by a run that was replaced)."""
+    old = [(s, f) for s, f in history(path) if step is None or s < step]
+    stale = [f for s, f in history(path) if step is not None and s >= step]
+    for f in stale + [f for _, f in old[: max(0, len(old) - n)]]:
+        with contextlib.suppress(OSError):
+            f.unlink()
 
 
 def _plain(obj: Any) -> Any:

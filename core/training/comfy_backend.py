@@ -107,16 +107,23 @@ def comfy_encoders(
     return encode_images, encode_text
 
 
-def sigma_backend(model_patcher: Any) -> SigmaBackend:
-    """The x0-objective backend on a ModelPatcher: its ``model_sampling``, dtype and load device."""
+def compute_dtype(model_patcher: Any) -> torch.dtype:
+    """The dtype the model computes in: ComfyUI's ``manual_cast_dtype`` when its weights are stored in another one
+    (fp8, or fp16 on a device without fp16), else the weights' dtype. Inputs go in at this dtype, never at fp8."""
+    return getattr(model_patcher.model, "manual_cast_dtype", None) or model_patcher.model_dtype()
+
+
+def sigma_backend(model_patcher: Any, device: torch.device | str) -> SigmaBackend:
+    """The x0-objective backend on a ModelPatcher: its ``model_sampling`` and compute dtype, on ``device`` (the
+    node passes ComfyUI's ``model_management.get_torch_device()``; core chooses no device itself)."""
     ms = model_patcher.get_model_object("model_sampling")
-    dtype = model_patcher.model_dtype()
+    dtype = compute_dtype(model_patcher)
 
     def apply_model(xt: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return model_patcher.model.apply_model(xt.to(dtype), sigma, c_crossattn=cond.to(dtype)).float()
 
     return SigmaBackend(apply_model, ms.percent_to_sigma,
-                        lambda s, n, x: ms.noise_scaling(s, n, x, False), model_patcher.load_device)  # fmt: skip
+                        lambda s, n, x: ms.noise_scaling(s, n, x, False), device)  # fmt: skip
 
 
 def attach_lora(model_patcher: Any, network: Any, targets: Sequence[str], ldm_map: dict[str, str]) -> int:

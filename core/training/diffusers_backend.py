@@ -20,17 +20,23 @@ _log = logging.getLogger("IdentityLock.training")
 class DiffusersBackend:
     """predict(): add DDPM noise at t = u·T and run the UNet; target is epsilon or v per the scheduler config."""
 
-    def __init__(self, unet, scheduler, device: str | torch.device = "cpu"):
+    def __init__(
+        self, unet, scheduler, device: str | torch.device = "cpu", gradient_checkpointing: bool = False
+    ):
         self.unet, self.scheduler = unet, scheduler
         self.device = torch.device(device)
         self.T = int(scheduler.config.num_train_timesteps)
         self.prediction_type = getattr(scheduler.config, "prediction_type", "epsilon")
         self.unet.requires_grad_(False)
+        if gradient_checkpointing:  # diffusers' own switch: blocks recompute activations in the backward pass
+            unet.enable_gradient_checkpointing()
 
     def predict(self, latents, cond, noise, u):
         t = (u * self.T).long().clamp_(0, self.T - 1)
         noisy = self.scheduler.add_noise(latents, noise, t)
-        pred = self.unet(noisy, t, cond).sample
+        # the UNet's own dtype (fp16/bf16 weights): the noise schedule runs in fp32, the model in its dtype
+        dtype = self.unet.dtype
+        pred = self.unet(noisy.to(dtype), t, cond.to(dtype)).sample.float()
         if self.prediction_type == "v_prediction":
             return pred, self.scheduler.get_velocity(latents, noise, t)
         return pred, noise
@@ -125,9 +131,12 @@ def train_diffusers(
     probe_seeds: Sequence[int] = (1, 2, 3, 4),
     probe_steps: int = 20,
     keep_best_probe: bool = True,
-    device: str | None = None,
+    device: str | torch.device = "cpu",
     show_progress: bool = True,
     sources: Sequence[str] | None = None,
+    gradient_checkpointing: bool = False,
+    precision: str = "auto",
+    keep_checkpoints: int = 2,
 ):
     """Train a LoRA on ``pipe.unet`` (standalone, diffusers), write it atomically to ``out_path``.
 
@@ -149,7 +158,7 @@ def train_diffusers(
     if config.train_text_encoder:
         raise ValueError("text-encoder LoRA training is not supported yet; use a unet-only preset")
     grad_sync, rank, is_main = accelerate_grad_sync()
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(device)
     if grad_sync is not None and dev.type == "cuda":
         dev = torch.device("cuda", rank % max(1, torch.cuda.device_count()))
     if int(resolution) < 8 or int(resolution) % 8:
@@ -197,7 +206,7 @@ def train_diffusers(
 
     trainer = Trainer(
         net,
-        DiffusersBackend(pipe.unet, pipe.scheduler, dev),
+        DiffusersBackend(pipe.unet, pipe.scheduler, dev, gradient_checkpointing),
         data,
         config,
         on_step=on_step,
@@ -205,6 +214,8 @@ def train_diffusers(
         probe=probe,
         grad_sync=grad_sync,
         rank_offset=rank,
+        precision=precision,
+        keep_checkpoints=keep_checkpoints,
     )
     if resume_state is not None:
         trainer.resume(state=resume_state)

@@ -71,6 +71,11 @@ def save_lora(path: str | os.PathLike, state_dict: dict, info: dict[str, Any] | 
     """Write atomically: a temporary file in the same folder, then rename (the name appears only when complete)."""
     from safetensors.torch import save_file
 
+    from .safety import check_finite_weights
+
+    check_finite_weights(
+        state_dict, f"the LoRA file {Path(path).name}"
+    )  # a NaN LoRA would load and break images
     tensors = {k: v.contiguous() for k, v in state_dict.items()}
     metadata = build_metadata(info or {})
     return atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

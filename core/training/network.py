@@ -99,7 +99,7 @@ class LoRANetwork(nn.Module):
         lora = (
             self.loras[key] if key in self.loras else self.add(key, mod.weight.shape[1], mod.weight.shape[0])
         )
-        lora.to(device=mod.weight.device)
+        lora.to(device=mod.weight.device, dtype=torch.float32)  # fp32 master weights, cast where used
         return lora
 
     def attach_hooks(

@@ -87,6 +87,7 @@ class TrainResult:
     controller_seconds: float
     skipped: list[str] = field(default_factory=list)
     skip_reason: str = ""
+    bad_steps: list[int] = field(default_factory=list)  # steps skipped for a NaN/inf loss or gradient
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -94,6 +95,7 @@ class TrainResult:
             "exits": [asdict(e) for e in self.exits],
             "skipped": list(self.skipped),
             "skip_reason": self.skip_reason,
+            "bad_steps": list(self.bad_steps),
             "final_val_loss": self.final_val_loss,
             "val_losses": self.val_losses,
             "phase_starts": self.phase_starts,

@@ -26,13 +26,16 @@ import torch
 
 from .checkpoint import adopt_saved_seed, load_checkpoint, save_checkpoint
 from .convergence import ConvergenceController, ImprovementTest, exit_message, improvement_test, skip_message
+from .distributed import Collective, default_collective
 from .losses import make_loss
 from .network import LoRANetwork
 from .optimizers import make_optimizer
 from .phases import Phase
+from .precision import autocast, make_scaler, master_fp32, release_memory, resolve_precision
 from .presets import TrainConfig
 from .probe import ProbeTracker
 from .records import Backend, PhaseExit, StepInfo, TrainData, TrainResult
+from .safety import GuardConfig, NonFiniteGuard, check_gradients_reach, nonfinite_keys
 
 __all__ = [
     "VAL_TIMESTEP_FRACTIONS",
@@ -65,7 +68,16 @@ class Trainer:
         probe: Callable[[], list] | None = None,
         grad_sync: Callable[[list[torch.Tensor]], None] | None = None,
         rank_offset: int = 0,
+        collective: Collective | None = None,
+        precision: str = "auto",
+        keep_checkpoints: int = 2,
+        guard: GuardConfig | None = None,
     ):
+        """``precision``: 'auto' (bf16 autocast on a CUDA device with bf16, fp16 + grad scaler on an older one,
+        fp32 on CPU), 'fp32', 'bf16' or 'fp16'; the LoRA weights are fp32 in every case. ``keep_checkpoints``:
+        training states kept on disk (the newest at ``checkpoint_path``). ``collective``: how processes agree
+        (default: torch.distributed's group when one is up). ``guard``: when non-finite steps lower the lr / stop.
+        """
         if data.latents.shape[0] < 1:
             raise ValueError("no training images")
         if data.val_latents.shape[0] < 1:
@@ -75,6 +87,15 @@ class Trainer:
         self.on_step, self.check_cancel, self.probe = on_step, check_cancel, probe
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.grad_sync, self.rank_offset = grad_sync, rank_offset
+        self.collective = collective if collective is not None else default_collective()
+        self.precision = resolve_precision(precision, backend.device)
+        self.scaler = make_scaler(self.precision, backend.device)
+        master_fp32(self.network.parameters())
+        self.keep_checkpoints = max(1, int(keep_checkpoints))
+        self._saved_step: int | None = (
+            None  # the step the file at checkpoint_path holds (None: not this run's)
+        )
+        self.guard = NonFiniteGuard(guard or GuardConfig())
         self.controller = ConvergenceController(config.controller)
         self.controller.validation_available = bool(config.val_every)  # also after resume mid-phase
         self.probes = ProbeTracker()
@@ -113,7 +134,7 @@ class Trainer:
     def _start_phase(self) -> None:
         ph = self.phase
         if self._phase_start_val is None:
-            self._phase_start_val = self.validation_items()
+            self._phase_start_val = self._agreed_items()
             if not self.val_losses or self.val_losses[-1][0] != self.step:
                 self.val_losses.append((self.step, sum(self._phase_start_val) / len(self._phase_start_val)))
         self.network.set_alpha(ph.alpha if ph.alpha is not None else self.config.alpha)
@@ -142,7 +163,11 @@ class Trainer:
         )
 
     # -- steps ----------------------------------------------------------------------------------------------
-    def _train_step(self) -> float:
+    def _train_step(self) -> tuple[float, bool]:
+        """One optimizer step; returns (loss averaged over processes, whether the step was applied).
+
+        The loss and the gradients are checked before the optimizer sees them: a NaN/inf step changes no weight
+        and no optimizer moment (safety.py counts it)."""
         ph, cfg, dev = self.phase, self.config, self.backend.device
         loss_fn = make_loss(ph.loss, ph.huber_delta, ph.charbonnier_eps)
         seed = self._step_seed(self.step)
@@ -158,42 +183,35 @@ class Trainer:
                 lat = self.data.latents[idx]
                 noise = torch.randn(lat.shape, generator=g)
                 u = torch.rand(cfg.batch_size, generator=g)
-                pred, target = self.backend.predict(
-                    lat.to(dev), self.data.cond[idx].to(dev), noise.to(dev, lat.dtype), u.to(dev)
-                )
-                loss = loss_fn(pred, target) / cfg.grad_accum
-                loss.backward()
+                with autocast(self.precision, dev):
+                    pred, target = self.backend.predict(
+                        lat.to(dev), self.data.cond[idx].to(dev), noise.to(dev, lat.dtype), u.to(dev)
+                    )
+                loss = loss_fn(pred.float(), target.float()) / cfg.grad_accum
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
                 total += float(loss.detach())
-        if self.grad_sync is not None:
-            self.grad_sync([p.grad for p in self.network.parameters() if p.grad is not None])
-        lr = ph.lr_at(self.controller.stats.steps, ph.max_steps)
+        grads = [p.grad for p in self.network.parameters() if p.grad is not None]
+        (self.grad_sync or self.collective.sync_grads)(grads)
+        total = self.collective.mean(total)
+        lr = ph.lr_at(self.controller.stats.steps, ph.max_steps) * self.guard.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if not self._grad_checked:
-            self._check_gradients()
-        self.optimizer.step()
+        if self.scaler is not None:  # fp16: an overflow of the scaled gradients is the scaler's to skip
+            self.scaler.unscale_(self.optimizer)
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        ok = bool(self.collective.broadcast(math.isfinite(total) and (finite or self.scaler is not None)))
+        if ok and not self._grad_checked:
+            check_gradients_reach(self.network.parameters())
+            self._grad_checked = True
+        if self.scaler is not None:
+            if ok:
+                self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif ok:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._last_lr = lr
-        return total
-
-    def _check_gradients(self) -> None:
-        """Fail loudly when the loss does not depend on the LoRA (every gradient exactly zero or missing).
-
-        Why: otherwise a run "succeeds" and saves a LoRA whose ``up`` matrices are still zero. Seen in a real
-        ComfyUI with a random-weight checkpoint whose GroupNorm weights were all zero (the UNet output is then
-        constant); the same symptom follows from running the step without autograd (inference mode / no_grad).
-        """
-        self._grad_checked = True
-        grads = [p.grad for p in self.network.parameters() if p.requires_grad]
-        if any(g is not None and bool(torch.any(g != 0)) for g in grads):
-            return
-        how = (
-            "no gradient reached the LoRA (autograd was off: inference_mode/no_grad around the training step?)"
-            if all(g is None for g in grads)
-            else "all LoRA gradients are exactly zero (the model output does not depend on the adapted layers, "
-            "e.g. a checkpoint with zeroed normalisation weights)"
-        )
-        raise RuntimeError(f"LoRA cannot train: {how}")
+        return total, ok
 
     def validation_loss(self) -> float:
         """MSE at fixed timesteps and fixed noise on the held-out images (comparable across phases and runs)."""
@@ -214,16 +232,22 @@ class Trainer:
         cond = self.data.val_cond.repeat_interleave(k, dim=0)
         items: list[float] = []
         for s in range(0, lat.shape[0], 8):
-            pred, target = self.backend.predict(
-                lat[s : s + 8].to(dev),
-                cond[s : s + 8].to(dev),
-                self._val_noise[s : s + 8].to(dev, lat.dtype),
-                self._val_u[s : s + 8].to(dev),
-            )
+            with autocast(self.precision, dev):
+                pred, target = self.backend.predict(
+                    lat[s : s + 8].to(dev),
+                    cond[s : s + 8].to(dev),
+                    self._val_noise[s : s + 8].to(dev, lat.dtype),
+                    self._val_u[s : s + 8].to(dev),
+                )
             err = (pred.float() - target.float()) ** 2
             items += [float(v) for v in err.reshape(err.shape[0], -1).mean(dim=1)]
         self.network.train()
         return items
+
+    def _agreed_items(self) -> list[float]:
+        """Rank 0's validation items on every process (each rank computes its own; they may differ in the last
+        bits, and every decision must be the same on all ranks)."""
+        return self.collective.broadcast(self.validation_items())
 
     # -- state ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -246,6 +270,8 @@ class Trainer:
             "phase_start_val": self._phase_start_val,
             "probes": self.probes.state_dict(),
             "rng": torch.get_rng_state(),
+            "guard": self.guard.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -269,6 +295,9 @@ class Trainer:
         self._phase_start_val = state.get("phase_start_val")
         self.probes.load_state_dict(state["probes"])
         torch.set_rng_state(state["rng"])
+        self.guard.load_state_dict(state.get("guard"))
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.phase_started = False
         if state["phase_started"] and self.phase_index < len(self.phases):
             ph = self.phase
@@ -276,18 +305,35 @@ class Trainer:
             self.optimizer = make_optimizer(
                 ph.optimizer, params, ph.lr, ph.weight_decay, str(self.backend.device)
             )
-            self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("optimizer") is not None:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.phase_started = True
 
     def save_checkpoint(self) -> Path | None:
+        """Write the state beside the previous one (kept: ``keep_checkpoints``); never a NaN/inf weight or moment:
+        such a state is not written and the last good one stays."""
         if self.checkpoint_path is None:
             return None
-        return save_checkpoint(self.checkpoint_path, self.state_dict())
+        state = self.state_dict()
+        bad = nonfinite_keys({"network": state["network"], "optimizer": state["optimizer"]})
+        if bad:
+            _log.error(
+                "Training state at step %d not saved: %d tensors hold NaN/inf (first: %s); %s is kept",
+                self.step, len(bad), bad[0], self.checkpoint_path,
+            )  # fmt: skip
+            return None
+        prev = self._saved_step if self._saved_step != self.step else None
+        path = save_checkpoint(self.checkpoint_path, state, keep=self.keep_checkpoints, previous_step=prev)
+        self._saved_step = self.step
+        return path
 
     def resume(self, path: str | Path | None = None, state: dict[str, Any] | None = None) -> None:
         """Continue from a saved state: ``state`` when already loaded, else the file ``path`` (default: the
         trainer's checkpoint path)."""
         self.load_state_dict(state if state is not None else load_checkpoint(path or self.checkpoint_path))
+        same_file = state is not None or path is None or Path(path) == self.checkpoint_path
+        # the step checkpoint_path holds (kept as history on the next save); None when resumed from another file
+        self._saved_step = self.step if same_file else None
         _log.info(
             "Resumed at step %d (phase %s)",
             self.step,
@@ -306,25 +352,29 @@ class Trainer:
                 if not self.phase_started:
                     self._start_phase()
                 ts = time.perf_counter()
-                loss = self._train_step()
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss became {loss} at step {self.step + 1} in phase {self.phase.name}: lower the learning rate"
-                    )
+                loss, ok = self._train_step()
                 self.step += 1
+                action = self.guard.judge(self.step, ok)
+                if action != "ok":  # nothing was applied; raises after too many in a row
+                    self.guard.apply(action, self.step, self.phase.name, self._last_lr, self._saved_path())
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    continue
                 self.losses.append(loss)
                 tc = time.perf_counter()
                 decision = self.controller.update(loss)
                 self.controller_seconds += time.perf_counter() - tc
                 val = None
                 if cfg.val_every and self.step % cfg.val_every == 0:
-                    val = self.validation_loss()
+                    items = self._agreed_items()
+                    val = sum(items) / len(items)
                     self.val_losses.append((self.step, val))
                     tc = time.perf_counter()
                     vdec = self.controller.update_validation(val, self.controller.stats.steps)
                     self.controller_seconds += time.perf_counter() - tc
                     if vdec.exit_phase and not decision.exit_phase:
                         decision = vdec
+                decision = self.collective.broadcast(decision)  # rank 0 decides for all (distributed.py)
                 if self.probe is not None and cfg.probe_every and self.step % cfg.probe_every == 0:
                     self._run_probe()
                 step_times.append(time.perf_counter() - ts)
@@ -353,48 +403,45 @@ class Trainer:
         except BaseException:
             # cancel / crash between steps: keep everything done so far
             if self.checkpoint_path is not None and self.phase_index <= len(self.phases):
-                self.save_checkpoint()
-                _log.info("Checkpoint saved at step %d: %s", self.step, self.checkpoint_path)
+                if self.save_checkpoint() is not None:
+                    _log.info("Checkpoint saved at step %d: %s", self.step, self.checkpoint_path)
+            self._release()
             raise
-        final_val = self.validation_loss()
+        items = self._agreed_items()
+        final_val = sum(items) / len(items)
         if not self.val_losses or self.val_losses[-1][0] != self.step:
             self.val_losses.append((self.step, final_val))
         if self.checkpoint_path is not None:
             self.save_checkpoint()
-        return TrainResult(
-            steps=self.step,
-            exits=list(self.exits),
-            losses=list(self.losses),
-            val_losses=list(self.val_losses),
-            phase_starts=list(self.phase_starts),
-            final_val_loss=final_val,
-            probes=self.probes,
-            seconds=time.perf_counter() - t0,
-            controller_seconds=self.controller_seconds,
-            skipped=list(self.skipped),
-            skip_reason=self.skip_reason,
-        )
+        self._release()
+        return self.snapshot(final_val, time.perf_counter() - t0)
 
-    def snapshot(self) -> TrainResult:
+    def _saved_path(self) -> Path | None:
+        return self.checkpoint_path if self._saved_step is not None else None
+
+    def _release(self) -> None:
+        """Drop what training allocated (optimizer moments, gradients, the device cache) when the run ends or is
+        cancelled: ComfyUI keeps the process, and the next node needs the memory."""
+        self.optimizer = None
+        for p in self.network.parameters():
+            p.grad = None
+        release_memory(self.backend.device)
+
+    def snapshot(self, final_val: float | None = None, seconds: float = 0.0) -> TrainResult:
         """The run so far as a TrainResult (for live previews of the loss curve); no extra model evaluation."""
+        if final_val is None:
+            final_val = self.val_losses[-1][1] if self.val_losses else float("nan")
         return TrainResult(
-            steps=self.step,
-            exits=list(self.exits),
-            losses=list(self.losses),
-            val_losses=list(self.val_losses),
-            phase_starts=list(self.phase_starts),
-            final_val_loss=self.val_losses[-1][1] if self.val_losses else float("nan"),
-            probes=self.probes,
-            seconds=0.0,
-            controller_seconds=self.controller_seconds,
-            skipped=list(self.skipped),
-            skip_reason=self.skip_reason,
-        )
+            steps=self.step, exits=list(self.exits), losses=list(self.losses), val_losses=list(self.val_losses),
+            phase_starts=list(self.phase_starts), final_val_loss=final_val, probes=self.probes, seconds=seconds,
+            controller_seconds=self.controller_seconds, skipped=list(self.skipped), skip_reason=self.skip_reason,
+            bad_steps=list(self.guard.bad_steps),
+        )  # fmt: skip
 
     def _exit_phase(self, decision) -> None:
         st = self.controller.stats
         test = decision.test
-        items = self.validation_items()
+        items = self._agreed_items()
         val = sum(items) / len(items)
         imp: ImprovementTest | None = None
         tc = time.perf_counter()

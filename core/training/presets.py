@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config_fields import check_fields, parse_json
 from .convergence import ControllerConfig
+from ..config_fields import check_fields, parse_json
 from .phases import Phase, Schedule, seed_phases
 
 # Module-name suffixes inside the UNet's transformer blocks (diffusers naming).

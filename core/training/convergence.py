@@ -16,9 +16,10 @@ Why: fixed step counts keep training after likeness has peaked. What each rule i
    p-value for "still decreasing" (H1: slope < 0, t with n-2 df) is computed; above ``p_threshold`` the phase
    ends (after its ``min_steps``). Per-step losses are close to independent (fresh noise and timesteps), so this
    one is a test; at p_threshold 0.5 it is again "the fitted slope is not negative".
-2. Across phases: did the finished phase lower the validation loss? One-sided paired t-test over the held-out
-   images (each image's loss averaged over the fixed timesteps, before vs after the phase, df = images - 1;
-   :func:`improvement_test`); if p > ``significance`` the remaining phases with a lower learning rate are skipped.
+2. Across phases: did the finished phase lower the validation loss by more than ``min_val_gain``? One-sided
+   paired t-test over the held-out images of the relative gain from the phase's start to its end (each image's
+   loss averaged over the fixed timesteps; df = images - 1; :func:`improvement_test`); if p > ``significance``
+   the remaining phases with a lower learning rate are skipped.
 
 Welford's running mean/variance is kept per phase for reports and for the divergence guard.
 """
@@ -111,8 +112,9 @@ class ControllerConfig:
     p_threshold: plateau when the one-sided p-value for "still decreasing" exceeds it (0.5 = the fitted slope
     is not negative); min_steps/max_steps (per phase) bound each phase; divergence_sigma: exit early when the
     window mean rises this many standard deviations (of the phase's Welford std) above the best window mean
-    (0 = off); significance: a finished phase must lower the held-out images' validation loss at this one-sided
-    level of a paired t-test over the images (:func:`improvement_test`), otherwise the remaining
+    (0 = off); significance: a finished phase must lower the held-out images' validation loss by more than
+    ``min_val_gain`` at this one-sided level of a paired t-test over the images (:func:`improvement_test`),
+    otherwise the remaining
     lower-learning-rate phases are skipped (1.0 = never skip).
 
     exit_on="validation" (default): the phase ends on the validation-loss trend, not on the training-loss slope
@@ -345,40 +347,43 @@ def exit_message(phase: str, windows: int, reason: str, test: SlopeTest | None, 
 
 @dataclass
 class ImprovementTest:
-    """One-sided paired t-test that a phase lowered the validation loss of the held-out images."""
+    """One-sided paired t-test that a phase lowered the held-out images' validation loss by more than ``margin``."""
 
     improvement: float  # mean(before) - mean(after) over all items; > 0 = better
-    stderr: float  # standard error of the mean paired difference (over the test's units)
-    p_value: float  # one-sided: small = the held-out images' loss fell, consistently across them
+    stderr: float  # standard error of the mean relative gain per unit
+    p_value: float  # one-sided: small = every held-out image gained, on average by more than the margin
     n: int  # validation items (images x timesteps)
     before: float
     after: float
     df: int = 0  # degrees of freedom of the t statistic (units - 1)
     unit: str = "images"  # what was paired: "images" (each averaged over its timesteps) or "timesteps"
+    margin: float = 0.0  # H0: mean relative gain <= margin
 
     def describe(self) -> str:
-        """E.g. 'val 1.09591 -> 1.00465 (-8.3 %; paired t over 3 images, df=2, p=0.01)'."""
+        """E.g. 'val 1.09591 -> 1.00465 (-8.3 %; paired t over 3 images, gain > 2 %: df=2, p=0.01)'."""
         change = 100 * (self.after / self.before - 1) if self.before else float("nan")
         return (
             f"val {self.before:.5f} -> {self.after:.5f} ({change:+.1f} %; paired t over {self.df + 1} "
-            f"{self.unit}, df={self.df}, p={self.p_value:.2f})"
+            f"{self.unit}, gain > {100 * self.margin:g} %: df={self.df}, p={self.p_value:.2f})"
         )
 
 
 def improvement_test(
-    before: np.ndarray | list[float], after: np.ndarray | list[float], strata: int = 1
+    before: np.ndarray | list[float], after: np.ndarray | list[float], strata: int = 1, margin: float = 0.0
 ) -> ImprovementTest:
-    """One-sided paired t-test on the per-image differences of the validation loss, before minus after.
+    """One-sided paired t-test on the per-image relative gains of the validation loss, against ``margin``.
 
     ``before``/``after`` are per-item validation losses ordered image-major with ``strata`` fixed timesteps per
     image (Trainer.validation_items), measured with the same noise before and after the phase. Items of one image
     are not independent (same picture, same noise), so the unit of the test is the image: each image's loss is
-    averaged over its timesteps, d_j = before_j - after_j, t = mean(d) / (sd(d) / sqrt(m)), df = m - 1, p =
-    P(T_df >= t) (= scipy.stats.ttest_rel(before_j, after_j, alternative="greater")). H1: the phase lowered the
-    held-out images' validation loss (a consistent fall across images counts, however small). With one held-out
-    image (or strata=1) the units are its items (timesteps), df = items - 1: a statement about that image only.
-    Why paired: the old unpaired z-test compared the gain with the image-to-image spread of the losses, which is
-    not the noise of a difference measured on the same images, and used a normal law at ~2 degrees of freedom.
+    averaged over its timesteps, g_j = (before_j - after_j) / before_j, t = (mean(g) - margin) / (sd(g) / sqrt(m)),
+    df = m - 1, p = P(T_df >= t) (= scipy.stats.ttest_1samp(g, margin, alternative="greater")). H1: on average
+    over held-out images the phase lowered the validation loss by more than ``margin`` (relative). With one
+    held-out image (or strata=1) the units are its items (timesteps), df = items - 1: a statement about that image
+    only. Why a margin: with fixed noise, a phase at lr 1e-6 lowers every image's loss by ~0.003 %, a perfectly
+    consistent and worthless gain that a plain paired test (margin 0) calls significant at p < 0.01. Why paired:
+    the old unpaired z-test compared the gain with the image-to-image spread of the losses, which is not the
+    noise of a difference measured on the same images, and read it on a normal law at ~2 degrees of freedom.
     """
     from scipy import stats
 
@@ -391,28 +396,29 @@ def improvement_test(
         b_u, a_u, unit = b.reshape(-1, strata).mean(axis=1), a.reshape(-1, strata).mean(axis=1), "images"
     else:
         b_u, a_u = b, a
-    d = b_u - a_u
-    m = d.size
-    gain = float(d.mean())
-    se = float(d.std(ddof=1) / math.sqrt(m))
+    g = (b_u - a_u) / np.where(b_u != 0, b_u, 1.0)
+    m = g.size
+    excess = float(g.mean()) - margin
+    se = float(g.std(ddof=1) / math.sqrt(m))
     if se == 0.0:
-        p = 0.0 if gain > 0 else 1.0
+        p = 0.0 if excess > 0 else 1.0
     else:
-        p = float(stats.t.sf(gain / se, df=m - 1))
+        p = float(stats.t.sf(excess / se, df=m - 1))
     return ImprovementTest(
-        float(b.mean() - a.mean()), se, p, int(b.size), float(b.mean()), float(a.mean()), m - 1, unit
+        float(b.mean() - a.mean()), se, p, int(b.size), float(b.mean()), float(a.mean()), m - 1, unit, margin
     )
 
 
 def skip_message(phase: str, skipped: list[str], test: ImprovementTest) -> str:
-    """E.g. 'Skipping MID_FINE, FINAL_FINE: MID did not lower the validation loss significantly (-0.1 %; paired t
-    over 3 images, df=2, p=0.47)'.
+    """E.g. 'Skipping MID_FINE, FINAL_FINE: MID did not lower the validation loss significantly by more than 2 %
+    (-0.1 %; paired t over 3 images, gain > 2 %: df=2, p=1.00)'.
 
     The relative change and the degrees of freedom are printed because "not significant" can hide a sizeable but
     uncertain gain when only a few images are held out (df=2 at 3 images).
     """
     change = 100 * (test.after / test.before - 1) if test.before else float("nan")
     return (
-        f"Skipping {', '.join(skipped)}: {phase} did not lower the validation loss significantly "
-        f"({change:+.1f} %; paired t over {test.df + 1} {test.unit}, df={test.df}, p={test.p_value:.2f})"
+        f"Skipping {', '.join(skipped)}: {phase} did not lower the validation loss significantly by more than "
+        f"{100 * test.margin:g} % ({change:+.1f} %; paired t over {test.df + 1} {test.unit}, "
+        f"gain > {100 * test.margin:g} %: df={test.df}, p={test.p_value:.2f})"
     )

@@ -399,7 +399,9 @@ class Trainer:
         imp: ImprovementTest | None = None
         tc = time.perf_counter()
         if self._phase_start_val is not None and len(self._phase_start_val) == len(items) >= 2:
-            imp = improvement_test(self._phase_start_val, items, strata=len(VAL_TIMESTEP_FRACTIONS))
+            imp = improvement_test(
+                self._phase_start_val, items, len(VAL_TIMESTEP_FRACTIONS), self.config.controller.min_val_gain
+            )
         self.controller_seconds += time.perf_counter() - tc
         ex = PhaseExit(
             phase=self.phase.name,

@@ -1,23 +1,25 @@
-"""Statistical convergence detection for training loss streams (numpy/scipy only, no torch).
+"""Convergence rules for training loss streams (numpy/scipy only, no torch).
 
-Why: fixed step counts keep training after likeness has peaked. Two questions are answered with tests:
+Why: fixed step counts keep training after likeness has peaked. What each rule is, exactly (docs/training.md,
+"What is tested"):
 
-1. Within a phase: is the loss still going down? By default the validation loss decides (fixed items, timesteps
-   and noise, so far less noisy than per-step training losses; :meth:`ConvergenceController.update_validation`:
-   exit when finishing the phase's step budget at the current rate of fall would lower the validation loss by
-   less than ``min_val_gain``); the training-loss slope below is then computed and logged as a secondary signal
-   (and decides with exit_on="train" or without validations).
-   Training-loss rule: every ``window`` steps a least-squares line is fitted to the phase's last
-   ``patience × window`` losses (the span; every decision uses the same amount of evidence, so the chance of a
-   wrong exit is the same at every evaluation) and the one-sided p-value for "still decreasing" (H1: slope < 0)
-   is computed. Above ``p_threshold`` the phase has plateaued and ends (after its
-   ``min_steps``). A phase that never shows a decrease therefore ends soon after its first full span instead of
-   waiting for a run of consecutive flat windows (with p_threshold 0.5 and patience 3, such a run takes ~14
-   windows on average on a perfectly flat curve).
-2. Across phases: did the finished phase improve the validation loss beyond its noise? The gain from the
-   phase's start to its end is compared with the standard error of the validation estimate (one-sided z-test,
-   :func:`improvement_test`); if it is not significant (p above ``significance``), the remaining phases with a
-   lower learning rate are skipped.
+1. Within a phase: is the loss still going down fast enough? By default the validation loss decides (fixed items,
+   timesteps and noise; :meth:`ConvergenceController.update_validation`): a least-squares line is fitted to the
+   phase's recent validation points and the phase ends when finishing its step budget at the fitted rate would
+   lower the validation loss by less than ``min_val_gain``. This is phrased as a one-sided slope t-test, but at the
+   default ``p_threshold`` 0.5 it is a point-estimate rule: p > 0.5 exactly when the fitted (budget-adjusted)
+   slope is not negative, whatever its standard error; only other thresholds make the error bar matter. The
+   validation points are not independent samples (same images, same noise; successive weights), so even then
+   the p-value is a heuristic scale, not a calibrated error rate.
+   Training-loss rule (secondary signal; decides with exit_on="train" or without validations): every ``window``
+   steps a least-squares line is fitted to the phase's last ``patience × window`` losses and the one-sided
+   p-value for "still decreasing" (H1: slope < 0, t with n-2 df) is computed; above ``p_threshold`` the phase
+   ends (after its ``min_steps``). Per-step losses are close to independent (fresh noise and timesteps), so this
+   one is a test; at p_threshold 0.5 it is again "the fitted slope is not negative".
+2. Across phases: did the finished phase lower the validation loss by more than ``min_val_gain``? One-sided
+   paired t-test over the held-out images of the relative gain from the phase's start to its end (each image's
+   loss averaged over the fixed timesteps; df = images - 1; :func:`improvement_test`); if p > ``significance``
+   the remaining phases with a lower learning rate are skipped.
 
 Welford's running mean/variance is kept per phase for reports and for the divergence guard.
 """
@@ -110,8 +112,10 @@ class ControllerConfig:
     p_threshold: plateau when the one-sided p-value for "still decreasing" exceeds it (0.5 = the fitted slope
     is not negative); min_steps/max_steps (per phase) bound each phase; divergence_sigma: exit early when the
     window mean rises this many standard deviations (of the phase's Welford std) above the best window mean
-    (0 = off); significance: a finished phase must improve the validation loss beyond its standard error at this
-    one-sided level, otherwise the remaining lower-learning-rate phases are skipped (1.0 = never skip).
+    (0 = off); significance: a finished phase must lower the held-out images' validation loss by more than
+    ``min_val_gain`` at this one-sided level of a paired t-test over the images (:func:`improvement_test`),
+    otherwise the remaining
+    lower-learning-rate phases are skipped (1.0 = never skip).
 
     exit_on="validation" (default): the phase ends on the validation-loss trend, not on the training-loss slope
     (which is then computed and logged only): a line is fitted to the phase's last validation points (at least
@@ -120,7 +124,9 @@ class ControllerConfig:
     (``max_steps`` minus the steps done): the tested hypothesis is "at the fitted rate, the remaining budget would
     lower the validation loss by more than ``min_val_gain``", i.e. the slope test on
     y + min_val_gain/remaining·x. When its p-value exceeds ``p_threshold`` at ``val_patience`` consecutive
-    validations, the phase ends ("validation plateau"). Why a budget and not a fixed rate: the question a user
+    validations, the phase ends ("validation plateau"). At p_threshold 0.5 that is the point estimate "the fitted
+    line's fall over the remaining budget is below min_val_gain" (p > 0.5 iff the adjusted slope is >= 0), not a
+    significance test. Why a budget and not a fixed rate: the question a user
     asks is "would running this phase to its end still buy me 2 %?"; extrapolating the current (usually
     decelerating) rate linearly over-estimates what is left, so the rule errs towards training on. A larger
     budget therefore means a stricter (later) exit. Needs a validation every few steps (TrainConfig.val_every);
@@ -341,40 +347,43 @@ def exit_message(phase: str, windows: int, reason: str, test: SlopeTest | None, 
 
 @dataclass
 class ImprovementTest:
-    """One-sided test that the validation loss fell by more than the noise of the validation estimate."""
+    """One-sided paired t-test that a phase lowered the held-out images' validation loss by more than ``margin``."""
 
-    improvement: float  # mean(before) - mean(after); > 0 = better
-    stderr: float  # standard error of that difference: sqrt(se(before)^2 + se(after)^2)
-    p_value: float  # small = the gain is larger than the validation estimate's own noise
-    n: int
+    improvement: float  # mean(before) - mean(after) over all items; > 0 = better
+    stderr: float  # standard error of the mean relative gain per unit
+    p_value: float  # one-sided: small = every held-out image gained, on average by more than the margin
+    n: int  # validation items (images x timesteps)
     before: float
     after: float
+    df: int = 0  # degrees of freedom of the t statistic (units - 1)
+    unit: str = "images"  # what was paired: "images" (each averaged over its timesteps) or "timesteps"
+    margin: float = 0.0  # H0: mean relative gain <= margin
 
-
-def validation_stderr(items: np.ndarray | list[float], strata: int = 1) -> float:
-    """Standard error of a validation loss that is the mean of ``items``.
-
-    Items are ordered image-major with ``strata`` fixed timesteps per image; the timesteps are fixed by design,
-    so when there are at least two images the error is stratified by timestep (only the image-to-image spread
-    counts). With one image (or strata=1) it is the plain standard error of the mean over items.
-    """
-    x = np.asarray(items, dtype=np.float64)
-    if strata > 1 and x.size % strata == 0 and x.size // strata >= 2:
-        per = x.reshape(-1, strata)  # (images, timesteps)
-        m = per.shape[0]
-        return float(math.sqrt(per.var(axis=0, ddof=1).sum() / m) / strata)
-    return float(x.std(ddof=1) / math.sqrt(x.size))
+    def describe(self) -> str:
+        """E.g. 'val 1.09591 -> 1.00465 (-8.3 %; paired t over 3 images, gain > 2 %: df=2, p=0.01)'."""
+        change = 100 * (self.after / self.before - 1) if self.before else float("nan")
+        return (
+            f"val {self.before:.5f} -> {self.after:.5f} ({change:+.1f} %; paired t over {self.df + 1} "
+            f"{self.unit}, gain > {100 * self.margin:g} %: df={self.df}, p={self.p_value:.2f})"
+        )
 
 
 def improvement_test(
-    before: np.ndarray | list[float], after: np.ndarray | list[float], strata: int = 1
+    before: np.ndarray | list[float], after: np.ndarray | list[float], strata: int = 1, margin: float = 0.0
 ) -> ImprovementTest:
-    """z = (mean(before) - mean(after)) / sqrt(se_b^2 + se_a^2), p = P(Z >= z).
+    """One-sided paired t-test on the per-image relative gains of the validation loss, against ``margin``.
 
-    Why not a paired test: the validation items use fixed noise, so even a negligible but consistent change is
-    "significant" when paired. The question here is whether a phase moved the validation loss by more than the
-    resolution of the validation estimate itself (its standard error), i.e. by more than a different draw of
-    validation images would.
+    ``before``/``after`` are per-item validation losses ordered image-major with ``strata`` fixed timesteps per
+    image (Trainer.validation_items), measured with the same noise before and after the phase. Items of one image
+    are not independent (same picture, same noise), so the unit of the test is the image: each image's loss is
+    averaged over its timesteps, g_j = (before_j - after_j) / before_j, t = (mean(g) - margin) / (sd(g) / sqrt(m)),
+    df = m - 1, p = P(T_df >= t) (= scipy.stats.ttest_1samp(g, margin, alternative="greater")). H1: on average
+    over held-out images the phase lowered the validation loss by more than ``margin`` (relative). With one
+    held-out image (or strata=1) the units are its items (timesteps), df = items - 1: a statement about that image
+    only. Why a margin: with fixed noise, a phase at lr 1e-6 lowers every image's loss by ~0.003 %, a perfectly
+    consistent and worthless gain that a plain paired test (margin 0) calls significant at p < 0.01. Why paired:
+    the old unpaired z-test compared the gain with the image-to-image spread of the losses, which is not the
+    noise of a difference measured on the same images, and read it on a normal law at ~2 degrees of freedom.
     """
     from scipy import stats
 
@@ -382,23 +391,34 @@ def improvement_test(
     a = np.asarray(after, dtype=np.float64)
     if b.shape != a.shape or b.size < 2:
         raise ValueError("improvement_test needs two equally long sequences of at least 2 values")
-    gain = float(b.mean() - a.mean())
-    se = math.sqrt(validation_stderr(b, strata) ** 2 + validation_stderr(a, strata) ** 2)
-    if se == 0.0:
-        p = 0.0 if gain > 0 else 1.0
+    unit = "timesteps" if strata > 1 else "items"
+    if strata > 1 and b.size % strata == 0 and b.size // strata >= 2:
+        b_u, a_u, unit = b.reshape(-1, strata).mean(axis=1), a.reshape(-1, strata).mean(axis=1), "images"
     else:
-        p = float(stats.norm.sf(gain / se))
-    return ImprovementTest(gain, se, p, int(b.size), float(b.mean()), float(a.mean()))
+        b_u, a_u = b, a
+    g = (b_u - a_u) / np.where(b_u != 0, b_u, 1.0)
+    m = g.size
+    excess = float(g.mean()) - margin
+    se = float(g.std(ddof=1) / math.sqrt(m))
+    if se == 0.0:
+        p = 0.0 if excess > 0 else 1.0
+    else:
+        p = float(stats.t.sf(excess / se, df=m - 1))
+    return ImprovementTest(
+        float(b.mean() - a.mean()), se, p, int(b.size), float(b.mean()), float(a.mean()), m - 1, unit, margin
+    )
 
 
 def skip_message(phase: str, skipped: list[str], test: ImprovementTest) -> str:
-    """E.g. 'Skipping MID_FINE, FINAL_FINE: MID did not improve validation loss beyond its noise (-0.1 %, p=0.47)'.
+    """E.g. 'Skipping MID_FINE, FINAL_FINE: MID did not lower the validation loss significantly by more than 2 %
+    (-0.1 %; paired t over 3 images, gain > 2 %: df=2, p=1.00)'.
 
-    The relative change is printed because "not beyond its noise" can hide a sizeable but uncertain gain when only a
-    few images are held out.
+    The relative change and the degrees of freedom are printed because "not significant" can hide a sizeable but
+    uncertain gain when only a few images are held out (df=2 at 3 images).
     """
     change = 100 * (test.after / test.before - 1) if test.before else float("nan")
     return (
-        f"Skipping {', '.join(skipped)}: {phase} did not improve validation loss beyond its noise "
-        f"({change:+.1f} %, p={test.p_value:.2f})"
+        f"Skipping {', '.join(skipped)}: {phase} did not lower the validation loss significantly by more than "
+        f"{100 * test.margin:g} % ({change:+.1f} %; paired t over {test.df + 1} {test.unit}, "
+        f"gain > {100 * test.margin:g} %: df={test.df}, p={test.p_value:.2f})"
     )

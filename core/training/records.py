@@ -50,9 +50,10 @@ class PhaseExit:
     loss_std: float
     val_loss: float | None
     val_start: float | None = None  # validation loss when the phase started
-    val_p_value: float | None = None  # one-sided p for "the phase lowered validation loss beyond its noise"
+    val_p_value: float | None = None  # one-sided paired t-test p for "the phase lowered the validation loss"
     # training-loss slope test at the exit (secondary signal when validation decides)
     train_p_value: float | None = None
+    val_test: str | None = None  # that paired test in words, with its units and degrees of freedom
 
     def message(self) -> str:
         p = f", p={self.p_value:.2f}" if self.p_value is not None else ""

@@ -446,7 +446,9 @@ class Trainer:
         imp: ImprovementTest | None = None
         tc = time.perf_counter()
         if self._phase_start_val is not None and len(self._phase_start_val) == len(items) >= 2:
-            imp = improvement_test(self._phase_start_val, items, strata=len(VAL_TIMESTEP_FRACTIONS))
+            imp = improvement_test(
+                self._phase_start_val, items, len(VAL_TIMESTEP_FRACTIONS), self.config.controller.min_val_gain
+            )
         self.controller_seconds += time.perf_counter() - tc
         ex = PhaseExit(
             phase=self.phase.name,
@@ -462,11 +464,13 @@ class Trainer:
             val_start=imp.before if imp else None,
             val_p_value=imp.p_value if imp else None,
             train_p_value=self.controller.last_test.p_decreasing if self.controller.last_test else None,
+            val_test=imp.describe() if imp else None,
         )
         self.exits.append(ex)
         if not self.val_losses or self.val_losses[-1][0] != self.step:
             self.val_losses.append((self.step, val))
         tp = f"; training-loss slope p={ex.train_p_value:.2f}" if ex.train_p_value is not None else ""
+        tp += f"; {ex.val_test}" if ex.val_test else ""
         _log.info("%s%s", exit_message(ex.phase, ex.windows, ex.reason, test, ex.steps_in_phase), tp)
         self._phase_start_val = items  # the next phase starts from these weights (alpha change keeps outputs)
         ph = self.phase

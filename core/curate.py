@@ -31,6 +31,7 @@ from .portfolio_catalogs import R_IDENTITY, build_catalogs, selection_log
 from .quality import QualityConfig
 from .records import (
     ImageRecord,
+    analysis_options,
     collect_files,
     collect_inputs,
     iter_records,
@@ -199,16 +200,8 @@ def _run(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     engine_kwargs = dict(engine_kwargs or {"backend": "dlib"})
-    records = bad_inputs + list(
-        iter_records(
-            files,
-            config=config,
-            workers=workers,
-            engine_kwargs=engine_kwargs,
-            analyze_kwargs=analyze_kwargs,
-            progress=progress,
-        )
-    )
+    options = analysis_options(config, workers, engine_kwargs, analyze_kwargs, progress)
+    records = bad_inputs + list(iter_records(files, **options))
     timings["analysis_s"] = time.perf_counter() - t0
     embeddings = emb_index = None
     embedding_name = FALLBACK_NAME

@@ -237,16 +237,20 @@ def score_paths(
     if not files:
         raise IdentityLockError(f"no images found in {', '.join(map(str, inputs))}")
     records = bad + list(
-        iter_records(
-            files,
-            config=config,
-            workers=workers,
-            engine_kwargs=engine_kwargs,
-            analyze_kwargs=analyze_kwargs,
-            progress=progress,
-        )
+        iter_records(files, **analysis_options(config, workers, engine_kwargs, analyze_kwargs, progress))
     )
     return records, scores_document(records, config)
+
+
+def analysis_options(config, workers, engine_kwargs, analyze_kwargs, progress) -> dict[str, Any]:
+    """The keyword arguments of :func:`iter_records`, shared by ``quality`` and ``curate``."""
+    return {
+        "config": config,
+        "workers": workers,
+        "engine_kwargs": engine_kwargs,
+        "analyze_kwargs": analyze_kwargs,
+        "progress": progress,
+    }
 
 
 def scores_document(records: Sequence[ImageRecord], config: QualityConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ for both; both run through the pack's Trainer.
 Task: the tiny random-weight SD-shaped UNet (core/training/tiny.py) on real face crops: the lisa_* and london*
 photos of tests/fixtures/faces (the only ones cleared for generative use), centre-cropped to 64 px and encoded by
 the tiny VAE (8x8 latents). Validation is held out by source photo: per seed, 20 % of the photos (3 of 16) are
-drawn and only the others (plus their flipped / colour-jittered copies) train. The split, the LoRA init, the batches
+drawn and only the others (plus their flipped / color-jittered copies) train. The split, the LoRA init, the batches
 and the noise all follow the seed. Scale: a 64 px toy UNet, not SD1.5 at 512 px, so the absolute losses and step
 counts say nothing about a real run's quality; what is compared is the two schedules on the same problem.
 
@@ -94,7 +94,7 @@ def split_by_source(files: list[Path], seed: int, val_fraction: float = 0.2) -> 
 
 
 def face_data(comps: dict, train_files: list[Path], val_files: list[Path], seed: int) -> TrainData:
-    """Centre 64 px crops; the training photos get flipped and colour-jittered copies, the held-out ones none."""
+    """Centre 64 px crops; the training photos get flipped and color-jittered copies, the held-out ones none."""
     from identitylock.core.images import load_image
     from identitylock.core.training import dataset as ds
     from identitylock.core.training import diffusers_backend as db

@@ -66,7 +66,7 @@ def prepare(root: Path, per_source: int) -> tuple[Path, dict[str, Path]]:
 
 def bench(per_source: int, workers: int | None, keep: Path | None) -> None:
     from identitylock.core.images import iter_image_files
-    from identitylock.core.metrics import analyse_items, build_metrics
+    from identitylock.core.metrics import analyze_items, build_metrics
     from identitylock.core.metrics.report import write_report
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,11 +79,11 @@ def bench(per_source: int, workers: int | None, keep: Path | None) -> None:
         print(f"{n} images ({len(ref_files)} reference, "
               + ", ".join(f"{k} {len(v)}" for k, v in group_files.items()) + f"), workers={workers or os.cpu_count()}")  # fmt: skip
         t0 = time.perf_counter()
-        analysed = analyse_items(files, backend="dlib", workers=workers)
+        analyzed = analyze_items(files, backend="dlib", workers=workers)
         t1 = time.perf_counter()
-        reference, k, groups = analysed[: len(ref_files)], len(ref_files), {}
+        reference, k, groups = analyzed[: len(ref_files)], len(ref_files), {}
         for name, fs in group_files.items():
-            groups[name] = analysed[k : k + len(fs)]
+            groups[name] = analyzed[k : k + len(fs)]
             k += len(fs)
         result = build_metrics(reference, groups)
         t2 = time.perf_counter()

@@ -28,6 +28,7 @@ from .types import (
     RUNG_SLOW,
     RUNG_UPSAMPLE,
     Face,
+    unit_vector,
 )
 
 MODEL_FILES = {
@@ -187,8 +188,7 @@ class DlibEngine:
         with self._lock:
             vectors = self._rec.compute_face_descriptor(image, shapes)
         for f, v in zip(faces, vectors):
-            vec = np.asarray(v, dtype=np.float32)
-            f.embedding = vec / max(float(np.linalg.norm(vec)), 1e-12)
+            f.embedding = unit_vector(v)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ModelNotFoundError
 from .pose import pose_from_landmarks
-from .types import RUNG_DIRECT, RUNG_PAD_SLOW, RUNG_SLOW, RUNG_UPSAMPLE, Face
+from .types import RUNG_DIRECT, RUNG_PAD_SLOW, RUNG_SLOW, RUNG_UPSAMPLE, Face, unit_vector
 
 PACK_PREFERENCE = ("buffalo_l", "antelopev2")
 ENV_DIR = "IDENTITYLOCK_INSIGHTFACE_DIR"
@@ -191,8 +191,7 @@ class InsightFaceEngine:
                     raise ValueError(
                         "InsightFaceEngine.embed needs faces (with keypoints) from its own detect()"
                     )
-                vec = np.asarray(rec.get(bgr, if_face), dtype=np.float32).ravel()
-                f.embedding = vec / max(float(np.linalg.norm(vec)), 1e-12)
+                f.embedding = unit_vector(rec.get(bgr, if_face))
 
     def info(self) -> dict[str, Any]:
         import onnxruntime as ort

@@ -9,6 +9,13 @@ import numpy as np
 
 from .pose import Pose
 
+
+def unit_vector(values: Any) -> np.ndarray:
+    """An identity vector as float32 of length 1 (both backends normalise the same way: cosine = dot product)."""
+    vec = np.asarray(values, dtype=np.float32).ravel()
+    return vec / max(float(np.linalg.norm(vec)), 1e-12)
+
+
 # Rungs of the detection rescue ladder, in the order they are tried (see faces.analyze).
 RUNG_DIRECT = "direct"
 RUNG_UPSAMPLE = "upsample"

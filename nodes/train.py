@@ -210,7 +210,7 @@ class LoRATrainAdaptive:
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.01,
-                        "tooltip": "A finished phase must lower the validation loss beyond its standard error at this one-sided level (z-test), "
+                        "tooltip": "A finished phase must lower the validation loss by more than min_val_gain at this one-sided level (paired t-test over held-out photos), "
                         "otherwise the remaining lower-lr phases are skipped. 1.0 = never skip.",
                     },
                 ),

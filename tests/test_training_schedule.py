@@ -336,3 +336,39 @@ def test_resume_state_loaded_under_comfyui_inference_mode_needs_training_mode(tm
             right.resume(state=load_checkpoint(ckpt))
             res = right.run()
     assert res.steps == 8 and all(np.isfinite(res.losses))
+
+
+def test_the_skip_test_pairs_held_out_photos_not_their_variants():
+    """FaceCropPrep's rotations of one photo are not independent: with the split's groups, the unit is the photo.
+
+    Seen in a real ComfyUI run: one held-out photo with 6 variants was reported as "paired t over 6 images, df=5".
+    """
+    rng = np.random.default_rng(3)
+    strata, photos, variants = 5, 3, 6
+    before = 1.0 + rng.random(strata * photos * variants)
+    after = before * (1 - rng.normal(0.04, 0.02, before.size))
+    groups = [g for g in range(photos) for _ in range(variants)]
+    res = improvement_test(before, after, strata, 0.02, groups=groups)
+    per_image_b = before.reshape(-1, strata).mean(axis=1)
+    per_image_a = after.reshape(-1, strata).mean(axis=1)
+    photo_b = per_image_b.reshape(photos, variants).mean(axis=1)
+    photo_a = per_image_a.reshape(photos, variants).mean(axis=1)
+    ref = stats.ttest_1samp((photo_b - photo_a) / photo_b, 0.02, alternative="greater")
+    assert res.unit == "photos" and res.df == photos - 1 == ref.df
+    assert res.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+    assert "paired t over 3 photos" in res.describe()
+    one = improvement_test(
+        before[: strata * variants], after[: strata * variants], strata, 0.02, groups=[0] * variants
+    )
+    assert one.unit == "variants of one held-out photo" and one.df == variants - 1
+
+
+def test_prepare_data_records_which_held_out_photo_each_validation_image_is():
+    from identitylock.core.training.dataset import prepare_data
+
+    imgs = [np.full((16, 16, 3), i * 20, np.uint8) for i in range(12)]
+    sources = [f"p{i // 3}" for i in range(12)]  # 4 photos x 3 variants
+    data = prepare_data(imgs, ["x"] * 12, lambda a: np.stack(a), lambda c: list(c), sources=sources, seed=1)
+    groups, val = data.val_groups, data.split["validation"]
+    assert len(groups) == len(data.val_latents) and set(groups) == set(range(len(val)))
+    assert all(int(data.val_latents[i][0, 0, 0]) // 20 // 3 == int(val[g][1:]) for i, g in enumerate(groups))

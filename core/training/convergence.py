@@ -369,7 +369,11 @@ class ImprovementTest:
 
 
 def improvement_test(
-    before: np.ndarray | list[float], after: np.ndarray | list[float], strata: int = 1, margin: float = 0.0
+    before: np.ndarray | list[float],
+    after: np.ndarray | list[float],
+    strata: int = 1,
+    margin: float = 0.0,
+    groups: list[int] | None = None,
 ) -> ImprovementTest:
     """One-sided paired t-test on the per-image relative gains of the validation loss, against ``margin``.
 
@@ -384,6 +388,11 @@ def improvement_test(
     consistent and worthless gain that a plain paired test (margin 0) calls significant at p < 0.01. Why paired:
     the old unpaired z-test compared the gain with the image-to-image spread of the losses, which is not the
     noise of a difference measured on the same images, and read it on a normal law at ~2 degrees of freedom.
+
+    ``groups``: the held-out photo of each image (``TrainData.val_groups``). FaceCropPrep's
+    rotations and crops of one photo are not independent either, so with groups the unit is the *photo*: its
+    images are averaged first, df = photos - 1. With a single held-out photo there is nothing to pair across
+    photos: its variants are the units and the result speaks for that one photo only (the unit says so).
     """
     from scipy import stats
 
@@ -394,6 +403,15 @@ def improvement_test(
     unit = "timesteps" if strata > 1 else "items"
     if strata > 1 and b.size % strata == 0 and b.size // strata >= 2:
         b_u, a_u, unit = b.reshape(-1, strata).mean(axis=1), a.reshape(-1, strata).mean(axis=1), "images"
+        if groups is not None and len(groups) == b_u.size:
+            labels = sorted(set(groups))
+            if len(labels) >= 2:
+                g_idx = np.asarray(groups)
+                b_u = np.array([b_u[g_idx == k].mean() for k in labels])
+                a_u = np.array([a_u[g_idx == k].mean() for k in labels])
+                unit = "photos"
+            else:
+                unit = "variants of one held-out photo"
     else:
         b_u, a_u = b, a
     g = (b_u - a_u) / np.where(b_u != 0, b_u, 1.0)

@@ -296,4 +296,5 @@ def prepare_data(
         val_cond=encode_text(val_caps),
         captions=list(captions),
         split={"by": by, "train": train_src, "validation": val_src},
+        val_groups=[val_src.index(sources[i]) for i in val_idx],
     )

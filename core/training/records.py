@@ -35,6 +35,8 @@ class TrainData:
     captions: list[str] = field(default_factory=list)
     # which source photos trained and which validated ({"by", "train", "validation"}; dataset.prepare_data)
     split: dict[str, Any] = field(default_factory=dict)
+    # per validation image, the index of its photo in split["validation"]: the phase-skip test pairs photos
+    val_groups: list[int] = field(default_factory=list)
 
 
 @dataclass

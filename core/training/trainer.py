@@ -447,7 +447,11 @@ class Trainer:
         tc = time.perf_counter()
         if self._phase_start_val is not None and len(self._phase_start_val) == len(items) >= 2:
             imp = improvement_test(
-                self._phase_start_val, items, len(VAL_TIMESTEP_FRACTIONS), self.config.controller.min_val_gain
+                self._phase_start_val,
+                items,
+                len(VAL_TIMESTEP_FRACTIONS),
+                self.config.controller.min_val_gain,
+                groups=self.data.val_groups or None,
             )
         self.controller_seconds += time.perf_counter() - tc
         ex = PhaseExit(

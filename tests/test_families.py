@@ -33,6 +33,7 @@ from identitylock.core.training.comfy_backend import (
 )
 from identitylock.core.training.network import LoRANetwork
 from identitylock.core.training.phases import Phase, Schedule
+from identitylock.core.training.precision import checkpoint_blocks
 from identitylock.core.training.presets import PRESETS, TrainConfig
 from identitylock.core.training.records import TrainData
 from identitylock.core.training.trainer import Trainer
@@ -260,7 +261,9 @@ def test_inplace_residual_blocks_train_with_protection_and_give_the_same_gradien
     """ComfyUI's FLUX/SD3/Qwen blocks do ``x += f(norm(x))``: without protection autograd refuses the backward
     pass; with it the gradients equal those of the out-of-place block."""
 
-    class Block(torch.nn.Module):
+    class SingleStreamBlock(
+        torch.nn.Module
+    ):  # named like ComfyUI's FLUX block, so checkpoint_blocks wraps it
         def __init__(self, inplace):
             super().__init__()
             self.norm, self.proj, self.inplace = torch.nn.LayerNorm(8), torch.nn.Linear(8, 8), inplace
@@ -272,8 +275,8 @@ def test_inplace_residual_blocks_train_with_protection_and_give_the_same_gradien
             return x + self.proj(self.norm(x))
 
     torch.manual_seed(0)
-    reference = Block(False)
-    block = Block(True)
+    reference = SingleStreamBlock(False)
+    block = SingleStreamBlock(True)
     block.load_state_dict(reference.state_dict())
     x = torch.randn(2, 3, 8)
 
@@ -293,3 +296,11 @@ def test_inplace_residual_blocks_train_with_protection_and_give_the_same_gradien
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want, strict=True))
     with pytest.raises(RuntimeError, match="inplace"):  # undone: the block is as ComfyUI made it
         grads(block)
+    # gradient checkpointing keeps the block's inputs for the recomputation: it runs the block on copies
+    unprotect, uncheckpoint = protect_from_inplace_residuals(block), checkpoint_blocks(block)
+    try:
+        got = grads(block)
+    finally:
+        uncheckpoint()
+        unprotect()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want, strict=True))

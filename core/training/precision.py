@@ -62,7 +62,20 @@ def master_fp32(params: Iterable[torch.nn.Parameter]) -> int:
 
 
 #: Block classes worth recomputing: diffusers' and ComfyUI's transformer and resnet blocks.
-CHECKPOINT_BLOCKS = ("BasicTransformerBlock", "ResnetBlock2D", "ResBlock")
+# ComfyUI's block classes: SD1.x/SDXL UNet; FLUX.1/Flux.2/Chroma (double/single stream); Z-Image and Lumina 2;
+# Qwen-Image; SD3's MMDiT
+CHECKPOINT_BLOCKS = ("BasicTransformerBlock", "ResnetBlock2D", "ResBlock", "DoubleStreamBlock", "SingleStreamBlock",
+                     "JointTransformerBlock", "QwenImageTransformerBlock", "JointBlock")  # fmt: skip
+
+
+def _copy(value):
+    return value.clone() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
+def _on_copies(fn, *args, **kwargs):
+    """Run a checkpointed block on copies of its tensor inputs: ComfyUI's transformer blocks add their residuals
+    in place (``x += ...``), which would change the inputs the checkpoint keeps for the recomputation."""
+    return fn(*[_copy(a) for a in args], **{k: _copy(v) for k, v in kwargs.items()})
 
 
 def checkpoint_blocks(
@@ -88,7 +101,7 @@ def checkpoint_blocks(
         def forward(*args, _orig=orig, **kwargs):
             if not torch.is_grad_enabled():
                 return _orig(*args, **kwargs)
-            return checkpoint(_orig, *args, use_reentrant=False, **kwargs)
+            return checkpoint(_on_copies, _orig, *args, use_reentrant=False, **kwargs)
 
         mod.forward = forward
         wrapped.append(mod)

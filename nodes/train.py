@@ -5,7 +5,6 @@ core/training; this file only converts ComfyUI values, reports progress and hono
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -371,6 +370,7 @@ class LoRATrainAdaptive:
         from ..core.training.probe import drift_scorer, make_probe
         from ..core.training.report import lora_metadata
         from ..core.training.trainer import Trainer
+        from ._training_glue import differentiable_rope, ldm_map, load_for_training, torch_device
 
         mp = model.clone()
         with training_mode():
@@ -380,15 +380,15 @@ class LoRATrainAdaptive:
             if resume_state is not None:
                 adopt_saved_seed(cfg, resume_state)
             mp.model.requires_grad_(False)
-            device = _torch_device(mp)
+            device = torch_device(mp)
             encode_images = encode_images_with(mp, vae)
             conds = caption_conds(mp, clip, encode_images(arrays[:1]).shape[1:], device, family)
             data = ds.prepare_data(arrays, captions, encode_images, conds.index, flip=flip, jitter=jitter,
                                    seed=cfg.seed, sources=sources)  # fmt: skip
             net = LoRANetwork(cfg.rank, cfg.alpha, cfg.dropout, seed=cfg.seed, **_adapter_kwargs(adapter))
             targets = family.target_suffixes(cfg.target_modules)
-            attach_lora(mp, net, targets, _ldm_map(mp) if family.key in ("sd15", "sdxl") else {})
-            _load_for_training(mp)
+            attach_lora(mp, net, targets, ldm_map(mp) if family.key in ("sd15", "sdxl") else {})
+            load_for_training(mp)
             n_inf = release_inference_tensors(mp.model.diffusion_model)
             _log.info("LoRATrainAdaptive: %d frozen base tensors copied out of inference mode", n_inf)
             net.to(device)
@@ -410,7 +410,7 @@ class LoRATrainAdaptive:
             undo = checkpoint_blocks(mp.model.diffusion_model) if gradient_checkpointing else None
             unprotect = protect_from_inplace_residuals(mp.model.diffusion_model)
             try:
-                with _differentiable_rope():
+                with differentiable_rope():
                     result = trainer.run()
             finally:
                 unprotect()
@@ -451,71 +451,6 @@ class LoRATrainAdaptive:
 def _adapter_kwargs(adapter: str) -> dict:
     """LoRANetwork's keyword for the adapter type (LoRA keeps the old signature)."""
     return {} if adapter == "lora" else {"kind": adapter}
-
-
-def _ldm_map(mp) -> dict[str, str]:
-    """ComfyUI's LDM -> diffusers module names for a UNet (SD1.x/SDXL; empty when ComfyUI cannot map it). The
-    transformer families keep ComfyUI's own module paths: ComfyUI loads ``lora_unet_<path>`` for every one."""
-    from ..core.training.comfy_backend import ldm_to_diffusers_map
-
-    try:
-        import comfy.utils  # type: ignore[import-not-found]
-
-        return ldm_to_diffusers_map(comfy.utils.unet_to_diffusers(mp.model.model_config.unet_config))
-    except Exception:
-        return {}
-
-
-@contextlib.contextmanager
-def _differentiable_rope():
-    """While training, route ComfyUI's rotary embedding (FLUX.1, Flux.2, Chroma, and the models that share its
-    attention) through plain torch when gradients are recorded: comfy-kitchen's fused ``apply_rope`` op has no
-    autograd formula ("Trying to backward through comfy_kitchen.apply_rope"). Sampling keeps the fused op."""
-    try:
-        import comfy.ldm.flux.math as flux_math  # type: ignore[import-not-found]
-    except ImportError:
-        yield
-        return
-    import torch
-
-    def rope1(x, freqs_cis):  # ComfyUI's own fallback formula (comfy/ldm/flux/math.py without comfy-kitchen)
-        x_ = x.to(dtype=freqs_cis.dtype).reshape(*x.shape[:-1], -1, 1, 2)
-        out = freqs_cis[..., 0] * x_[..., 0] + freqs_cis[..., 1] * x_[..., 1]
-        return out.reshape(*x.shape).type_as(x)
-
-    fused, fused1 = flux_math.apply_rope, flux_math.apply_rope1
-
-    def apply_rope(xq, xk, freqs_cis):
-        if torch.is_grad_enabled():
-            return rope1(xq, freqs_cis), rope1(xk, freqs_cis)
-        return fused(xq, xk, freqs_cis)
-
-    def apply_rope1(x, freqs_cis):
-        return rope1(x, freqs_cis) if torch.is_grad_enabled() else fused1(x, freqs_cis)
-
-    flux_math.apply_rope, flux_math.apply_rope1 = apply_rope, apply_rope1
-    try:
-        yield
-    finally:
-        flux_math.apply_rope, flux_math.apply_rope1 = fused, fused1
-
-
-def _torch_device(mp):
-    """ComfyUI's compute device (model management); the patcher's load device outside ComfyUI."""
-    try:
-        import comfy.model_management as mm  # type: ignore[import-not-found]
-    except ImportError:
-        return mp.load_device
-    return mm.get_torch_device()
-
-
-def _load_for_training(mp) -> None:
-    """Load the patched model fully onto its device (no-op outside ComfyUI, where there is nothing to manage)."""
-    try:
-        import comfy.model_management as mm  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    mm.load_models_gpu([mp], memory_required=1e20, force_full_load=True)
 
 
 def _phases_dir() -> str | None:

@@ -43,6 +43,14 @@ class Out:
         return names.index(self.slot)
 
 
+class IfDefined:
+    """A widget value set only where the node's schema has that input (one a node is about to gain); where it does
+    not, the input is left out instead of stopping the build."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
 class Node:
     def __init__(self, graph: Graph, nid: int, cls: str, title: str, inputs: dict[str, Any]):
         self.graph, self.id, self.cls, self.title, self.inputs = graph, nid, cls, title, inputs
@@ -72,10 +80,13 @@ class Graph:
                 spec, _ = _spec(schema, name)
                 if name in n.inputs:
                     v = n.inputs[name]
+                    v = v.value if isinstance(v, IfDefined) else v
                     inputs[name] = [str(v.node.id), v.index(schemas)] if isinstance(v, Out) else v
                 elif is_widget(spec):
                     inputs[name] = _default(n.cls, name, spec)
-            unknown = set(n.inputs) - set(_input_order(schema))
+            unknown = {k for k, v in n.inputs.items() if not isinstance(v, IfDefined)} - set(
+                _input_order(schema)
+            )
             if unknown:
                 raise SystemExit(f"{self.name}: {n.cls} has no inputs {sorted(unknown)}")
             out[str(n.id)] = {"inputs": inputs, "class_type": n.cls, "_meta": {"title": n.title}}

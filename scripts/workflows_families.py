@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from identitylock.core.families import Family, get_family
-from workflow_graph import IDENTITY, NEGATIVE, REFERENCE, REFERENCE_2, TRIGGER, Graph, Node, Out
+from workflow_graph import IDENTITY, NEGATIVE, REFERENCE, REFERENCE_2, TRIGGER, Graph, IfDefined, Node, Out
 from workflows_sd15 import CKPT, ipadapter
 
 SEED = 1187891159
@@ -232,6 +232,7 @@ def seed_gate(
         stop_after=4,
         top_k=8,
         save="locked",
+        results_name=IfDefined(prefix.replace("_locked_seed", "")),  # one results file per template (resume)
     )
     g.add(
         "SaveImage",

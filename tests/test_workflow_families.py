@@ -186,7 +186,7 @@ def test_build_runs_with_its_defaults(tmp_path):
 
 def test_new_widgets_and_outputs_are_picked_up(tmp_path):
     """A node that gains a widget (and an output in front of the others) is written with the schema's default and
-    the right link slot, without touching the template."""
+    the right link slot, without touching the template; an IfDefined value appears once the input exists."""
     import workflows_families
     from identitylock.core import workflow_validate as wv
 
@@ -196,6 +196,8 @@ def test_new_widgets_and_outputs_are_picked_up(tmp_path):
     train["input"]["optional"]["adapter"] = [["lora", "lokr"], {"default": "lokr"}]
     train["input_order"]["optional"].append("adapter")
     search = changed["DriftSeedSearch"]
+    search["input"]["optional"]["results_name"] = ["STRING", {"default": "seed_search"}]
+    search["input_order"]["optional"].append("results_name")
     for key in ("output", "output_name"):
         search[key] = ["EXTRA" if key == "output" else "extra", *search[key]]
     search["output_is_list"] = [False, *search.get("output_is_list", [False] * 6)]
@@ -211,6 +213,13 @@ def test_new_widgets_and_outputs_are_picked_up(tmp_path):
     sid = next(k for k, n in api.items() if n["class_type"] == "DriftSeedSearch")
     assert [n["inputs"]["images"] for n in api.values() if n["class_type"] == "SaveImage"] == [[sid, 6]]
     assert wv.validate_api(api, changed) == []
+    # the per-template results file is set once the node has the input, and left out before
+    assert api[sid]["inputs"]["results_name"] == "flux2"
+    before = g.api(schemas)
+    assert (
+        "results_name"
+        not in next(n for n in before.values() if n["class_type"] == "DriftSeedSearch")["inputs"]
+    )
 
 
 def test_unknown_output_or_input_stops_the_build():

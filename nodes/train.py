@@ -5,6 +5,7 @@ core/training; this file only converts ComfyUI values, reports progress and hono
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -22,7 +23,8 @@ from ._comfy import (
 
 _log = logging.getLogger("IdentityLock")
 
-PRESET_NAMES = [  # the default first (core.training.presets.DEFAULT_PRESET); the seed's rank-512 presets stay
+PRESET_NAMES = [  # the default first: the family's recommended preset; the seed's rank-512 presets stay
+    "AUTO",
     "FACE_RANK32",
     "FACE_RANK16",
     "EXP_FACIAL_UNET_FOCUS_HIGH",
@@ -46,10 +48,12 @@ def _preset_tooltip() -> str:
     """What each preset costs, computed from the SD1.5 UNet shape (core.training.presets.footprint_text)."""
     from ..core.training.presets import footprint_text
 
-    rows = "\n".join(f"{name}: {footprint_text(name)}" for name in PRESET_NAMES)
+    rows = "\n".join(f"{name}: {footprint_text(name)}" for name in PRESET_NAMES[1:])
     return (
-        "LoRA shape and batching (rank, target modules, gradient accumulation). The training state (weights + AdamW "
-        f"moments) is saved every checkpoint_every steps.\n{rows}"
+        "LoRA shape and batching (rank, target modules, gradient accumulation). AUTO: the model family's preset "
+        "that fits a 24 GB card (FACE_RANK32 on SD1.x/SDXL, FACE_RANK16 on FLUX, Flux.2, Z-Image, Qwen-Image, "
+        "SD3.x, Chroma). The training state (weights + optimizer moments) is saved every checkpoint_every "
+        f"steps. Sizes below are for SD1.5:\n{rows}"
     )
 
 
@@ -253,9 +257,19 @@ class LoRATrainAdaptive:
                 "gradient_checkpointing": (
                     "BOOLEAN",
                     {
-                        "default": False,
-                        "tooltip": "Recompute the UNet's transformer/resnet blocks in the backward pass instead of "
-                        "keeping their activations: much less VRAM, about 30 % slower steps, same result.",
+                        "default": True,
+                        "tooltip": "Recompute the model's transformer/resnet blocks in the backward pass instead of "
+                        "keeping their activations: much less VRAM (what lets SDXL and the 12B+ flow models train "
+                        "on a 24 GB card), about 30 % slower steps, same result. Off only with VRAM to spare.",
+                    },
+                ),
+                "adapter": (
+                    ["lora", "lokr"],
+                    {
+                        "default": "lora",
+                        "tooltip": "lora: low-rank ΔW = up·down (kohya format). lokr: Kronecker-factored ΔW (LyCORIS "
+                        "format), reported to hold likeness better on Z-Image and Flux.2 Klein. ComfyUI's ordinary "
+                        "LoRA loaders read both.",
                     },
                 ),
             },
@@ -276,14 +290,18 @@ class LoRATrainAdaptive:
     def train(self, model, clip, vae, images, trigger_word, lora_name, preset, schedule, seed, identity=None,
               probe_every=0, probe_samples=4, prep_metadata=None, rank=0, caption_template="", flip=False, color_jitter=0.0,
               phases_json="", window=50, patience=3, p_threshold=0.5, significance=0.05, min_val_gain=0.02, checkpoint_every=100, resume=False,
-              overwrite=False, gradient_checkpointing=False, unique_id=None):  # fmt: skip
+              overwrite=False, gradient_checkpointing=True, adapter="lora", unique_id=None):  # fmt: skip
         from ..core.errors import IdentityLockError
+        from ..core.families import family_of_comfy_model
         from ..core.training import dataset as ds
         from ..core.training import job
         from ..core.training.lora_format import check_lora_name
         from ..core.training.presets import load_schedule
 
         # every check before any work (encoding, training): a bad value fails in a second, not after N steps
+        family = family_of_comfy_model(model)  # an unsupported MODEL: one sentence naming the families
+        if adapter not in ("lora", "lokr"):
+            raise IdentityLockError(f"adapter must be 'lora' or 'lokr' (got {adapter!r})")
         trigger = ds.check_trigger(trigger_word)
         file_name = check_lora_name(lora_name)
         arrays = image_to_numpy(images, "images")
@@ -298,6 +316,8 @@ class LoRATrainAdaptive:
         ds.split_by_source(sources or [str(i) for i in range(len(arrays))])
         if preset not in PRESET_NAMES:  # never a file path from a prompt sent to the server
             raise IdentityLockError(f"preset {preset!r} is not one of {', '.join(PRESET_NAMES)}")
+        if preset == "AUTO":
+            preset = family.default_preset
         phases = None
         if phases_json and phases_json.strip():
             try:
@@ -320,7 +340,7 @@ class LoRATrainAdaptive:
         path, result, mp, split, extra = self._train(
             model, clip, vae, arrays, captions, cfg, state_path, lora_path, trigger, identity,
             int(probe_samples), bool(flip), float(color_jitter), bool(resume), unique_id, sources,
-            bool(gradient_checkpointing),
+            bool(gradient_checkpointing), family, adapter,
         )  # fmt: skip
         from ..core.training.report import loss_curve_image, report_text
 
@@ -329,16 +349,18 @@ class LoRATrainAdaptive:
         return (mp, file_name, numpy_to_image([loss_curve_image(result)]), report)
 
     def _train(self, model, clip, vae, arrays, captions, cfg, state_path, lora_path, trigger, identity, probe_samples,
-               flip, jitter, resume, unique_id, sources=None, gradient_checkpointing=False):  # fmt: skip
-        """The ComfyUI side of a run: clone the MODEL, attach the LoRA as weight wrappers, train, save."""
+               flip, jitter, resume, unique_id, sources, gradient_checkpointing, family, adapter):  # fmt: skip
+        """The ComfyUI side of a run: clone the MODEL, attach the adapters as weight wrappers, train, save."""
         from ..core.training import dataset as ds
         from ..core.training import job
         from ..core.training.checkpoint import adopt_saved_seed
         from ..core.training.comfy_backend import (
             attach_lora,
-            comfy_encoders,
+            caption_conds,
             compute_dtype,
+            encode_images_with,
             model_fingerprint,
+            protect_from_inplace_residuals,
             release_inference_tensors,
             sigma_backend,
             training_mode,
@@ -346,7 +368,6 @@ class LoRATrainAdaptive:
         from ..core.training.lora_format import save_lora
         from ..core.training.network import LoRANetwork
         from ..core.training.precision import checkpoint_blocks, precision_for_dtype
-        from ..core.training.presets import TARGETS
         from ..core.training.probe import drift_scorer, make_probe
         from ..core.training.report import lora_metadata
         from ..core.training.trainer import Trainer
@@ -359,25 +380,27 @@ class LoRATrainAdaptive:
             if resume_state is not None:
                 adopt_saved_seed(cfg, resume_state)
             mp.model.requires_grad_(False)
-            encode_images, encode_text = comfy_encoders(mp, vae, clip)
-            data = ds.prepare_data(arrays, captions, encode_images, encode_text, flip=flip, jitter=jitter,
+            device = _torch_device(mp)
+            encode_images = encode_images_with(mp, vae)
+            conds = caption_conds(mp, clip, encode_images(arrays[:1]).shape[1:], device, family)
+            data = ds.prepare_data(arrays, captions, encode_images, conds.index, flip=flip, jitter=jitter,
                                    seed=cfg.seed, sources=sources)  # fmt: skip
-            net = LoRANetwork(cfg.rank, cfg.alpha, cfg.dropout, seed=cfg.seed)
-            attach_lora(mp, net, TARGETS[cfg.target_modules], _ldm_map(mp))
+            net = LoRANetwork(cfg.rank, cfg.alpha, cfg.dropout, seed=cfg.seed, **_adapter_kwargs(adapter))
+            targets = family.target_suffixes(cfg.target_modules)
+            attach_lora(mp, net, targets, _ldm_map(mp) if family.key in ("sd15", "sdxl") else {})
             _load_for_training(mp)
             n_inf = release_inference_tensors(mp.model.diffusion_model)
             _log.info("LoRATrainAdaptive: %d frozen base tensors copied out of inference mode", n_inf)
-            device = _torch_device(mp)
             net.to(device)
             probe = None
             if cfg.probe_every and identity is not None:
-                render = self._probe_renderer(mp, clip, vae, captions[0], data, probe_samples)
+                render = self._probe_renderer(mp, clip, vae, captions[0], data, probe_samples, family)
                 probe = make_probe(render, drift_scorer(identity))
             reporter = job.StepReporter(
                 Progress(max(1, sum(p.max_steps for p in cfg.schedule.phases))),
                 lambda payload: send_status("train", payload, unique_id),
             )
-            trainer = Trainer(net, sigma_backend(mp, device), data, cfg, on_step=reporter,
+            trainer = Trainer(net, sigma_backend(mp, device, conds, family), data, cfg, on_step=reporter,
                               check_cancel=check_interrupted, checkpoint_path=state_path, probe=probe,
                               precision=precision_for_dtype(compute_dtype(mp)))  # fmt: skip
             reporter.snapshot = trainer.snapshot
@@ -385,19 +408,24 @@ class LoRATrainAdaptive:
                 trainer.resume(state=resume_state)
             # the clone shares the diffusion model with the MODEL input: the checkpointing is undone after the run
             undo = checkpoint_blocks(mp.model.diffusion_model) if gradient_checkpointing else None
+            unprotect = protect_from_inplace_residuals(mp.model.diffusion_model)
             try:
-                result = trainer.run()
+                with _differentiable_rope():
+                    result = trainer.run()
             finally:
+                unprotect()
                 if undo is not None:
                     undo()
             net.requires_grad_(False)
             state, extra = job.lora_to_save(net, result)
-            meta = lora_metadata(result, cfg, trigger, model_fingerprint(mp), split=data.split, **extra)
+            meta = lora_metadata(result, cfg, trigger, model_fingerprint(mp), split=data.split, family=family.key,
+                                 target_modules=list(targets), adapter=adapter, **extra)  # fmt: skip
             path = save_lora(lora_path, state, meta)
         return path, result, mp, data.split, extra
 
     @staticmethod
-    def _probe_renderer(mp, clip, vae, prompt, data, k):
+    def _probe_renderer(mp, clip, vae, prompt, data, k, family):
+        """K fixed-seed renders with the family's own sampling defaults, latent shape and guidance."""
         import numpy as np
         import torch
 
@@ -406,22 +434,28 @@ class LoRATrainAdaptive:
         sampling = ComfySampling()
         pos = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
         neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-        h, w = data.latents.shape[-2:]
-        latent = {"samples": torch.zeros((1, 4, h, w))}
+        if family.guidance is not None:  # what FluxGuidance does to the conditioning
+            pos = [[c, {**d, "guidance": family.guidance}] for c, d in pos]
+        latent = {"samples": torch.zeros((1, *data.latents.shape[1:]))}
 
         def render():
             with torch.no_grad():
-                samples = sampling.sample(
-                    mp, list(range(1, k + 1)), latent, pos, neg, 20, 5.8, "euler", "normal", 1.0
-                )
+                samples = sampling.sample(mp, list(range(1, k + 1)), latent, pos, neg, family.steps, family.cfg,
+                                          family.sampler, family.scheduler, 1.0)  # fmt: skip
                 imgs = sampling.decode(vae, samples)
             return [(np.clip(im.cpu().numpy(), 0, 1) * 255 + 0.5).astype(np.uint8) for im in imgs]
 
         return render
 
 
+def _adapter_kwargs(adapter: str) -> dict:
+    """LoRANetwork's keyword for the adapter type (LoRA keeps the old signature)."""
+    return {} if adapter == "lora" else {"kind": adapter}
+
+
 def _ldm_map(mp) -> dict[str, str]:
-    """ComfyUI's LDM -> diffusers module names for this UNet (empty when ComfyUI cannot map it)."""
+    """ComfyUI's LDM -> diffusers module names for a UNet (SD1.x/SDXL; empty when ComfyUI cannot map it). The
+    transformer families keep ComfyUI's own module paths: ComfyUI loads ``lora_unet_<path>`` for every one."""
     from ..core.training.comfy_backend import ldm_to_diffusers_map
 
     try:
@@ -430,6 +464,40 @@ def _ldm_map(mp) -> dict[str, str]:
         return ldm_to_diffusers_map(comfy.utils.unet_to_diffusers(mp.model.model_config.unet_config))
     except Exception:
         return {}
+
+
+@contextlib.contextmanager
+def _differentiable_rope():
+    """While training, route ComfyUI's rotary embedding (FLUX.1, Flux.2, Chroma, and the models that share its
+    attention) through plain torch when gradients are recorded: comfy-kitchen's fused ``apply_rope`` op has no
+    autograd formula ("Trying to backward through comfy_kitchen.apply_rope"). Sampling keeps the fused op."""
+    try:
+        import comfy.ldm.flux.math as flux_math  # type: ignore[import-not-found]
+    except ImportError:
+        yield
+        return
+    import torch
+
+    def rope1(x, freqs_cis):  # ComfyUI's own fallback formula (comfy/ldm/flux/math.py without comfy-kitchen)
+        x_ = x.to(dtype=freqs_cis.dtype).reshape(*x.shape[:-1], -1, 1, 2)
+        out = freqs_cis[..., 0] * x_[..., 0] + freqs_cis[..., 1] * x_[..., 1]
+        return out.reshape(*x.shape).type_as(x)
+
+    fused, fused1 = flux_math.apply_rope, flux_math.apply_rope1
+
+    def apply_rope(xq, xk, freqs_cis):
+        if torch.is_grad_enabled():
+            return rope1(xq, freqs_cis), rope1(xk, freqs_cis)
+        return fused(xq, xk, freqs_cis)
+
+    def apply_rope1(x, freqs_cis):
+        return rope1(x, freqs_cis) if torch.is_grad_enabled() else fused1(x, freqs_cis)
+
+    flux_math.apply_rope, flux_math.apply_rope1 = apply_rope, apply_rope1
+    try:
+        yield
+    finally:
+        flux_math.apply_rope, flux_math.apply_rope1 = fused, fused1
 
 
 def _torch_device(mp):

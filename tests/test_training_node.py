@@ -40,10 +40,32 @@ class ModelSampling:
         return latent_image + sigma.view(-1, 1, 1, 1) * noise
 
 
+class SD15:
+    """Stand-in for comfy.supported_models.SD15: the family table matches a MODEL by this class name."""
+
+    unet_config: dict = {}
+
+
+class CONDRegular:
+    """Stand-in for comfy.conds.CONDRegular (process_cond repeats to the batch, concat is torch.cat)."""
+
+    def __init__(self, cond):
+        self.cond = cond
+
+    def process_cond(self, batch_size, **kwargs):
+        return CONDRegular(self.cond.repeat(batch_size, *([1] * (self.cond.ndim - 1))))
+
+    def concat(self, others):
+        return torch.cat([self.cond] + [o.cond for o in others])
+
+
 class BaseModel:
     def __init__(self, unet):
         self.diffusion_model = unet
-        self.model_config = SimpleNamespace(unet_config={})
+        self.model_config = SD15()
+
+    def extra_conds(self, **kwargs):  # BaseModel.extra_conds for an SD1.x UNet: the text embedding only
+        return {"c_crossattn": CONDRegular(kwargs["cross_attn"])}
 
     def requires_grad_(self, flag: bool):
         self.diffusion_model.requires_grad_(flag)
@@ -95,6 +117,9 @@ class CLIP:
 
     def encode_from_tokens(self, tokens):
         return db.encode_text(self.comps["tokenizer"], self.comps["text_encoder"], [tokens])
+
+    def encode_from_tokens_scheduled(self, tokens):
+        return [[self.encode_from_tokens(tokens), {}]]
 
 
 @pytest.fixture(scope="module")

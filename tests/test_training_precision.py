@@ -188,8 +188,19 @@ def test_comfy_backend_feeds_the_compute_dtype_not_the_fp8_storage_dtype():
     here), and the trainer's precision follows it."""
     from types import SimpleNamespace
 
-    from identitylock.core.training.comfy_backend import compute_dtype, sigma_backend
+    from identitylock.core.families import get_family
+    from identitylock.core.training.comfy_backend import CaptionConds, compute_dtype, sigma_backend
     from identitylock.core.training.precision import precision_for_dtype
+
+    class Cond:  # stand-in for comfy.conds.CONDRegular
+        def __init__(self, cond):
+            self.cond = cond
+
+        def process_cond(self, batch_size, **kwargs):
+            return self
+
+        def concat(self, others):
+            return torch.cat([self.cond] + [o.cond for o in others])
 
     seen = []
     sampling = SimpleNamespace(percent_to_sigma=lambda p: 1.0 - p, noise_scaling=lambda s, n, x, m: x + n)
@@ -199,9 +210,10 @@ def test_comfy_backend_feeds_the_compute_dtype_not_the_fp8_storage_dtype():
     )
     mp = SimpleNamespace(model=model, model_dtype=lambda: torch.float8_e4m3fn,
                          get_model_object=lambda name: sampling)  # fmt: skip
-    backend = sigma_backend(mp, "cpu")
+    conds = CaptionConds(lambda caption: {"c_crossattn": Cond(torch.zeros(1, 3, 8))})
+    backend = sigma_backend(mp, "cpu", conds, get_family("sd15"))
     pred, _ = backend.predict(
-        torch.zeros(1, 4, 2, 2), torch.zeros(1, 3, 8), torch.ones(1, 4, 2, 2), torch.tensor([0.5])
+        torch.zeros(1, 4, 2, 2), conds.index(["a"]), torch.ones(1, 4, 2, 2), torch.tensor([0.5])
     )
     assert seen == [(torch.bfloat16, torch.bfloat16)] and pred.dtype == torch.float32
     assert compute_dtype(mp) == torch.bfloat16 and precision_for_dtype(compute_dtype(mp)) == "bf16"

@@ -37,6 +37,7 @@ class Spec:
     size: tuple[int, int] = (896, 1152)  # portrait render size (width, height)
     remark: str = ""
     guidance: float | None = None  # FluxGuidance when the template's value differs from the family default
+    train_tip: str = ""  # one more sentence for the family's train template
 
     @property
     def flux_guidance(self) -> float | None:
@@ -86,6 +87,7 @@ SPECS: dict[str, Spec] = {
             clip_type="flux2",
             vae="flux2-vae.safetensors",
             latent="EmptyFlux2LatentImage",
+            train_tip="Users report LoKr working better than LoRA on Flux.2 Klein: set adapter to lokr to try it.",
             remark="ComfyUI 0.8 loads Flux.2 Dev (32 B parameters, Mistral text encoder); the Klein 4B / 9B models "
             "need a newer ComfyUI — swap the files there, the graph stays the same. The official template "
             "samples with Flux2Scheduler (a resolution-dependent shift); DriftSeedSearch takes a scheduler "
@@ -99,6 +101,7 @@ SPECS: dict[str, Spec] = {
             unet="z_image_turbo_bf16.safetensors",
             text_encoders=("qwen_3_4b.safetensors",),
             clip_type="lumina2",
+            train_tip="Users report LoKr working better than LoRA on Z-Image: set adapter to lokr to try it.",
             vae="ae.safetensors",
             shift=3.0,
             remark="Z-Image Turbo is step-distilled (8 steps, cfg 1). Trainers such as ai-toolkit train it through "
@@ -431,7 +434,9 @@ def family_train(spec: Spec) -> Graph:
             + f"\n\nOn {fam.label} the trainer uses the model's own sampling and latent format "
             f"({fam.timesteps.replace('_', '-')} timesteps, {fam.resolution} px). Leave preset and adapter at their "
             "defaults unless you know better; docs/training.md has the VRAM arithmetic per family. The LoRA goes to "
-            f"models/loras/{spec.lora}.safetensors, which {spec.number + 1}_{spec.slug}_lora_seed_search loads.\n\n"
+            f"models/loras/{spec.lora}.safetensors, which {spec.number + 1}_{spec.slug}_lora_seed_search loads."
+            + (f" {spec.train_tip}" if spec.train_tip else "")
+            + "\n\n"
             + files_note(spec)
             + (f"\n\n{spec.remark}" if spec.remark else "")
         ),

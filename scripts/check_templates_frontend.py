@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Open every bundled UI template the way ComfyUI's template browser does, in the real front end (headless
-Chromium), and check what the front end makes of it: every node type is registered, every node and link arrives,
-and the front end's own UI -> API conversion (``app.graphToPrompt``) gives exactly workflows/api/<name>.json.
+Chromium), and check what the front end makes of it: no alert on loading (e.g. its workflow schema check), every
+node type is registered, and the front end's own UI -> API conversion (``app.graphToPrompt``) gives exactly workflows/api/<name>.json.
 
 A developer script, not a CI test: it needs a running ComfyUI with this pack (and ComfyUI_IPAdapter_plus) installed
 and Chromium; no model files (nothing is queued).
@@ -29,12 +29,17 @@ APP = "(window.app ?? window.comfyAPI.app.app)"
 LOAD = """(async () => {
   const app = APP; const name = NAME;
   const wf = await (await fetch('/api/workflow_templates/' + PACK + '/' + name + '.json')).json();
+  const alerts = () => [...document.querySelectorAll('.p-toast-message')].map(e => e.innerText.trim());
+  const before = alerts().length;
   await app.loadGraphData(wf, true, true, name);
+  await new Promise(r => setTimeout(r, 300));
+  const raised = alerts().slice(before);
+  document.querySelectorAll('.p-toast-message').forEach(e => e.remove());
   const g = app.rootGraph ?? app.graph;
   const nodes = g._nodes.filter(n => n.type !== 'Note');
   const unknown = nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type);
   const p = await app.graphToPrompt();
-  return {nodes: nodes.length, links: Object.keys(g.links ?? {}).length || (g.links?.size ?? 0), unknown,
+  return {alerts: raised, nodes: nodes.length, links: Object.keys(g.links ?? {}).length || (g.links?.size ?? 0), unknown,
           output: p.output};
 })()"""
 
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             res = b.js(js, await_promise=True)
             api = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
             problems = [f"unregistered node types {res['unknown']}"] if res["unknown"] else []
+            problems += [f"front end alert: {' '.join(a.split())}" for a in res["alerts"]]
             problems += _compare(res["output"], api, schemas, extras)
             if problems:
                 bad += 1

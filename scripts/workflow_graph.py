@@ -10,6 +10,7 @@ up by regenerating, without editing the templates.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from identitylock.core.workflow_validate import _input_order, _spec, is_widget, widget_slots
@@ -130,6 +131,8 @@ class Graph:
                         else _default(n.cls, slot, _spec(schema, slot)[0])
                     )
             height = 46 + 24 * (len(inputs) + len([s for s in widget_slots(schema) if s]) + len(outputs))
+            if n.cls == "LoadImage":
+                height += 260  # the front end shows the picked image inside the node
             ui_nodes[n.id] = {
                 "id": n.id,
                 "type": n.cls,
@@ -181,7 +184,8 @@ class Graph:
                 "bgcolor": "#653",
             }
         return {
-            "id": f"identitylock-{self.name}",
+            # the front end's workflow schema wants a UUID here; derived from the name, so it is stable
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"identitylock/workflows/{self.name}")),
             "revision": 0,
             "last_node_id": nid,
             "last_link_id": len(links),

@@ -236,3 +236,26 @@ def test_unknown_output_or_input_stops_the_build():
     g.add("EmptyLatentImage", widht=64)
     with pytest.raises(SystemExit, match="widht"):
         g.api(schemas)
+
+
+def test_ui_templates_have_a_uuid_id():
+    """Regression: the templates' top-level 'id' was "identitylock-<name>"; ComfyUI's front end (1.35.9) alerts
+    'Invalid workflow against zod schema: Invalid uuid at "id"' on opening each one (seen with
+    scripts/check_templates_frontend.py). The validator now reports it, and the builder writes a stable UUID."""
+    import copy
+    import uuid
+
+    from identitylock.core import workflow_validate as wv
+
+    schemas = wv.merged_schemas(wv.load_object_info(CAPTURED))
+    ids = set()
+    for p in sorted(WORKFLOWS.glob("*.json")):
+        ui = json.loads(p.read_text())
+        assert str(uuid.UUID(ui["id"])) == ui["id"], p.name
+        ids.add(ui["id"])
+    assert len(ids) == len(list(WORKFLOWS.glob("*.json")))
+    bad = copy.deepcopy(json.loads((WORKFLOWS / "42_flux2_multi_reference.json").read_text()))
+    bad["id"] = "identitylock-42_flux2_multi_reference"
+    assert any("not a UUID" in p for p in wv.validate_ui(bad, schemas))
+    del bad["id"]
+    assert wv.validate_ui(bad, schemas) == []

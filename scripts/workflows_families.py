@@ -88,7 +88,8 @@ SPECS: dict[str, Spec] = {
             vae="flux2-vae.safetensors",
             latent="EmptyFlux2LatentImage",
             train_tip="Users report LoKr working better than LoRA on Flux.2 Klein: set adapter to lokr to try it.",
-            remark="ComfyUI 0.8 loads Flux.2 Dev (32 B parameters, Mistral text encoder); the Klein 4B / 9B models "
+            remark="In ComfyUI 0.8 the CLIPLoader type flux2 reads the Mistral text encoder of Flux.2 Dev (32 B "
+            "parameters); it has no path for the Qwen3 text encoder of the Klein 4B / 9B models, which "
             "need a newer ComfyUI — swap the files there, the graph stays the same. The official template "
             "samples with Flux2Scheduler (a resolution-dependent shift); DriftSeedSearch takes a scheduler "
             "name, so this graph uses 'simple' on the model's own shift.",

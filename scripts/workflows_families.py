@@ -73,9 +73,10 @@ SPECS: dict[str, Spec] = {
             text_encoders=("clip_l.safetensors", "t5xxl_fp16.safetensors"),
             clip_type="flux",
             vae="ae.safetensors",
+            train_tip="The Diffusion model node loads the dev base in fp8 (weight_dtype fp8_e4m3fn; ComfyUI computes "
+            "in bf16), which a 24 GB card needs for training.",
             remark="FLUX.1 schnell: load flux1-schnell.safetensors and use 4 steps (it ignores FluxGuidance). On a "
-            "24 GB card load the dev base in fp8 (weight_dtype fp8_e4m3fn, or an fp8 file) and "
-            "t5xxl_fp8_e4m3fn_scaled.safetensors.",
+            "small card t5xxl_fp8_e4m3fn_scaled.safetensors saves memory.",
         ),
         Spec(
             "flux2",
@@ -87,7 +88,9 @@ SPECS: dict[str, Spec] = {
             clip_type="flux2",
             vae="flux2-vae.safetensors",
             latent="EmptyFlux2LatentImage",
-            train_tip="Users report LoKr working better than LoRA on Flux.2 Klein: set adapter to lokr to try it.",
+            train_tip="Flux.2 Dev does not fit a 24 GB card for training even in fp8 (about 40 GB at rank 16 by "
+            "docs/training.md's arithmetic: a 48 GB card). Users report LoKr working better than LoRA on Flux.2 "
+            "Klein: set adapter to lokr to try it.",
             remark="In ComfyUI 0.8 the CLIPLoader type flux2 reads the Mistral text encoder of Flux.2 Dev (32 B "
             "parameters); it has no path for the Qwen3 text encoder of the Klein 4B / 9B models, which "
             "need a newer ComfyUI — swap the files there, the graph stays the same. The official template "
@@ -120,8 +123,9 @@ SPECS: dict[str, Spec] = {
             vae="qwen_image_vae.safetensors",
             shift=3.1,
             size=(1104, 1472),
-            remark="Qwen-Image has 20 B parameters: the fp8 file (about 20 GB) leaves little room on a 24 GB card. "
-            "With the Qwen-Image-Lightning LoRA use 8 steps at cfg 1.",
+            train_tip="Qwen-Image (20 B) does not fit a 24 GB card for training even with the fp8 file (about 26 GB "
+            "at rank 16 by docs/training.md's arithmetic: a 32 GB card).",
+            remark="With the Qwen-Image-Lightning LoRA use 8 steps at cfg 1.",
         ),
     )  # fmt: skip
 }
@@ -148,12 +152,19 @@ def files_note(spec: Spec, lora: bool = False, extra: tuple[str, ...] = ()) -> s
     )
 
 
-def load(g: Graph, spec: Spec) -> tuple[Out, Out, Out]:
-    """(MODEL, CLIP, VAE) with the family's loaders: a checkpoint, or UNETLoader + (Dual)CLIPLoader + VAELoader."""
+def load(g: Graph, spec: Spec, training: bool = False) -> tuple[Out, Out, Out]:
+    """(MODEL, CLIP, VAE) with the family's loaders: a checkpoint, or UNETLoader + (Dual)CLIPLoader + VAELoader.
+    For training, a base that a 24 GB card only holds in fp8 and whose file is not fp8 already is loaded as fp8."""
     if spec.ckpt:
         ck = g.add("CheckpointLoaderSimple", "Checkpoint", ckpt_name=spec.ckpt)
         return ck[0], ck[1], ck[2]
-    unet = g.add("UNETLoader", "Diffusion model", unet_name=spec.unet)
+    fp8 = training and spec.family.fp8_base_on_24gb and "fp8" not in str(spec.unet)
+    unet = g.add(
+        "UNETLoader",
+        "Diffusion model",
+        unet_name=spec.unet,
+        **({"weight_dtype": "fp8_e4m3fn"} if fp8 else {}),
+    )
     if len(spec.text_encoders) == 2:
         clip = g.add(
             "DualCLIPLoader",
@@ -442,7 +453,7 @@ def family_train(spec: Spec) -> Graph:
             + (f"\n\n{spec.remark}" if spec.remark else "")
         ),
     )
-    model, clip, vae = load(g, spec)
+    model, clip, vae = load(g, spec, training=True)
     _train_graph(g, model, clip, vae, spec.lora, size=fam.resolution)
     return g
 

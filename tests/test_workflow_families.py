@@ -76,6 +76,11 @@ def test_train_template_per_family(family):
     assert {"FaceCropPrep", "IdentityEmbed", *loaders} <= _upstream(api, tid)
     _, prep = _one(api, "FaceCropPrep")
     assert prep["inputs"]["size"] == get_family(family).resolution
+    if "UNETLoader" in loaders:  # a base a 24 GB card only holds in fp8 is loaded as fp8 (docs/training.md)
+        _, unet = _one(api, "UNETLoader")
+        fp8 = get_family(family).fp8_base_on_24gb and "fp8" not in unet["inputs"]["unet_name"]
+        assert (unet["inputs"]["weight_dtype"] == "fp8_e4m3fn") == fp8
+        assert fp8 == (family == "flux1")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -35,6 +35,11 @@ def usable_schema(schema: Any) -> bool:
 def ui_shape_problems(ui: dict[str, Any]) -> list[str]:
     """What in a UI-format workflow is not shaped like ComfyUI's (the checks and the conversion rely on it)."""
     problems: list[str] = []
+    if "id" in ui and not _uuid(ui["id"]):
+        problems.append(
+            f"the workflow 'id' {str(ui['id'])[:60]!r} is not a UUID; ComfyUI's front end alerts "
+            "'Invalid uuid at \"id\"' on loading it (use a UUID, or leave 'id' out)"
+        )
     ids = set()
     for i, n in enumerate(ui.get("nodes") or []):
         if not isinstance(n, dict) or not _int(n.get("id")) or not isinstance(n.get("type"), str):
@@ -64,6 +69,15 @@ def ui_shape_problems(ui: dict[str, Any]) -> list[str]:
                 f"links[{i}]: expected [id, from node, from slot, to node, to slot, type] integers"
             )
     return problems[:10]
+
+
+def _uuid(value: Any) -> bool:
+    import uuid
+
+    try:
+        return isinstance(value, str) and str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
 
 
 def _int(value: Any) -> bool:

@@ -61,8 +61,20 @@ class LoRATrainAdaptive:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "Base model to train on (from a checkpoint loader)."}),
-                "clip": ("CLIP", {"tooltip": "Text encoder used to encode the captions (kept frozen)."}),
+                "model": (
+                    "MODEL",
+                    {
+                        "tooltip": "Base model to train on: SD1.x, SDXL, FLUX.1, Flux.2, Z-Image, Qwen-Image, SD3.x, "
+                        "Chroma or Lumina 2 (checkpoint or diffusion-model loader; the family is read from the model)."
+                    },
+                ),
+                "clip": (
+                    "CLIP",
+                    {
+                        "tooltip": "The model's text encoder(s), as its official workflow loads them; each caption is "
+                        "encoded once (kept frozen)."
+                    },
+                ),
                 "vae": (
                     "VAE",
                     {"tooltip": "VAE used to encode the training images to latents (cached once)."},
@@ -281,7 +293,8 @@ class LoRATrainAdaptive:
     CATEGORY = f"{CATEGORY}/training"
     OUTPUT_NODE = True
     DESCRIPTION = (
-        "Train a LoRA that stops on statistical convergence (4 phases: COARSE/MID/MID_FINE/FINAL_FINE) and save it "
+        "Train a LoRA (or LoKr) on SD1.x, SDXL, FLUX.1, Flux.2, Z-Image, Qwen-Image, SD3.x, Chroma or Lumina 2 that "
+        "stops on statistical convergence (4 phases: COARSE/MID/MID_FINE/FINAL_FINE) and save it "
         "in kohya format to models/loras. Outputs the model with the LoRA applied, the file name, a loss curve with "
         "phase exits, and a report."
     )

@@ -24,6 +24,10 @@ at least 80 % of the seeds. No identity probe is wired (the toy UNet renders no 
 The controller's own cost is measured on a short tiny-UNet run first.
 
     python benchmarks/trainer.py [--seeds 100 101 ...] [--baseline-steps 1600] [--faces tests/fixtures/faces]
+
+Per model family (steps/s on the tiny model and controller overhead, in a real ComfyUI; benchmarks/trainer_families.py):
+
+    python benchmarks/trainer.py --family all --comfyui /path/to/ComfyUI [--steps 60]
 """
 
 from __future__ import annotations
@@ -229,7 +233,19 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads per seed")
     ap.add_argument("--jobs", type=int, default=1, help="seeds run in parallel (separate processes)")
+    ap.add_argument("--family", nargs="+", help="model families (core/families.py keys, or 'all'): per-family "
+                    "steps/s and controller overhead on ComfyUI toys; needs --comfyui")  # fmt: skip
+    ap.add_argument("--comfyui", help="a ComfyUI 0.8 checkout (for --family)")
+    ap.add_argument("--steps", type=int, default=60, help="steps per family (for --family)")
     args = ap.parse_args()
+    if args.family:
+        if not args.comfyui:
+            ap.error("--family needs --comfyui PATH (the toys are built with ComfyUI's own model classes)")
+        from identitylock.core.families import FAMILIES
+        from trainer_families import run  # type: ignore[import-not-found]
+
+        run(list(FAMILIES) if args.family == ["all"] else args.family, args.comfyui, args.steps, args.faces)
+        return
     tuned = sorted(set(args.seeds) & set(TUNING_SEEDS))
     if tuned:
         print(f"WARNING: seeds {tuned} were used to tune the exit rule; their results are not an honest test")

@@ -45,7 +45,9 @@ def full_pack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mxnet_pack(tmp_path_factory):
-    return make_random_pack(tmp_path_factory.mktemp("mx") / "auraface", full=False, graph_normalised=True)
+    return make_random_pack(
+        tmp_path_factory.mktemp("mx") / "models" / "auraface", full=False, graph_normalised=True
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +62,11 @@ def _isolated(monkeypatch, tmp_path):
 def _insightface_app(pack_dir, det_thresh=0.5):
     from insightface.app import FaceAnalysis
 
-    app = FaceAnalysis(name=str(pack_dir), providers=["CPUExecutionProvider"])
+    # name + root (root/models/name): the form every insightface version resolves without a download
+    assert pack_dir.parent.name == "models"
+    app = FaceAnalysis(
+        name=pack_dir.name, root=str(pack_dir.parent.parent), providers=["CPUExecutionProvider"]
+    )
     app.prepare(ctx_id=-1, det_thresh=det_thresh, det_size=(640, 640))
     return app
 
@@ -133,7 +139,7 @@ def test_alignment_matches_insightface_norm_crop(faces_dir):
 def test_fixed_size_detector_keeps_its_size_and_old_standin_still_works(tmp_path, faces_dir):
     """The fixed-output stand-in has a static 640x640 input: the 1024 px upsample rung must not feed it
     1024 px (onnxruntime would refuse the shape)."""
-    pack = make_pack(tmp_path / "buffalo_l")
+    pack = make_pack(tmp_path / "models" / "buffalo_l")
     eng = ArcFaceOnnxEngine(pack=pack, providers=["CPUExecutionProvider"])
     assert eng.det.fixed_size == (640, 640)
     img = np.ascontiguousarray(load_image(faces_dir / "london004_1.jpg")[:640, :640])

@@ -41,7 +41,8 @@ class InsightFaceEngine:
             from insightface.model_zoo import model_zoo
         except ImportError as exc:  # pragma: no cover - depends on the user's install
             raise ModelNotFoundError(
-                "the insightface backend needs the insightface package: pip install 'identitylock[insightface]'"
+                "the insightface-package engine needs the insightface package (pip install insightface); "
+                "backend='insightface' runs the same packs without it"
             ) from exc
         self._IFFace = IFFace
         self.pack_dir = resolve_pack(pack, extra_dirs)

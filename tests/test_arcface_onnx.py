@@ -3,7 +3,7 @@ normalisation read from the model, pack layouts, providers, and a working path w
 
 The stand-ins (tests/insightface_standins.py) carry the real models' input/output names, shapes and
 post-processing contract with random weights; the detector is a real function of the pixels, so on the
-committed photos it reports 7-18 "faces" each, exercising anchor decoding, NMS and alignment.
+committed photos it reports 5-34 "faces" each, exercising anchor decoding, NMS and alignment.
 """
 
 from __future__ import annotations

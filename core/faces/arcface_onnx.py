@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ModelNotFoundError
 from .onnx_models import ArcFace, CropModel, OnnxModel, Scrfd, route
-from .packs import RUNG_SETTINGS, onnx_providers, resolve_pack
+from .packs import RUNG_SETTINGS, engine_info, onnx_providers, resolve_pack
 from .pose import pose_from_landmarks
 from .types import RUNG_DIRECT, Face, unit_vector
 
@@ -140,25 +140,14 @@ class ArcFaceOnnxEngine:
             f.embedding = unit_vector(v)
 
     def info(self) -> dict[str, Any]:
-        import onnxruntime as ort
-
         return {
-            "backend": self.backend,
-            "engine": self.engine,
-            "model": self.model,
-            "dim": self.dim,
-            "pack_dir": str(self.pack_dir),
-            "tasks": sorted(self._models),
+            **engine_info(self),
             "files": {task: m.path.name for task, m in sorted(self._models.items())},
             "recognition_input": {
                 "size": self.rec.input_size,
                 "mean": self.rec.input_mean,
                 "std": self.rec.input_std,
             },
-            "onnxruntime": ort.__version__,
             "insightface_package": "not used",
-            "providers_requested": self.providers_requested,
-            "provider": self.providers_active[0] if self.providers_active else "unknown",
-            "providers_active": self.providers_active,
             "providers_by_task": {task: m.providers for task, m in sorted(self._models.items())},
         }

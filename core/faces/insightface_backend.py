@@ -16,7 +16,15 @@ import numpy as np
 
 from ..errors import ModelNotFoundError
 from .arcface_onnx import scrfd_face
-from .packs import ENV_DIR, PACK_PREFERENCE, find_packs, onnx_providers, resolve_pack, search_roots
+from .packs import (
+    ENV_DIR,
+    PACK_PREFERENCE,
+    engine_info,
+    find_packs,
+    onnx_providers,
+    resolve_pack,
+    search_roots,
+)
 from .packs import RUNG_SETTINGS as _RUNG_SETTINGS
 from .types import RUNG_DIRECT, Face, unit_vector
 
@@ -105,17 +113,4 @@ class InsightFaceEngine:
                 f.embedding = unit_vector(rec.get(bgr, if_face))
 
     def info(self) -> dict[str, Any]:
-        import onnxruntime as ort
-
-        return {
-            "backend": self.backend,
-            "engine": self.engine,
-            "model": self.model,
-            "dim": self.dim,
-            "pack_dir": str(self.pack_dir),
-            "tasks": sorted(self._models),
-            "onnxruntime": ort.__version__,
-            "providers_requested": self.providers_requested,
-            "provider": self.providers_active[0] if self.providers_active else "unknown",
-            "providers_active": self.providers_active,
-        }
+        return engine_info(self)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelNotFoundError
 from .types import RUNG_DIRECT, RUNG_PAD_SLOW, RUNG_SLOW, RUNG_UPSAMPLE
@@ -105,3 +106,22 @@ def onnx_providers(prefer_gpu: bool = True, available: list[str] | None = None) 
     wanted = PROVIDER_ORDER if prefer_gpu else ("CPUExecutionProvider",)
     chosen = [p for p in wanted if p in available and p != "CPUExecutionProvider"]
     return chosen + ["CPUExecutionProvider"]
+
+
+def engine_info(engine: Any) -> dict[str, Any]:
+    """The ``info()`` fields both pack engines share: what ran, from where, and on which provider really."""
+    import onnxruntime as ort
+
+    active = list(engine.providers_active)
+    return {
+        "backend": engine.backend,
+        "engine": engine.engine,
+        "model": engine.model,
+        "dim": engine.dim,
+        "pack_dir": str(engine.pack_dir),
+        "tasks": sorted(engine._models),
+        "onnxruntime": ort.__version__,
+        "providers_requested": engine.providers_requested,
+        "provider": active[0] if active else "unknown",
+        "providers_active": active,
+    }

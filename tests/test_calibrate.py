@@ -94,6 +94,7 @@ def test_calibrate_statistics_on_synthetic_vectors():
         calibrate(ids, vecs, backend="dlib", model="m", far=1.5)
 
 
+@pytest.mark.slow  # real dlib on 6-9 photos
 def test_cli_dlib_on_the_photos_prints_and_saves(photos, capsys):
     assert cli.main(["calibrate", str(photos), "--backend", "dlib", "--json"]) == EXIT_OK
     out = json.loads(capsys.readouterr().out)
@@ -121,6 +122,7 @@ def test_cli_dlib_on_the_photos_prints_and_saves(photos, capsys):
     assert IdentityReference(np.ones(128), "dlib", model, threshold=0.05).lock_threshold == 0.05
 
 
+@pytest.mark.slow  # real dlib on 6-9 photos
 def test_cli_labels_file_skips_unusable_rows_and_reports_missing(photos, tmp_path, capsys):
     labels = tmp_path / "labels.csv"
     rows = [
@@ -134,7 +136,7 @@ def test_cli_labels_file_skips_unusable_rows_and_reports_missing(photos, tmp_pat
         "london004_2.jpg,C,0,",
         "gone.jpg,C,1,",
     ]
-    labels.write_text("\n".join(rows) + "\n")
+    labels.write_text("\ufeff" + "\n".join(rows) + "\n", encoding="utf-8")  # a spreadsheet's BOM
     code = cli.main(["calibrate", str(photos), "--labels", str(labels), "--backend", "dlib", "--json"])
     captured = capsys.readouterr()
     assert code == EXIT_BAD_INPUT and "gone.jpg" in captured.err  # the rest is still calibrated

@@ -40,7 +40,7 @@ def _read_labels(path: Path) -> dict[str, tuple[str, str]]:
     from ..errors import IdentityLockError
 
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # spreadsheets write a BOM
             rows = list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise IdentityLockError(f"{path}: labels file unreadable ({exc})") from None

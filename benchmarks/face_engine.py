@@ -14,7 +14,7 @@ Target (issue #2): dlib HOG throughput within 1.3x of the floor.
 ``--backend arcface-onnx`` (issue #17) instead compares, at 640x640, the onnxruntime-only ArcFace engine with
 the insightface-package engine on the same ONNX files: detect + 68 landmarks + gender/age + align + embed, one
 process per engine (peak RSS = that process's ru_maxrss), rounds alternating. Files: the test stand-ins (built
-here, random weights: a one-face detector and a random-conv detector that reports ~10 faces per photo) or a real
+here, random weights: a one-face detector and a random-conv detector that reports ~20 faces per photo) or a real
 pack with ``--pack DIR``. Target: the onnxruntime path no slower.
 
     .venv/bin/python benchmarks/face_engine.py --backend arcface-onnx [--images 40] [--rounds 3] [--pack DIR]
@@ -213,7 +213,7 @@ def bench_arcface_onnx(args) -> int:
             spec.loader.exec_module(standins)
             packs = {
                 "stand-in, one face": standins.make_pack(tmp / "one" / "buffalo_l"),
-                "stand-in, random conv (~10 faces)": standins.make_random_pack(tmp / "random" / "buffalo_l"),
+                "stand-in, random conv (~20 faces per photo)": standins.make_random_pack(tmp / "random" / "buffalo_l"),
             }
         print(
             f"{args.images} photos of 640x640, {args.rounds} alternating rounds, {os.cpu_count()} cores, CPU provider"

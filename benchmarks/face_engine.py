@@ -213,7 +213,9 @@ def bench_arcface_onnx(args) -> int:
             spec.loader.exec_module(standins)
             packs = {
                 "stand-in, one face": standins.make_pack(tmp / "one" / "buffalo_l"),
-                "stand-in, random conv (~20 faces per photo)": standins.make_random_pack(tmp / "random" / "buffalo_l"),
+                "stand-in, random conv (~20 faces per photo)": standins.make_random_pack(
+                    tmp / "random" / "buffalo_l"
+                ),
             }
         print(
             f"{args.images} photos of 640x640, {args.rounds} alternating rounds, {os.cpu_count()} cores, CPU provider"

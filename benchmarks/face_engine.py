@@ -10,6 +10,14 @@ Prints, in one run:
 Target (issue #2): dlib HOG throughput within 1.3x of the floor.
 
     .venv/bin/python benchmarks/face_engine.py [--images 160] [--workers 2]
+
+``--backend arcface-onnx`` (issue #17) instead compares, at 640x640, the onnxruntime-only ArcFace engine with
+the insightface-package engine on the same ONNX files: detect + 68 landmarks + gender/age + align + embed, one
+process per engine (peak RSS = that process's ru_maxrss), rounds alternating. Files: the test stand-ins (built
+here, random weights: a one-face detector and a random-conv detector that reports ~20 faces per photo) or a real
+pack with ``--pack DIR``. Target: the onnxruntime path no slower.
+
+    .venv/bin/python benchmarks/face_engine.py --backend arcface-onnx [--images 40] [--rounds 3] [--pack DIR]
 """
 
 from __future__ import annotations
@@ -76,8 +84,8 @@ class PeakRSS:
         self._thread.join()
 
 
-def make_photos(folder: Path, count: int) -> list[Path]:
-    """768x768 JPEG photos: square crops of the consented lisa/london photos at varying offsets."""
+def make_photos(folder: Path, count: int, side: int = 768) -> list[Path]:
+    """side x side JPEG photos: square crops of the consented lisa/london photos at varying offsets."""
     from PIL import Image
 
     paths = []
@@ -89,7 +97,7 @@ def make_photos(folder: Path, count: int) -> list[Path]:
         y0 = int((src.height - side) / 2)
         crop = src.crop(
             (max(0, x0 - int(jitter * side)), y0, max(0, x0 - int(jitter * side)) + side, y0 + side)
-        ).resize((768, 768))
+        ).resize((side, side))
         p = folder / f"photo_{i:04d}.jpg"
         crop.save(p, quality=92)
         paths.append(p)
@@ -158,14 +166,105 @@ def run_pool(paths: list[Path], workers: int, engine_kwargs: dict) -> dict[str, 
     }
 
 
+ONNX_ENGINES = ("arcface-onnx", "insightface-package")
+
+
+def _one_engine(engine: str, pack: str, photo_dir: str) -> None:
+    """Child process: load one engine, warm it up, time detect + embed over the photos, print JSON."""
+    import json
+    import resource
+
+    from identitylock.core.faces import get_engine
+    from identitylock.core.images import load_image
+
+    images = [load_image(p) for p in sorted(Path(photo_dir).glob("*.jpg"))]
+    eng = get_engine(engine, insightface_pack=pack, providers=["CPUExecutionProvider"])
+    for img in images[:2]:
+        eng.embed(img, eng.detect(img))
+    faces = 0
+    t0 = time.perf_counter()
+    for img in images:
+        found = eng.detect(img)
+        eng.embed(img, found)
+        faces += len(found)
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"images_per_s": len(images) / dt, "faces": faces, "peak_rss_mb": peak}))
+
+
+def bench_arcface_onnx(args) -> int:
+    """The onnxruntime-only engine next to the insightface-package engine, same files, 640x640 photos."""
+    import importlib.util
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        photos = tmp / "photos"
+        photos.mkdir()
+        make_photos(photos, args.images, side=640)
+        if args.pack:
+            packs = {"your pack": Path(args.pack)}
+        else:
+            spec = importlib.util.spec_from_file_location(
+                "standins", REPO / "tests" / "insightface_standins.py"
+            )
+            standins = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(standins)
+            packs = {
+                "stand-in, one face": standins.make_pack(tmp / "one" / "buffalo_l"),
+                "stand-in, random conv (~20 faces per photo)": standins.make_random_pack(
+                    tmp / "random" / "buffalo_l"
+                ),
+            }
+        print(
+            f"{args.images} photos of 640x640, {args.rounds} alternating rounds, {os.cpu_count()} cores, CPU provider"
+        )
+        for label, pack in packs.items():
+            runs: dict[str, list[dict]] = {e: [] for e in ONNX_ENGINES}
+            for _ in range(args.rounds):
+                for engine in ONNX_ENGINES:
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--_one", engine, str(pack), str(photos)],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    runs[engine].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"\n{label} ({pack}):")
+            best = {}
+            for engine in ONNX_ENGINES:
+                rates = [r["images_per_s"] for r in runs[engine]]
+                best[engine] = statistics.median(rates)
+                print(
+                    f"  {engine:20s} {best[engine]:7.2f} images/s (median; runs {', '.join(f'{r:.2f}' for r in rates)})"
+                    f"  faces {runs[engine][0]['faces']}  peak RSS {max(r['peak_rss_mb'] for r in runs[engine]):.0f} MB"
+                )
+            ratio = best["arcface-onnx"] / best["insightface-package"]
+            print(
+                f"  arcface-onnx / insightface-package: {ratio:.2f}x ({'no slower' if ratio >= 0.97 else 'SLOWER'})"
+            )
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--_one":
+        _one_engine(*sys.argv[2:])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=160)
+    ap.add_argument("--images", type=int, default=None, help="photos (default 160; 40 with arcface-onnx)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--backend", choices=("dlib", "arcface-onnx"), default="dlib")
+    ap.add_argument("--rounds", type=int, default=3, help="arcface-onnx: alternating rounds per engine")
+    ap.add_argument("--pack", help="arcface-onnx: a real pack folder instead of the stand-ins")
     args = ap.parse_args()
     if not FACES.exists():
         print(f"face photos not found at {FACES}; set IDENTITYLOCK_FACES_DIR", file=sys.stderr)
         return 2
+    if args.backend == "arcface-onnx":
+        args.images = args.images or 40
+        return bench_arcface_onnx(args)
+    args.images = args.images or 160
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_photos(Path(tmp), args.images)
         print(f"{len(paths)} photos of 768x768, {args.workers} worker process(es), {os.cpu_count()} cores\n")
@@ -194,7 +293,7 @@ def main() -> int:
         print(
             f"\ndlib CNN/MMOD rescue detector at 512 px: {cnn_time(paths) * 1000:.0f} ms per image (one core)"
         )
-        from identitylock.core.faces.insightface_backend import find_packs
+        from identitylock.core.faces.packs import find_packs
 
         packs = find_packs()
         if packs:

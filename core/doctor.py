@@ -59,7 +59,8 @@ def check(model_dirs: list[str] | None = None) -> dict[str, Any]:
         )
     if _version("opencv-python") and _version("opencv-python-headless"):
         problems.append(
-            "both opencv-python and opencv-python-headless are installed (insightface pulls the former); "
+            "both opencv-python and opencv-python-headless are installed (the insightface package pulls the "
+            "former; IdentityLock does not need that package); "
             "on a server without a display keep only the headless one."
         )
     try:
@@ -77,14 +78,23 @@ def check(model_dirs: list[str] | None = None) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         backends["dlib"] = {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"}
         problems.append(f"embedded dlib backend unavailable: {exc}")
-    from .faces import insightface_backend as ifb
+    from .faces import packs as ifp
 
-    packs = ifb.find_packs(model_dirs)
-    report["insightface_search_roots"] = [str(p) for p in ifb._search_roots(model_dirs)]
-    report["insightface_packs_found"] = {k: str(v) for k, v in packs.items()}
-    if packs:
+    found_packs = ifp.find_packs(model_dirs)
+    report["insightface_search_roots"] = [str(p) for p in ifp.search_roots(model_dirs)]
+    report["insightface_packs_found"] = {k: str(v) for k, v in found_packs.items()}
+    if found_packs:
         try:
-            backends["insightface"] = {"ok": True, **ifb.InsightFaceEngine(extra_dirs=model_dirs).info()}
+            from .faces.arcface_onnx import ArcFaceOnnxEngine
+
+            info = ArcFaceOnnxEngine(extra_dirs=model_dirs).info()
+            backends["insightface"] = {"ok": True, **info}
+            gpu = [p for p in info["providers_requested"] if p != "CPUExecutionProvider"]
+            if gpu and info["provider"] == "CPUExecutionProvider":
+                problems.append(
+                    f"onnxruntime offers {', '.join(gpu)} but the ArcFace models ran on the CPU: that provider "
+                    "failed to load (for CUDA: a cuDNN/CUDA version that matches this onnxruntime-gpu)."
+                )
         except Exception as exc:  # noqa: BLE001
             backends["insightface"] = {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"}
             problems.append(f"insightface pack found but not usable: {exc}")
@@ -121,6 +131,11 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(
                 f"  [ok] {name}: {info['model']} ({info['dim']}-D), provider {info.get('provider')} — {extra}"
             )
+            if info.get("engine") == "arcface-onnx":
+                lines.append(
+                    "       arcface-onnx: onnxruntime only, without the insightface package; models ran on "
+                    + ", ".join(f"{t} {p[0] if p else '?'}" for t, p in info["providers_by_task"].items())
+                )
         else:
             lines.append(f"  [--] {name}: {info.get('error')}")
     lines.append(f"  auto -> {report['auto_backend']}")

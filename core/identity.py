@@ -6,9 +6,11 @@ trainer probe): per-image identity vectors, which backend/model made them, and t
 :class:`BackendMismatchError` instead of returning a meaningless number.
 
 Lock thresholds are per backend (the scales differ a lot):
-- insightface / ArcFace: 0.18 (from the identity-replication seed);
+- insightface / ArcFace: 0.18 (from the identity-replication seed; never calibrated here, see docs/identity.md);
 - dlib ResNet: 0.06, calibrated on the shared face set — see docs/identity.md and
   ``benchmarks/calibrate_dlib.py`` for the figures and how it was chosen.
+``identitylock calibrate DIR --save`` replaces either with one measured on the user's own labelled photos, per
+backend/model (:func:`save_threshold`, read back by :func:`default_threshold`).
 """
 
 from __future__ import annotations
@@ -33,8 +35,62 @@ OUTLIER_FACTOR = 1.0
 FORMAT_VERSION = "1"
 
 
-def default_threshold(backend: str) -> float:
-    """The lock threshold for a backend's vectors (drift at or below it counts as the same person)."""
+CONFIG_ENV = "IDENTITYLOCK_CONFIG_DIR"
+_saved_cache: dict[str, Any] = {}
+
+
+def user_thresholds_path() -> Path:
+    """Where ``identitylock calibrate --save`` keeps the user's own thresholds (one JSON file per user):
+    ``$IDENTITYLOCK_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/identitylock``, else ``~/.config/identitylock``."""
+    base = os.environ.get(CONFIG_ENV) or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config"), "identitylock"
+    )
+    return Path(base) / "thresholds.json"
+
+
+def saved_thresholds() -> dict[str, dict[str, Any]]:
+    """The calibrated thresholds saved for this user, keyed ``backend/model``; {} when none were saved."""
+    path = user_thresholds_path()
+    try:
+        stamp = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return {}
+    if _saved_cache.get("stamp") == stamp:
+        return _saved_cache["data"]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise ValueError("not an object of objects")
+        for key, entry in data.items():
+            check_threshold(entry.get("threshold"), f"saved threshold for {key}")
+    except (ValueError, OSError, IdentityLockError) as exc:
+        raise IdentityLockError(
+            f"{path}: the saved lock thresholds are unreadable ({exc}); run `identitylock calibrate ... --save` "
+            "again or delete the file"
+        ) from None
+    _saved_cache.update(stamp=stamp, data=data)
+    return data
+
+
+def save_threshold(backend: str, model: str, threshold: float, details: dict[str, Any] | None = None) -> Path:
+    """Store a calibrated lock threshold for (backend, model): from now on the default for their vectors."""
+    from .fileio import write_json_atomic
+
+    threshold = check_threshold(threshold)
+    path = user_thresholds_path()
+    data = dict(saved_thresholds())
+    data[f"{backend}/{model}"] = {"threshold": threshold, **(details or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_json_atomic(path, data)
+
+
+def default_threshold(backend: str, model: str | None = None) -> float:
+    """The lock threshold for a backend's vectors (drift at or below it counts as the same person): the
+    user's calibrated one for this backend/model when saved, else the built-in per-backend default."""
+    if model is not None:
+        saved = saved_thresholds().get(f"{backend}/{model}")
+        if saved is not None:
+            return float(saved["threshold"])
     try:
         return LOCK_THRESHOLDS[backend]
     except KeyError as exc:
@@ -116,7 +172,7 @@ class IdentityReference:
 
     @property
     def lock_threshold(self) -> float:
-        return self.threshold if self.threshold is not None else default_threshold(self.backend)
+        return self.threshold if self.threshold is not None else default_threshold(self.backend, self.model)
 
     def check_compatible(self, backend: str, model: str, dim: int) -> None:
         """Raise unless vectors from (backend, model, dim) can be compared with this reference."""

@@ -11,12 +11,15 @@ from __future__ import annotations
 import csv
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# A developer's own `identitylock calibrate --save` must not change the thresholds the tests measure against.
+os.environ["IDENTITYLOCK_CONFIG_DIR"] = tempfile.mkdtemp(prefix="identitylock_config_")
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -49,7 +49,9 @@ def test_env_var_and_missing_pack_message(comfy_models, monkeypatch, tmp_path):
 
 
 def test_engine_detects_aligns_and_embeds_with_the_real_insightface_code(comfy_models, faces_dir):
-    eng = get_engine("insightface", model_dirs=[comfy_models])
+    eng = get_engine(
+        "insightface-package", model_dirs=[comfy_models]
+    )  # "insightface" runs without the package
     info = eng.info()
     assert info["backend"] == "insightface" and info["model"] == "buffalo_l" and eng.dim == 512
     assert info["provider"] == "CPUExecutionProvider"  # what actually ran (no CUDA here)

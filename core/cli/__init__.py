@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "curation",
     "training",
     "portrait",
+    "calibration",
 ]
 
 

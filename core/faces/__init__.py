@@ -1,11 +1,12 @@
 """Face analysis: one protocol, two real backends, and the detection rescue ladder.
 
 >>> from identitylock.core.faces import analyze_file
->>> result = analyze_file("photo.jpg")            # backend "auto": insightface if its models exist, else dlib
+>>> result = analyze_file("photo.jpg")            # backend "auto": an ArcFace pack if one exists, else dlib
 >>> result.primary.embedding, result.primary.pose.yaw, result.rescue
 
-Backends: ``dlib`` (embedded default, works after pip install) and ``insightface`` (buffalo_l / antelopev2 ONNX
-packs the user has). ``auto`` picks insightface when a pack is found, otherwise dlib. Engines are created once
+Backends: ``dlib`` (embedded default, works after pip install) and ``insightface`` (alias ``arcface-onnx``:
+buffalo_l / antelopev2 / AuraFace ONNX packs the user has, run on onnxruntime alone). ``auto`` picks an ArcFace
+pack when one is found, otherwise dlib. Engines are created once
 per process (per configuration) and are safe to call from several threads.
 """
 
@@ -62,7 +63,9 @@ __all__ = [
     "select_face",
 ]
 
-BACKENDS = ("auto", "insightface", "dlib")
+# "insightface" and its explicit name "arcface-onnx": ArcFace packs on onnxruntime alone (no insightface
+# package); "insightface-package": the same packs through the insightface package (tests, benchmarks).
+BACKENDS = ("auto", "insightface", "arcface-onnx", "dlib", "insightface-package")
 PAD_FRACTION = 0.35  # each side, for close-ups that fill the frame
 # A detection counts as a face only with this score and this share of its box inside the image (measured on
 # the test photos, generated noise and textures: docs/identity.md, benchmarks/face_score_floor.py). The score
@@ -102,16 +105,19 @@ def get_engine(
 
 
 def _create_engine(backend, landmarks, pack, dirs, providers) -> FaceEngine:
-    if backend in ("auto", "insightface"):
-        from .insightface_backend import InsightFaceEngine, find_packs
+    if backend in ("auto", "insightface", "arcface-onnx", "insightface-package"):
+        from .packs import find_packs
 
-        if backend == "insightface" or pack or find_packs(dirs):
+        explicit = backend != "auto"
+        if explicit or pack or find_packs(dirs):
+            if backend == "insightface-package":
+                from .insightface_backend import InsightFaceEngine as Engine
+            else:
+                from .arcface_onnx import ArcFaceOnnxEngine as Engine
             try:
-                return InsightFaceEngine(
-                    pack=pack, extra_dirs=dirs, providers=list(providers) if providers else None
-                )
+                return Engine(pack=pack, extra_dirs=dirs, providers=list(providers) if providers else None)
             except ModelNotFoundError:
-                if backend == "insightface":
+                if explicit:
                     raise
     from .dlib_backend import DlibEngine
 

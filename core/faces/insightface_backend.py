@@ -1,105 +1,42 @@
-"""InsightFace backend: buffalo_l / antelopev2 ONNX packs the user already has (no download, ever).
+"""The insightface-package engine: the same packs run through insightface's own FaceAnalysis code.
 
-Packs are looked up in, in order: explicit directories, ``$IDENTITYLOCK_INSIGHTFACE_DIR``, directories handed
-in by the host (ComfyUI's registered ``insightface`` folders), and ``~/.insightface``. Each root may hold the
-pack as ``models/<name>/``, ``<name>/``, the nested ``<name>/<name>/`` layout that antelopev2's zip unpacks to,
-or be the pack folder itself.
+Kept as the reference implementation that :mod:`.arcface_onnx` (onnxruntime only, the default for the
+``insightface`` backend) is tested against, and for the speed comparison in benchmarks/face_engine.py. Select it
+with ``backend="insightface-package"``; it needs ``pip install insightface`` (in the test extra only).
+Pack discovery lives in :mod:`.packs`.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ModelNotFoundError
-from .pose import pose_from_landmarks
-from .types import RUNG_DIRECT, RUNG_PAD_SLOW, RUNG_SLOW, RUNG_UPSAMPLE, Face, unit_vector
+from .arcface_onnx import scrfd_face
+from .packs import (
+    ENV_DIR,
+    PACK_PREFERENCE,
+    engine_info,
+    find_packs,
+    onnx_providers,
+    resolve_pack,
+    search_roots,
+)
+from .packs import RUNG_SETTINGS as _RUNG_SETTINGS
+from .types import RUNG_DIRECT, Face, unit_vector
 
-PACK_PREFERENCE = ("buffalo_l", "antelopev2")
-ENV_DIR = "IDENTITYLOCK_INSIGHTFACE_DIR"
-
-# Detector input size and threshold per rescue rung.
-_RUNG_SETTINGS = {
-    RUNG_DIRECT: (640, 0.5),
-    RUNG_UPSAMPLE: (1024, 0.5),
-    RUNG_SLOW: (640, 0.3),
-    RUNG_PAD_SLOW: (640, 0.3),
-}
-
-
-def _search_roots(extra_dirs: list[str | os.PathLike] | None) -> list[Path]:
-    roots: list[Path] = [Path(d) for d in (extra_dirs or [])]
-    if os.environ.get(ENV_DIR):
-        roots.append(Path(os.environ[ENV_DIR]))
-    roots.append(Path.home() / ".insightface")
-    return roots
-
-
-def _is_pack(folder: Path) -> bool:
-    return folder.is_dir() and len(list(folder.glob("*.onnx"))) >= 2
-
-
-def find_packs(extra_dirs: list[str | os.PathLike] | None = None) -> dict[str, Path]:
-    """Map pack name -> folder holding its .onnx files, over every search root (first hit wins)."""
-    found: dict[str, Path] = {}
-    for root in _search_roots(extra_dirs):
-        if not root.is_dir():
-            continue
-        if _is_pack(root):
-            found.setdefault(root.name, root)
-        for base in (root / "models", root):
-            if not base.is_dir():
-                continue
-            for sub in sorted(p for p in base.iterdir() if p.is_dir()):
-                for candidate in (sub / sub.name, sub):  # nested antelopev2/antelopev2 first
-                    if _is_pack(candidate):
-                        found.setdefault(sub.name, candidate)
-                        break
-    return found
-
-
-def resolve_pack(
-    pack: str | os.PathLike | None = None, extra_dirs: list[str | os.PathLike] | None = None
-) -> Path:
-    """Find the pack folder: an explicit path, a pack name, or the first of PACK_PREFERENCE."""
-    if pack is not None and Path(pack).is_dir():
-        p = Path(pack)
-        nested = p / p.name
-        if _is_pack(nested):
-            return nested
-        if _is_pack(p):
-            return p
-        raise ModelNotFoundError(f"{p} holds no insightface .onnx models")
-    packs = find_packs(extra_dirs)
-    names = [str(pack)] if pack else list(PACK_PREFERENCE) + sorted(packs)
-    for name in names:
-        if name in packs:
-            return packs[name]
-    where = ", ".join(str(r) for r in _search_roots(extra_dirs))
-    raise ModelNotFoundError(
-        f"no insightface model pack {'named ' + str(pack) if pack else '(buffalo_l / antelopev2)'} found in: "
-        f"{where}. Put the unzipped pack in ComfyUI/models/insightface/models/<name>/ or set {ENV_DIR}; "
-        "or use backend='dlib' (needs no download)."
-    )
-
-
-def onnx_providers(prefer_gpu: bool = True) -> list[str]:
-    """CUDA first when this onnxruntime build and machine offer it, CPU always as fallback."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if prefer_gpu else ["CPUExecutionProvider"]
-    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+__all__ = ["ENV_DIR", "PACK_PREFERENCE", "InsightFaceEngine", "find_packs", "onnx_providers", "resolve_pack"]
+_search_roots = search_roots  # older name, used by doctor before the move
 
 
 class InsightFaceEngine:
     """SCRFD detection + 5 keypoints, ArcFace identity vectors (512-D), optional 3-D landmarks / age / sex."""
 
     backend = "insightface"
+    engine = "insightface-package"
 
     def __init__(
         self,
@@ -112,7 +49,8 @@ class InsightFaceEngine:
             from insightface.model_zoo import model_zoo
         except ImportError as exc:  # pragma: no cover - depends on the user's install
             raise ModelNotFoundError(
-                "the insightface backend needs the insightface package: pip install 'identitylock[insightface]'"
+                "the insightface-package engine needs the insightface package (pip install insightface); "
+                "backend='insightface' runs the same packs without it"
             ) from exc
         self._IFFace = IFFace
         self.pack_dir = resolve_pack(pack, extra_dirs)
@@ -149,34 +87,15 @@ class InsightFaceEngine:
             bboxes, kpss = det.detect(bgr, input_size=(size, size), det_thresh=thresh)
             faces = []
             for i in range(bboxes.shape[0]):
-                kps = kpss[i].astype(np.float64) if kpss is not None else None
                 if_face = self._IFFace(
                     bbox=bboxes[i, :4], kps=kpss[i] if kpss is not None else None, det_score=bboxes[i, 4]
                 )
-                landmarks, scheme = kps, "kps5"
+                lmk = ga = None
                 if "landmark_3d_68" in self._models:
                     lmk = self._models["landmark_3d_68"].get(bgr, if_face)
-                    landmarks, scheme = np.asarray(lmk[:, :2], dtype=np.float64), "dlib68"
-                age = sex = None
                 if "genderage" in self._models:
-                    g, a = self._models["genderage"].get(bgr, if_face)
-                    age, sex = float(a), ("M" if int(g) == 1 else "F")
-                keypoints = {}
-                if kps is not None:
-                    names = ("eye_fl", "eye_fr", "nose", "mouth_fl", "mouth_fr")
-                    keypoints = {n: (float(kps[j, 0]), float(kps[j, 1])) for j, n in enumerate(names)}
-                pose = pose_from_landmarks(landmarks, scheme, (w, h)) if landmarks is not None else None
-                face = Face(
-                    bbox=bboxes[i, :4].astype(np.float64),
-                    det_score=float(bboxes[i, 4]),
-                    detector="scrfd",
-                    keypoints=keypoints,
-                    landmarks=landmarks,
-                    landmark_scheme=scheme,
-                    pose=pose,
-                    age=age,
-                    sex=sex,
-                )
+                    ga = self._models["genderage"].get(bgr, if_face)
+                face = scrfd_face(bboxes[i], kpss[i] if kpss is not None else None, (w, h), lmk, ga)
                 face._if_face = if_face  # type: ignore[attr-defined]
                 faces.append(face)
         return faces
@@ -194,16 +113,4 @@ class InsightFaceEngine:
                 f.embedding = unit_vector(rec.get(bgr, if_face))
 
     def info(self) -> dict[str, Any]:
-        import onnxruntime as ort
-
-        return {
-            "backend": self.backend,
-            "model": self.model,
-            "dim": self.dim,
-            "pack_dir": str(self.pack_dir),
-            "tasks": sorted(self._models),
-            "onnxruntime": ort.__version__,
-            "providers_requested": self.providers_requested,
-            "provider": self.providers_active[0] if self.providers_active else "unknown",
-            "providers_active": self.providers_active,
-        }
+        return engine_info(self)

@@ -175,6 +175,8 @@ def _group_stats(
     ages = [r.age for r in faces if r.age is not None]
     g.age_median = float(np.median(ages)) if ages else None
     g.det_score_median = float(np.median([r.det_score for r in faces]))
+    single = [r.single_ref_sim for r in faces if r.single_ref_sim is not None]
+    g.single_ref_mean = float(np.mean(single)) if single else None
     if g.detection_rate < 0.8:
         g.warnings.append(
             f"{name}: faces found in only {100 * g.detection_rate:.0f}% of the images ({g.n_failed} failed, "
@@ -249,6 +251,9 @@ def build_metrics(
                 r.drift = 1.0 - r.similarity
                 r.locked = r.drift <= lock
                 r.outlier = bool(outl[k])
+            if len(found) > 1:  # mean cosine to each *other* reference photo
+                others = np.delete(ref.vectors.astype(np.float64), k, axis=0)
+                r.single_ref_sim = float(np.mean(others @ ref.vectors[k].astype(np.float64)))
             if nidx[k] >= 0:
                 r.nearest_ref, r.nearest_sim = ref.sources[nidx[k]], float(nsim[k])
             r.band = band_of(r.nearest_sim, backend) if r.nearest_sim is not None else "ok"
@@ -263,9 +268,11 @@ def build_metrics(
     if with_vec:
         v = normalize(np.stack([r.embedding for r in with_vec]))
         sims = v @ centroid
+        single = (v @ ref.vectors.astype(np.float64).T).mean(axis=1)  # mean cosine to each reference photo
         nidx, nsim = nearest_references(v, ref.vectors)
         for k, r in enumerate(with_vec):
             r.similarity = float(sims[k])
+            r.single_ref_sim = float(single[k])
             r.drift = 1.0 - r.similarity
             r.locked = r.drift <= lock
             r.nearest_ref, r.nearest_sim = ref.sources[nidx[k]], float(nsim[k])

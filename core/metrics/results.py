@@ -63,6 +63,8 @@ class ImageRow:
     tsne_y: float | None = None
     path: str | None = None
     bbox: tuple[float, float, float, float] | None = None  # primary face, image pixels
+    # Likeness as papers report it: mean cosine to each single reference photo (references: to the others).
+    single_ref_sim: float | None = None
     embedding: np.ndarray | None = field(default=None, repr=False)
     pixels: np.ndarray | None = field(default=None, repr=False)  # array inputs (nodes), for thumbnails
 
@@ -108,6 +110,7 @@ class GroupStats:
     flexibility_vs_reference: float | None = None  # (yaw_std + pitch_std) relative to the reference set's
     age_median: float | None = None
     det_score_median: float | None = None
+    single_ref_mean: float | None = None  # mean of the rows' single_ref_sim (``mean`` is to the centroid)
     band_counts: dict[str, int] = field(default_factory=dict)
     overtraining: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -145,6 +148,14 @@ class MetricsResult:
             "lock_threshold_drift": self.lock_threshold,
             "bands": {"low_below": self.bands[0], "ok_below": self.bands[1], "danger_above": self.bands[2]},
             "similarity": "cosine to the normalised reference centroid (leave-one-out for references)",
+            "likeness": {
+                "units": f"cosine of {self.backend}/{self.model} identity vectors"
+                + (" (ArcFace, the unit identity papers report)" if self.backend == "insightface" else ""),
+                "to_centroid": "groups.*.mean (per image: similarity)",
+                "to_single_photos": "groups.*.single_ref_mean (per image: single_ref_sim)",
+                "comparable_with_papers": "see docs/identity.md: same recognition model, same kind of prompts "
+                "and reference photos, else only roughly",
+            },
             "confidence_intervals": f"percentile bootstrap, {self.n_boot} resamples, {100 * (1 - self.alpha):.0f}%"
             " (Wilson for rates)",
             "test": "two-sided Mann-Whitney U, Holm-corrected; effect size Cliff's delta",

@@ -78,10 +78,13 @@ def download_outputs(
     name_files: Callable[[Job, list[dict[str, str]]], list[str]] | None,
     deadline: float | None = None,
     may_replace: Callable[[str], bool] | None = None,
+    before_place: Callable[[list[str]], None] | None = None,
 ) -> list[str]:
     """Download ``result``'s files into a fresh staging folder under ``staging_root``, then move them into
     ``out``; returns their final paths. An existing file is replaced only when ``may_replace(name)`` says so
-    (``generate`` re-running a job of its own catalog); otherwise the new file gets a free name."""
+    (``generate`` re-running a job of its own catalog); otherwise the new file gets a free name.
+    ``before_place(names)`` runs once the files are complete, just before the first is moved in (to record
+    which names a job is about to take, so a run killed in between can be resumed without a duplicate)."""
     if not result.files:
         return []
     staging = Path(tempfile.mkdtemp(prefix="job-", dir=staging_root))
@@ -98,6 +101,8 @@ def download_outputs(
                     raise ProtocolError(f"{client.url}/view {f['filename']}: the server sent an empty file")
             os.chmod(staging / name, default_file_mode())
         out.mkdir(parents=True, exist_ok=True)
+        if before_place is not None:
+            before_place(list(names))
         placed = []
         for name in names:
             if may_replace is not None and may_replace(name):

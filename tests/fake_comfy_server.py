@@ -627,7 +627,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-if __name__ == "__main__":  # python tests/fake_comfy_server.py [--die-after N] [--node-delay S]: prints its URL
+if (
+    __name__ == "__main__"
+):  # python tests/fake_comfy_server.py [--die-after N] [--node-delay S]: prints its URL
     import argparse
 
     ap = argparse.ArgumentParser()

@@ -49,6 +49,29 @@ def release_output_dir(out: Path, created: bool) -> None:
             pass
 
 
+STAGING_PREFIX = ".identitylock-partial-"
+
+
+def make_staging_root(out: Path) -> Path:
+    """The hidden folder a run downloads into, named after this process: a run killed with SIGKILL cannot
+    remove its own, so the next run into ``out`` removes those whose process is gone."""
+    for old in out.glob(f"{STAGING_PREFIX}*-*"):
+        pid = old.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def place(src: Path, target: Path) -> Path:
     """Move ``src`` to ``target``, or to ``target_2``... when that name is taken: never replaces a file.
 

@@ -13,7 +13,6 @@ import copy
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IdentityLockError
-from .download import claim_output_dir, download_outputs, release_output_dir
+from .download import claim_output_dir, download_outputs, make_staging_root, release_output_dir
 from .errors import ServerUnavailable, WorkflowError, exit_code_of
 from .jobs import Job, JobResult
 from .transport import ComfyServer
@@ -156,7 +155,7 @@ def stream_jobs(
         raise WorkflowError("no --server given")
     out = Path(out_dir)
     created = claim_output_dir(out)
-    staging_root = Path(tempfile.mkdtemp(prefix=".identitylock-partial-", dir=out))
+    staging_root = make_staging_root(out)
     stop = threading.Event()
     source = _JobSource(jobs, stop)
     failures: list[BaseException] = []  # errors outside any job (the job iterable itself raised)

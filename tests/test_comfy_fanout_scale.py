@@ -214,3 +214,128 @@ def test_resume_is_refused_for_another_workflow_and_never_replaces_other_files(
         "wf_seed_2_2.png",
         "wf_seed_3.png",
     ]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# generate: a lazy plan, a journal instead of rewriting the catalog after every job, kill -9 + resume.
+
+
+def test_generate_plan_is_lazy():
+    """The defect: ``plan_jobs`` made every job up front, each with its own copy of the workflow: 97,000 images
+    on a workflow without a batch input took 556 MB before the first job was queued."""
+    from identitylock.core import portfolio_gen as pg
+
+    template = txt2img()
+    del template["5"]["inputs"]["batch_size"]  # one job per image
+    scenarios = pg.load_scenarios(None)
+    dist = pg.distribution(1000, 96000, 5, len(scenarios))
+    tracemalloc.start()
+    try:
+        plan, _ = pg.plan_jobs(
+            template, character="x", name="x", scenarios=scenarios, dist=dist, base_seed=1, workflow_name="wf"
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    print(f"plan of {len(plan)} jobs ({dist.total_images} images): traced peak {peak / 1e6:.1f} MB")
+    assert len(plan) == dist.total_images == 97000
+    assert peak < 40e6
+    first, second = plan[0], plan[1]
+    assert (first.name, second.name) == ("char_x_seed_1_original_01", "char_x_seed_1_original_02")
+    assert [j.prompt["3"]["inputs"]["seed"] for j in (first, second)] == [1, 2]
+    assert [i["filename"] for i in plan[1].meta["images"]] == plan.image_names(1)
+    last = plan[-1]
+    assert last.meta["images"][0]["image_type"] == "scenario" and last.prompt["6"]["inputs"][
+        "text"
+    ].startswith("x, ")
+
+
+GEN = ["--character", "lisachar", "--batch", "1", "--modified", "0", "--name", "lisa"]
+
+
+def test_generate_writes_the_catalog_now_and_then_not_after_every_job(
+    workflow: Path, tmp_path: Path, capsys, monkeypatch
+):
+    """Rewriting the whole catalog after each job is quadratic (100,000 rows x 20,000 jobs); finished jobs go to
+    an append-only journal, the catalog is written at the first job, every CATALOG_EVERY s and at the end."""
+    from identitylock.core import fileio
+
+    writes: list[str] = []
+    real = fileio.write_json_atomic
+    monkeypatch.setattr(
+        fileio,
+        "write_json_atomic",
+        lambda path, *a, **k: (writes.append(Path(path).name), real(path, *a, **k))[1],
+    )
+    out = tmp_path / "g"
+    with FakeComfy() as srv:
+        code, _, err = cli(
+            ["generate", workflow, "--server", srv.url, "--out", out, "--originals", "20", *GEN], capsys
+        )
+    assert code == 0, err
+    catalog = json.loads((out / "master_image_catalog.json").read_text())
+    assert len(catalog["catalog"]) == 20 and len(list(out.glob("*.png"))) == 20
+    assert writes.count("master_image_catalog.json") == 2, writes
+    assert not (out / "master_image_catalog.journal.jsonl").exists(), (
+        "the journal goes once the catalog has it all"
+    )
+
+
+def test_generate_resume_after_a_kill_between_moving_files_and_the_catalog(
+    workflow: Path, tmp_path: Path, capsys
+):
+    """A job's image moved in, the run killed before any catalog row: the re-run replaces that half-placed
+    file (named by the journal's ``placing`` record) instead of adding ``..._01_2.png``."""
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / "char_lisa_seed_966984_original_01.png").write_bytes(b"half")
+    (out / "master_image_catalog.journal.jsonl").write_text(
+        json.dumps(
+            {
+                "status": "placing",
+                "job": "char_lisa_seed_966984_original",
+                "files": ["char_lisa_seed_966984_original_01.png"],
+            }
+        )
+        + '\n{"status": "do'
+    )
+    with FakeComfy() as srv:
+        code, _, err = cli(
+            ["generate", workflow, "--server", srv.url, "--out", out, "--originals", "3", *GEN], capsys
+        )
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        f"char_lisa_seed_{s}_original_01.png" for s in (966983, 966984, 966985)
+    ]
+    assert (out / "char_lisa_seed_966984_original_01.png").read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads((out / "master_image_catalog.json").read_text())["catalog"]
+    assert sorted(r["filename"] for r in rows) == sorted(p.name for p in out.glob("*.png"))
+
+
+def test_generate_kill_9_then_resume(workflow: Path, tmp_path: Path):
+    """``generate`` killed with SIGKILL mid-run over three servers, then run again: every planned image once."""
+    n = 150
+    out = tmp_path / "g"
+    servers = [start_server() for _ in range(3)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    base = [sys.executable, "-m", "identitylock.core.cli", "generate", str(workflow), "--out", str(out)]
+    base += [a for _, url in servers for a in ("--server", url)] + ["--originals", str(n), *GEN]
+    try:
+        first = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 120
+        while len(list(out.glob("*.png"))) < n // 3 and time.monotonic() < end and first.poll() is None:
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert 0 < len(list(out.glob("*.png"))) < n
+        resumed = subprocess.run(base, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        for proc, _ in servers:
+            proc.kill()
+            proc.wait()
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming:" in resumed.stderr
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == sorted(f"char_lisa_seed_{966983 + g}_original_01.png" for g in range(n))
+    rows = json.loads((out / "master_image_catalog.json").read_text())["catalog"]
+    assert sorted(r["filename"] for r in rows) == names

@@ -14,10 +14,11 @@ import logging
 import math
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK
+from ..errors import EXIT_BAD_INPUT, EXIT_OK
 
 INDEX_NAME = "queue_results.jsonl"
 _log = logging.getLogger("IdentityLock")
@@ -184,25 +185,6 @@ def _prepare(args: argparse.Namespace):
     return prompt, servers, uploads
 
 
-def _exit_code(results, not_run: int = 0) -> int:
-    failed = [r for r in results if not r.ok]
-    if not failed and not not_run:
-        return EXIT_OK
-    return EXIT_BAD_INPUT if any(r.exit_code == EXIT_BAD_INPUT for r in failed) else EXIT_ERROR
-
-
-def _summary(results, total: int) -> tuple[list[str], int]:
-    """Error lines for the failed jobs and the jobs never run, and how many were never run."""
-    lines = [f"error: {r.job.name}: {r.error}" for r in results if not r.ok]
-    not_run = total - len(results)
-    if not_run > 0:
-        lines.append(
-            f"error: {not_run} job(s) were not run (the run stopped: see the errors above); "
-            "fix the cause and run again"
-        )
-    return lines, max(0, not_run)
-
-
 def _file_stem(workflow: str) -> str:
     """The workflow's file name as the stem of output names: one safe component, short enough for suffixes."""
     from ..fileio import OutputPathError, confined_name, short_stem
@@ -346,7 +328,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         if record is not None:
             record.close()
         release_output_dir(out, created)
-    for line in tally.error_lines(todo, INDEX_NAME):
+    for line in tally.error_lines(todo):
         print(line, file=sys.stderr)
     print(
         f"{total - todo + tally.finished}/{total} runs finished; {tally.files} files in {out}",
@@ -363,7 +345,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     dist = distribution(args.originals, args.modified, args.batch, len(scenarios), args.min_per_scenario)
     prompt, servers, uploads = _prepare(args)
     name = safe_name(args.name or args.character.split(",")[0])
-    jobs, header = plan_jobs(
+    plan, header = plan_jobs(
         prompt,
         character=args.character,
         name=name,
@@ -373,13 +355,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         workflow_name=Path(args.workflow).name,
         prompt_node=args.prompt_node,
     )
-    for j in jobs:
-        j.uploads = uploads
+    plan.uploads = uploads
     out = Path(args.out)
     print(
         f"distribution: {dist.num_seed_groups} seed groups x ({dist.original_per_seed} originals + "
         f"{dist.total_scenarios} scenarios x {dist.images_per_scenario_per_seed}) = {dist.total_images} images "
-        f"in {len(jobs)} jobs",
+        f"in {len(plan)} jobs",
         file=sys.stderr,
     )
     if args.dry_run:
@@ -387,33 +368,63 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return EXIT_OK
     created = claim_output_dir(out)  # before any work: a file or a read-only folder fails now
     try:
-        return _generate(out, jobs, header, dist, servers, args)
+        return _generate(out, plan, header, dist, servers, args)
     finally:
         release_output_dir(out, created)
 
 
-def _generate(out: Path, jobs, header: dict[str, Any], dist, servers, args: argparse.Namespace) -> int:
-    from ..comfy import ProgressLine, run_jobs
+def _generate(out: Path, plan, header: dict[str, Any], dist, servers, args: argparse.Namespace) -> int:
+    from ..comfy import ProgressLine, ResultsLog, RunTally, stream_jobs
     from ..comfy.download import safe_ext
     from ..fileio import write_json_atomic
-    from ..portfolio_gen import CATALOG_NAME, catalog_entries, load_catalog, pending_jobs
+    from ..portfolio_gen import (
+        CATALOG_EVERY,
+        CATALOG_NAME,
+        JOURNAL_NAME,
+        catalog_entries,
+        load_catalog,
+        pending_jobs,
+        replay_journal,
+        row_key,
+    )
 
     catalog = load_catalog(out, header)
-    todo = pending_jobs(jobs, catalog)
-    if len(todo) < len(jobs):
-        print(f"resuming: {len(jobs) - len(todo)} jobs already done, {len(todo)} to go", file=sys.stderr)
-    lock = threading.Lock()
+    journal_existed = (out / JOURNAL_NAME).exists()
+    placing = replay_journal(out, catalog)  # what a killed run finished after its last catalog write
+    done = {r.get("planned_filename", r["filename"]) for r in catalog["catalog"]}
+    todo = pending_jobs(plan, done)
+    del done
+    if len(todo) < len(plan):
+        print(f"resuming: {len(plan) - len(todo)} jobs already done, {len(todo)} to go", file=sys.stderr)
     by_name = {r["filename"]: r for r in catalog["catalog"]}
-    own = set(by_name)  # files this run's catalog already holds
+    own = set(by_name) | placing  # files of this catalog, or half-placed by a killed run of it
+    journal: list[Any] = [None]
+    journal_lock = threading.Lock()
+    state = {"written": 0.0, "dirty": False}
+    tally = RunTally()
 
-    def on_done(result) -> None:
-        if not result.ok:
-            return
-        with lock:
-            for row in catalog_entries(result.job, result.files, header, result.server, result.prompt_id):
-                by_name[row["filename"]] = row
-            catalog["catalog"] = sorted(by_name.values(), key=lambda r: (r["seed_group"], r["filename"]))
-            write_json_atomic(out / CATALOG_NAME, catalog)
+    def record(rec: dict[str, Any]) -> None:
+        with journal_lock:
+            if journal[0] is None:
+                journal[0] = ResultsLog(out / JOURNAL_NAME)
+        journal[0].append(rec)
+
+    def write_catalog() -> None:
+        catalog["catalog"] = sorted(by_name.values(), key=row_key)
+        write_json_atomic(out / CATALOG_NAME, catalog)
+        state["written"], state["dirty"] = time.monotonic(), False
+
+    def on_place(job, names) -> None:
+        record({"status": "placing", "job": job.name, "files": names})
+
+    def on_done(result) -> None:  # serialised
+        rows = catalog_entries(result.job, result.files, header, result.server, result.prompt_id)
+        record({"status": "done", "job": result.job.name, "rows": rows})
+        for row in rows:
+            by_name[row["filename"]] = row
+        state["dirty"] = True
+        if not state["written"] or time.monotonic() - state["written"] >= CATALOG_EVERY:
+            write_catalog()
 
     def name_files(job, files):
         planned = [i["filename"] for i in job.meta["images"]]
@@ -424,29 +435,37 @@ def _generate(out: Path, jobs, header: dict[str, Any], dist, servers, args: argp
 
     progress = ProgressLine(len(todo))
     try:
-        results = run_jobs(
-            todo,
+        stream_jobs(
+            (plan[i] for i in todo),
             servers,
             out,
+            on_result=lambda _seq, r: tally.add(r),
             on_event=progress,
             on_done=on_done,
+            on_place=on_place,
             timeout=args.timeout,
+            per_server=args.per_server,
             name_files=name_files,
             stop_on_bad_input=True,
             may_replace=lambda name: name in own,  # re-running a job of this catalog: same seed, same image
         )
     finally:
         progress.close()
-    lines, not_run = _summary(results, len(todo))
-    for line in lines:
+        if state["dirty"] or (journal_existed and by_name):
+            write_catalog()
+        if journal[0] is not None:
+            journal[0].close()
+        if not state["dirty"] and (out / JOURNAL_NAME).exists() and (out / CATALOG_NAME).exists():
+            (out / JOURNAL_NAME).unlink()  # the catalog holds everything the journal did
+    for line in tally.error_lines(len(todo)):
         print(line, file=sys.stderr)
-    failed = len([r for r in results if not r.ok]) + not_run
+    failed = tally.failed + tally.not_run(len(todo))
     print(
         f"{len(catalog['catalog'])}/{dist.total_images} images in {out / CATALOG_NAME}"
         + (f"; {failed} jobs not finished — run the same command again to resume" if failed else ""),
         file=sys.stderr,
     )
-    return _exit_code(results, not_run)
+    return tally.exit_code(len(todo))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

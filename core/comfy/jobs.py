@@ -58,12 +58,12 @@ class RunTally:
         if len(self.errors) < self.max_errors:
             self.errors.append(f"error: {result.job.name}: {result.error}")
 
-    def error_lines(self, todo: int, results_file: str) -> list[str]:
+    def error_lines(self, todo: int) -> list[str]:
         """The first error lines, how many more failed, and how many of ``todo`` jobs were never run."""
         lines = list(self.errors)
         if self.failed > len(self.errors):
             lines.append(
-                f"error: ... and {self.failed - len(self.errors)} more failed jobs (see {results_file})"
+                f"error: ... and {self.failed - len(self.errors)} more failed jobs (their errors are above)"
             )
         not_run = self.not_run(todo)
         if not_run:

@@ -5,6 +5,7 @@ that speak ComfyUI's protocol (``tests/fake_comfy_server.py``, each in its own p
     PYTHONPATH=/path/to/pp .venv/bin/python benchmarks/fanout.py --sizes 1000 10000
     PYTHONPATH=/path/to/pp .venv/bin/python benchmarks/fanout.py --huge 60
     PYTHONPATH=/path/to/pp .venv/bin/python benchmarks/fanout.py --kill-resume 10000
+    PYTHONPATH=/path/to/pp .venv/bin/python benchmarks/fanout.py --generate 1000 10000
 
 (``PYTHONPATH`` must make ``import identitylock`` find this checkout.) The client is a separate process;
 its peak RSS comes from ``wait4`` (the kernel's high-water mark of that process alone), its RSS over time from
@@ -182,12 +183,32 @@ def kill_resume(workflow: Path, tmp: Path, n: int, at: float, per_server: int) -
     return 0 if code == 0 and not lost and not dup and right else 1
 
 
+def generate(workflow: Path, tmp: Path, counts: list[int], per_server: int) -> None:
+    """``generate`` of N one-image jobs (``--originals N --batch 1 --modified 0``): time and peak RSS."""
+    print(f"{'images':>7} {'seconds':>8} {'peak RSS MB':>12}  catalog rows")
+    for n in counts:
+        servers = start_servers(3)
+        out = tmp / f"gen_{n}"
+        argv = [sys.executable, "-m", "identitylock.core.cli", "generate", str(workflow), "--out", str(out)]
+        argv += [a for _, url in servers for a in ("--server", url)]
+        argv += ["--character", "x", "--originals", str(n), "--batch", "1", "--modified", "0"]
+        argv += ["--per-server", str(per_server)]
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(tmp / f"gen_{n}.txt", "wb"))
+        code, peak = wait_peak(proc)
+        elapsed = time.monotonic() - start
+        stop_servers(servers)
+        rows = len(json.loads((out / "master_image_catalog.json").read_text())["catalog"])
+        print(f"{n:>7} {elapsed:>8.1f} {peak:>12.1f}  {rows}" + ("" if code == 0 else f"  exit {code}"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="*", default=[], help="job counts to time")
     ap.add_argument("--huge", type=float, default=0, help="run --seeds 0:99999999 this many seconds")
     ap.add_argument("--kill-resume", type=int, default=0, help="jobs for the SIGKILL + --resume check")
     ap.add_argument("--kill-at", type=float, default=0.4, help="fraction done when the client is killed")
+    ap.add_argument("--generate", type=int, nargs="*", default=[], help="image counts for `generate`")
     ap.add_argument("--per-server", type=int, default=2)
     args = ap.parse_args()
     code = 0
@@ -197,6 +218,8 @@ def main() -> int:
         workflow.write_text(json.dumps(txt2img()))
         if args.sizes:
             sizes(workflow, tmp, args.sizes, args.per_server)
+        if args.generate:
+            generate(workflow, tmp, args.generate, args.per_server)
         if args.huge:
             huge(workflow, tmp, args.huge, args.per_server)
         if args.kill_resume:

@@ -65,6 +65,23 @@ def workflow(tmp_path: Path) -> Path:
     return path
 
 
+def subprocess_cli(command: str, workflow: Path, out: Path, servers, *extra: str) -> tuple[list[str], dict]:
+    """(argv, env) of ``identitylock COMMAND`` in its own process over ``servers``, importing this checkout."""
+    argv = [sys.executable, "-m", "identitylock.core.cli", command, str(workflow), "--out", str(out)]
+    argv += [a for _, url in servers for a in ("--server", url)] + list(extra)
+    return argv, dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+
+def run_and_kill(argv: list[str], env: dict, out: Path, images: int) -> None:
+    """Start the client, SIGKILL it once ``out`` holds ``images`` images (or after 120 s)."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 120
+    while len(list(out.glob("*.png"))) < images and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def done_records(out: Path) -> list[dict]:
     return [r for r in cc.read_records(out / RESULTS) if r["status"] == "done"]
 
@@ -136,16 +153,9 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(workflow: Path, tmp_pat
     n = 400
     out = tmp_path / "o"
     servers = [start_server() for _ in range(3)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    base = [sys.executable, "-m", "identitylock.core.cli", "queue", str(workflow), "--out", str(out)]
-    base += [a for _, url in servers for a in ("--server", url)] + ["--seeds", f"0:{n - 1}"]
+    base, env = subprocess_cli("queue", workflow, out, servers, "--seeds", f"0:{n - 1}")
     try:
-        first = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        end = time.monotonic() + 120
-        while len(list(out.glob("*.png"))) < n // 3 and time.monotonic() < end and first.poll() is None:
-            time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        run_and_kill(base, env, out, n // 3)
         before = len(done_records(out))
         assert 0 < before < n, f"the kill came too late to test anything: {before} of {n} done"
         resumed = subprocess.run(base + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
@@ -317,16 +327,9 @@ def test_generate_kill_9_then_resume(workflow: Path, tmp_path: Path):
     n = 150
     out = tmp_path / "g"
     servers = [start_server() for _ in range(3)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    base = [sys.executable, "-m", "identitylock.core.cli", "generate", str(workflow), "--out", str(out)]
-    base += [a for _, url in servers for a in ("--server", url)] + ["--originals", str(n), *GEN]
+    base, env = subprocess_cli("generate", workflow, out, servers, "--originals", str(n), *GEN)
     try:
-        first = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        end = time.monotonic() + 120
-        while len(list(out.glob("*.png"))) < n // 3 and time.monotonic() < end and first.poll() is None:
-            time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        run_and_kill(base, env, out, n // 3)
         assert 0 < len(list(out.glob("*.png"))) < n
         resumed = subprocess.run(base, env=env, capture_output=True, text=True, timeout=300)
     finally:

@@ -117,6 +117,27 @@ def test_queue_memory_is_flat_in_job_count(workflow: Path, tmp_path: Path, capsy
     assert growth < 1.0e6, f"memory grew by {growth / 1e6:.1f} MB for 840 more jobs"
 
 
+def test_a_hundred_million_seed_range_runs_in_bounded_rss(workflow: Path, tmp_path: Path):
+    """The issue's finding (materialising every job of ``--seeds 0:99999999`` up front: 5 GB after 60 s) as a
+    whole-process bound: the client's peak RSS (the kernel's high-water mark, from wait4) stays under 150 MB
+    while it runs 200 jobs of a 10^8-seed range, until the server goes away and the rest is reported not run."""
+    proc, url = start_server("--die-after", "200")
+    try:
+        argv, env = subprocess_cli("queue", workflow, tmp_path / "o", [(proc, url)], "--seeds", "0:99999999")
+        client = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        err = client.stderr.read().decode()  # type: ignore[union-attr]
+        _, status, usage = os.wait4(client.pid, 0)
+        client.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        proc.kill()
+        proc.wait()
+    peak_mb = usage.ru_maxrss / 1024
+    print(f"--seeds 0:99999999, 200 jobs: client peak RSS {peak_mb:.1f} MB")
+    assert client.returncode == 1 and "200/100000000 runs finished" in err, err[-1000:]
+    assert "job(s) were not run" in err
+    assert peak_mb < 150
+
+
 def test_jobs_in_flight_per_server_are_bounded(workflow: Path, tmp_path: Path, capsys):
     """``--per-server N``: never more than N prompts of this client queued or running on one server."""
     with FakeComfy(node_delay=0.01) as a, FakeComfy(node_delay=0.01) as b:

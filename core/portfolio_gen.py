@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import resources
@@ -22,6 +23,11 @@ from typing import Any
 from .comfy import Job, WorkflowError, node_title, read_json, seed_targets
 
 CATALOG_NAME = "master_image_catalog.json"
+#: Append-only journal of a generate run (placements and finished jobs' catalog rows, one JSON line each): the
+#: catalog itself is rewritten at most every CATALOG_EVERY seconds (rewriting it after every job was quadratic:
+#: 100,000 rows rewritten 20,000 times), the journal keeps what came since; removed once the catalog holds it all.
+JOURNAL_NAME = "master_image_catalog.journal.jsonl"
+CATALOG_EVERY = 30.0
 #: Largest portfolio one ``generate`` plans (its catalog is one JSON file, rewritten after each job); split a
 #: bigger one over several --out folders.
 MAX_PORTFOLIO_IMAGES = 100_000
@@ -195,6 +201,84 @@ class PlannedImage:
     prompt: str
 
 
+_Spec = tuple[int, int, int, int, int, int, int, str, str, "int | None"]
+
+
+class JobPlan(Sequence[Job]):
+    """The portfolio's jobs, made one at a time when asked for (a job holds a full copy of the workflow: 100,000
+    of them up front took 556 MB). Holds one small tuple per job; ``uploads`` go into every job made."""
+
+    def __init__(self, template: dict[str, Any], name: str, prompt_node: str | None, ext: str):
+        self.template = template
+        self.name = name
+        self.pos_ids, self.neg_ids = prompt_nodes(template, prompt_node)
+        self.seeds = seed_targets(template)
+        if not self.seeds:
+            raise WorkflowError("the workflow has no literal 'seed' / 'noise_seed' input; generate needs one")
+        self.batches = batch_targets(template)
+        self.ext = ext
+        self.uploads: dict[str, str] = {}
+        self.texts: list[str] = []  # the character prompt, then character + each scenario
+        self.scenarios: list[str | None] = []
+        # (group, base seed, job seed, images, first image index, images of the seed, text index, kind, tag,
+        # scenario index)
+        self._specs: list[_Spec] = []
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return self.make(self._specs[i])
+
+    def image_names(self, i: int) -> list[str]:
+        """The planned file names of job ``i``, without making the job."""
+        group, base, _, n, first, _, _, _, tag, _ = self._specs[i]
+        return [f"char_{self.name}_seed_{base}_{tag}_{first + b + 1:02d}{self.ext}" for b in range(n)]
+
+    def make(self, spec: _Spec) -> Job:
+        group, base, job_seed, n, first, count, t, kind, tag, s_idx = spec
+        text = self.texts[t]
+        prompt = copy.deepcopy(self.template)
+        for nid, inp in self.seeds:
+            prompt[nid]["inputs"][inp] = int(job_seed)
+        for nid, inp in self.batches:
+            prompt[nid]["inputs"][inp] = int(n)
+        for nid in self.pos_ids:
+            prompt[nid]["inputs"]["text"] = text
+        stem = f"char_{self.name}_seed_{base}_{tag}"
+        images = [
+            PlannedImage(
+                filename=f"{stem}_{first + b + 1:02d}{self.ext}",
+                seed=int(job_seed),
+                base_seed=base,
+                seed_group=group,
+                image_type=kind,
+                scenario=self.scenarios[t],
+                scenario_index=s_idx,
+                batch_index=b,
+                prompt=text,
+            )
+            for b in range(n)
+        ]
+        job_name = stem if n == count else f"{stem}_{first + 1:02d}"
+        return Job(
+            name=job_name,
+            prompt=prompt,
+            meta={"images": [asdict(im) for im in images], "batch_size": n},
+            uploads=dict(self.uploads),
+        )
+
+    def add(
+        self, group: int, base: int, seed: int, kind: str, tag: str, t: int, count: int, s_idx: int | None
+    ):
+        if self.batches:
+            self._specs.append((group, base, seed, count, 0, count, t, kind, tag, s_idx))
+        else:  # no batch input: one job per image, consecutive seeds
+            self._specs += [(group, base, seed + k, 1, k, count, t, kind, tag, s_idx) for k in range(count)]
+
+
 def plan_jobs(
     template: dict[str, Any],
     *,
@@ -206,74 +290,21 @@ def plan_jobs(
     workflow_name: str,
     prompt_node: str | None = None,
     ext: str = ".png",
-) -> tuple[list[Job], dict[str, Any]]:
-    """Expand the distribution into jobs (one per seed x prompt, batched when the workflow has batch_size)."""
-    pos_ids, neg_ids = prompt_nodes(template, prompt_node)
-    seeds = seed_targets(template)
-    if not seeds:
-        raise WorkflowError("the workflow has no literal 'seed' / 'noise_seed' input; generate needs one")
-    batches = batch_targets(template)
-    negative = template[neg_ids[0]]["inputs"]["text"] if neg_ids else ""
+) -> tuple[JobPlan, dict[str, Any]]:
+    """Expand the distribution into jobs (one per seed x prompt, batched when the workflow has batch_size);
+    the jobs are made lazily by the returned :class:`JobPlan`."""
+    plan = JobPlan(template, name, prompt_node, ext)
+    plan.texts = [character] + [character + scen for scen in scenarios]
+    plan.scenarios = [None, *scenarios]
+    negative = template[plan.neg_ids[0]]["inputs"]["text"] if plan.neg_ids else ""
     settings = generation_settings(template, workflow_name)
-    jobs: list[Job] = []
-
-    def add(
-        group: int, seed: int, kind: str, tag: str, text: str, count: int, s_idx: int | None, scen: str | None
-    ):
-        base = base_seed + group
-        if batches:
-            chunks = [(seed, count, 0)]
-        else:  # no batch input: one job per image, consecutive seeds
-            chunks = [(seed + k, 1, k) for k in range(count)]
-        for job_seed, n, first in chunks:
-            prompt = copy.deepcopy(template)
-            for nid, inp in seeds:
-                prompt[nid]["inputs"][inp] = int(job_seed)
-            for nid, inp in batches:
-                prompt[nid]["inputs"][inp] = int(n)
-            for nid in pos_ids:
-                prompt[nid]["inputs"]["text"] = text
-            stem = f"char_{name}_seed_{base}_{tag}"
-            images = []
-            for b in range(n):
-                idx = first + b + 1
-                images.append(
-                    PlannedImage(
-                        filename=f"{stem}_{idx:02d}{ext}",
-                        seed=int(job_seed),
-                        base_seed=base,
-                        seed_group=group,
-                        image_type=kind,
-                        scenario=scen,
-                        scenario_index=s_idx,
-                        batch_index=b,
-                        prompt=text,
-                    )
-                )
-            job_name = stem if n == count else f"{stem}_{first + 1:02d}"
-            jobs.append(
-                Job(
-                    name=job_name,
-                    prompt=prompt,
-                    meta={"images": [asdict(i) for i in images], "batch_size": n},
-                )
-            )
-
     for g in range(dist.num_seed_groups):
         base = base_seed + g
-        add(g, base, "original", "original", character, dist.original_per_seed, None, None)
+        plan.add(g, base, base, "original", "original", 0, dist.original_per_seed, None)
         if dist.images_per_scenario_per_seed:
-            for s, scen in enumerate(scenarios, start=1):
-                add(
-                    g,
-                    base + s,
-                    "scenario",
-                    f"scenario_{s:02d}",
-                    character + scen,
-                    dist.images_per_scenario_per_seed,
-                    s,
-                    scen,
-                )
+            for s in range(1, len(scenarios) + 1):
+                per = dist.images_per_scenario_per_seed
+                plan.add(g, base, base + s, "scenario", f"scenario_{s:02d}", s, per, s)
     header = {
         # Generation-side catalog (curate's own output catalog is identitylock.master_image_catalog/1).
         "schema": "identitylock.generation_catalog/1",
@@ -292,7 +323,7 @@ def plan_jobs(
         "negative_prompt": negative,
         "generation_settings": settings,
     }
-    return jobs, header
+    return plan, header
 
 
 def catalog_entries(job: Job, files: list[str], header: dict[str, Any], server: str, prompt_id: str | None):
@@ -353,7 +384,32 @@ def load_catalog(out_dir: Path, header: dict[str, Any]) -> dict[str, Any]:
     return old
 
 
-def pending_jobs(jobs: list[Job], catalog: dict[str, Any]) -> list[Job]:
-    """Jobs with at least one image missing from the catalog (finished jobs are not redone)."""
-    done = {r.get("planned_filename", r["filename"]) for r in catalog.get("catalog", [])}
-    return [j for j in jobs if not all(i["filename"] in done for i in j.meta["images"])]
+def row_key(row: dict[str, Any]) -> tuple[int, str]:
+    group = row.get("seed_group")
+    return (group if isinstance(group, int) else -1, str(row.get("filename")))
+
+
+def replay_journal(out_dir: Path, catalog: dict[str, Any]) -> set[str]:
+    """Put the rows a stopped or killed run journaled after its last catalog write back into ``catalog``
+    (those whose files are there); return the names its jobs were moving in (their own files, which re-running
+    the same job may replace rather than add a duplicate)."""
+    from .comfy import read_records
+
+    by_name = {r["filename"]: r for r in catalog["catalog"]}
+    placing: set[str] = set()
+    for record in read_records(out_dir / JOURNAL_NAME):
+        if record["status"] == "placing" and isinstance(record.get("files"), list):
+            placing.update(f for f in record["files"] if isinstance(f, str))
+        elif record["status"] == "done" and isinstance(record.get("rows"), list):
+            for row in record["rows"]:
+                name = row.get("filename") if isinstance(row, dict) else None
+                if isinstance(name, str) and name and Path(name).name == name and (out_dir / name).is_file():
+                    by_name[name] = row
+    catalog["catalog"] = sorted(by_name.values(), key=row_key)
+    return placing
+
+
+def pending_jobs(plan: JobPlan, done: set[str]) -> list[int]:
+    """Indices of the jobs with at least one image not in ``done`` (planned names of catalogued images);
+    finished jobs are not redone."""
+    return [i for i in range(len(plan)) if not all(n in done for n in plan.image_names(i))]

@@ -179,6 +179,8 @@ class FakeComfy:
         self.sockets: dict[str, _WS] = {}
         self._counter = 0
         self._file_counter = 0
+        self.pending = 0  # prompts accepted and not finished (queued or running)
+        self.max_pending = 0
         self._lock = threading.Lock()
         self._queue: list[tuple[str, dict[str, Any], str]] = []
         self._cv = threading.Condition()
@@ -306,6 +308,9 @@ class FakeComfy:
                 self._execute(prompt_id, prompt, client_id)
             except Exception as exc:  # pragma: no cover - a bug in the fake itself
                 print("fake comfy executor error:", exc)
+            finally:
+                with self._lock:
+                    self.pending -= 1
 
     def _execute(self, prompt_id: str, prompt: dict[str, Any], client_id: str) -> None:
         ts = lambda: int(time.time() * 1000)  # noqa: E731
@@ -562,6 +567,8 @@ class _Handler(BaseHTTPRequestHandler):
             with self.fake._lock:
                 self.fake._counter += 1
                 number = self.fake._counter
+                self.fake.pending += 1
+                self.fake.max_pending = max(self.fake.max_pending, self.fake.pending)
             prompt_id = str(uuid.uuid4())
             self.fake.prompts.append(prompt)
             client_id = req.get("client_id", "")
@@ -620,8 +627,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-if __name__ == "__main__":  # manual use: python tests/fake_comfy_server.py
-    with FakeComfy() as srv:
+if (
+    __name__ == "__main__"
+):  # python tests/fake_comfy_server.py [--die-after N] [--node-delay S]: prints its URL
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--die-after", type=int, default=None, help="drop every POST /prompt after N accepted")
+    ap.add_argument("--node-delay", type=float, default=0.0, help="seconds per node")
+    cli = ap.parse_args()
+    with FakeComfy(die_after_prompts=cli.die_after, node_delay=cli.node_delay) as srv:
         print(srv.url, flush=True)
         try:
             while True:

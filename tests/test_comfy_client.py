@@ -82,9 +82,10 @@ def test_queue_success_with_sets(workflow: Path, tmp_path: Path, capsys):
     assert sent["3"]["inputs"]["steps"] == 3 and sent["6"]["inputs"]["text"] == "a photo of lisa"
     assert sent["5"]["inputs"]["width"] == 128
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["queue_results.json", "wf.png"]
+    assert files == ["queue_results.jsonl", "wf.png"]
     assert (out / "wf.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((out / "queue_results.json").read_text())[0]["files"] == ["wf.png"]
+    done = [r for r in cc.read_records(out / "queue_results.jsonl") if r["status"] == "done"]
+    assert [r["files"] for r in done] == [["wf.png"]]
     assert no_partials(tmp_path)
 
 
@@ -236,8 +237,8 @@ def test_fan_out_over_two_servers(workflow: Path, tmp_path: Path, capsys):
     assert sorted(p.name for p in out.glob("*.png")) == [
         f"wf_seed_{s}.png" for s in sorted(range(10, 18), key=str)
     ]
-    index = json.loads((out / "queue_results.json").read_text())
-    assert {r["seed"] for r in index} == set(range(10, 18))
+    index = [r for r in cc.read_records(out / "queue_results.jsonl") if r["status"] == "done"]
+    assert sorted(r["seed"] for r in index) == list(range(10, 18))
     assert {r["server"] for r in index} == {a.url, b.url}
     # Images differ by seed: the fake server colours by seed, so the files must not all be identical.
     assert len({p.read_bytes() for p in out.glob("*.png")}) == 8

@@ -291,7 +291,7 @@ def test_second_queue_keeps_the_first_runs_images(workflow: Path, tmp_path: Path
         "wf_seed_2.png",
         "wf_seed_2_2.png",
     ]
-    index = json.loads((out / "queue_results.json").read_text())
+    index = [r for r in cc.read_records(out / "queue_results.jsonl") if r["status"] == "done"]
     assert sorted(f for row in index for f in row["files"]) == pngs
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no staging or temporary file left"
 

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK
+from ..errors import EXIT_BAD_INPUT, EXIT_OK
 
-INDEX_NAME = "queue_results.json"
+INDEX_NAME = "queue_results.jsonl"
 _log = logging.getLogger("IdentityLock")
 
 
@@ -31,6 +31,16 @@ def _seconds(text: str) -> float:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 64, got {text!r}")
     return value
 
 
@@ -46,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seeds",
         help="seed range A:B (inclusive), A:B:STEP or list 1,5,9: one run per seed, "
         "spread over the servers; sets every literal seed/noise_seed input",
+    )
+    q.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"skip the jobs that --out/{INDEX_NAME} records as done (after a run was stopped or killed)",
     )
     q.set_defaults(func=cmd_queue)
 
@@ -122,7 +137,15 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--timeout",
         type=_seconds,
         default=3600.0,
-        help="seconds allowed per run, upload and download included (default 3600)",
+        help="seconds allowed per run, upload, wait in the server's queue and download included (default 3600)",
+    )
+    p.add_argument(
+        "--per-server",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="jobs in flight (queued or running) per server at once (default 2: the next one waits in the "
+        "server's queue while the previous one's images download)",
     )
 
 
@@ -162,25 +185,6 @@ def _prepare(args: argparse.Namespace):
     return prompt, servers, uploads
 
 
-def _exit_code(results, not_run: int = 0) -> int:
-    failed = [r for r in results if not r.ok]
-    if not failed and not not_run:
-        return EXIT_OK
-    return EXIT_BAD_INPUT if any(r.exit_code == EXIT_BAD_INPUT for r in failed) else EXIT_ERROR
-
-
-def _summary(results, total: int) -> tuple[list[str], int]:
-    """Error lines for the failed jobs and the jobs never run, and how many were never run."""
-    lines = [f"error: {r.job.name}: {r.error}" for r in results if not r.ok]
-    not_run = total - len(results)
-    if not_run > 0:
-        lines.append(
-            f"error: {not_run} job(s) were not run (the run stopped: see the errors above); "
-            "fix the cause and run again"
-        )
-    return lines, max(0, not_run)
-
-
 def _file_stem(workflow: str) -> str:
     """The workflow's file name as the stem of output names: one safe component, short enough for suffixes."""
     from ..fileio import OutputPathError, confined_name, short_stem
@@ -191,85 +195,146 @@ def _file_stem(workflow: str) -> str:
         return "workflow"
 
 
-def _read_index(path: Path) -> list[dict[str, Any]]:
-    """The ``queue_results.json`` of earlier runs (kept and appended to); refused before any work when it is
-    not ours, so nothing the user keeps there is overwritten."""
-    from ..comfy import WorkflowError, read_json
+def _fingerprint(prompt: dict[str, Any], uploads: dict[str, str]) -> str:
+    """The workflow (with ``--set`` applied, seeds blanked) and uploads of a run: ``--resume`` refuses to
+    continue another workflow's run under the same names."""
+    import copy
+    import hashlib
 
-    if not path.exists():
-        return []
-    index = read_json(path, what="results index")
-    if not isinstance(index, list) or not all(isinstance(r, dict) for r in index):
-        raise WorkflowError(
-            f"{path}: not a queue results index (a list of runs); move it away or choose another --out"
-        )
-    return index
+    from ..comfy import seed_targets
+
+    blank = copy.deepcopy(prompt)
+    for nid, name in seed_targets(blank):
+        blank[nid]["inputs"][name] = 0
+    text = json.dumps([blank, sorted(uploads.items())], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class _Recorder:
+    """The run's results file, opened at its first record (a run that does nothing leaves no file)."""
+
+    def __init__(self, path: Path, header: dict[str, Any]):
+        self.path, self.header, self.log = path, header, None
+        self._lock = threading.Lock()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        from ..comfy import ResultsLog
+
+        with self._lock:  # worker threads record placements while another records a finished job
+            if self.log is None:
+                self.log = ResultsLog(self.path)
+                self.log.append(self.header)
+        self.log.append(record)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from ..comfy import Job, ProgressLine, parse_seed_range, run_jobs, seed_jobs
+    from datetime import datetime, timezone
+
+    from ..comfy import (
+        EarlierRuns,
+        Job,
+        ProgressLine,
+        RunTally,
+        WorkflowError,
+        parse_seed_range,
+        seed_jobs,
+        stream_jobs,
+    )
     from ..comfy.download import claim_output_dir, release_output_dir
-    from ..fileio import printable, write_json_atomic
+    from ..fileio import printable
 
     out = Path(args.out)
     created = claim_output_dir(out)  # before any work: a file or a read-only folder fails now
+    tally, todo, total, record = RunTally(), 0, 0, None
     try:
-        index_path = out / INDEX_NAME
-        index = _read_index(index_path)
+        log_path = out / INDEX_NAME
         prompt, servers, uploads = _prepare(args)
         stem = _file_stem(args.workflow)
-        if args.seeds is not None:
-            seeds = parse_seed_range(args.seeds)
-            jobs: Any = seed_jobs(stem, prompt, seeds, uploads)  # lazy: one job per seed as servers free up
-            total = len(seeds)
+        seeds = parse_seed_range(args.seeds) if args.seeds is not None else None
+        fingerprint = _fingerprint(prompt, uploads)
+        earlier = EarlierRuns.read(log_path, stem, seeds) if args.resume else EarlierRuns(stem, seeds)
+        if earlier.fingerprints and fingerprint not in earlier.fingerprints:
+            raise WorkflowError(
+                f"--resume: {log_path} records runs of {stem!r} with another workflow, --set or --upload; "
+                "resume with the same ones, or use another --out"
+            )
+        total = len(seeds) if seeds is not None else 1
+        todo = total - earlier.done
+        if args.resume:
+            print(f"resuming: {earlier.done} of {total} jobs already done, {todo} to go", file=sys.stderr)
+        if seeds is not None:  # lazy: one job per seed as a worker frees up; done seeds are skipped
+            jobs: Any = seed_jobs(stem, prompt, (s for s in seeds if not earlier.is_done(s)), uploads)
         else:
-            jobs, total = [Job(stem, prompt, {}, uploads)], 1
-        added = len(index)
-        last_write = [time.monotonic()]
+            jobs = [] if earlier.done else [Job(stem, prompt, {}, uploads)]
+        replaceable = earlier.unfinished_files()  # a killed run's half-placed files of jobs not done
+        record = _Recorder(
+            log_path,
+            {
+                "status": "run",
+                "stem": stem,
+                "workflow": Path(args.workflow).name,
+                "fingerprint": fingerprint,
+                "seeds": args.seeds,
+                "resume": bool(args.resume),
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
 
-        def on_done(r) -> None:  # serialised by run_jobs; the index is rewritten at most every 5 s
-            index.append(
+        def on_place(job, names) -> None:  # from worker threads; ResultsLog is thread-safe
+            record({"status": "placing", "job": job.name, **job.meta, "files": names})
+
+        def on_done(r) -> None:  # serialised; if it raises, the job is reported failed (not recorded)
+            files = [Path(f).name for f in r.files]
+            record(
                 {
+                    "status": "done",
                     "job": r.job.name,
                     **r.job.meta,
                     "server": r.server,
                     "prompt_id": r.prompt_id,
-                    "files": [Path(f).name for f in r.files],
+                    "files": files,
                 }
             )
-            if time.monotonic() - last_write[0] > 5.0:
-                write_json_atomic(index_path, index)
-                last_write[0] = time.monotonic()
 
-        progress = ProgressLine(total)
+        def on_result(_seq: int, r) -> None:  # serialised
+            if r.ok:
+                for f in r.files:
+                    print(printable(f), flush=True)
+            tally.add(r)
+
+        progress = ProgressLine(todo)
         try:
-            results = run_jobs(
+            stream_jobs(
                 jobs,
                 servers,
                 out,
+                on_result=on_result,
                 on_event=progress,
                 on_done=on_done,
+                on_place=on_place,
                 timeout=args.timeout,
+                per_server=args.per_server,
                 stop_on_bad_input=True,
+                may_replace=lambda name: name in replaceable,
+                drain=isinstance(jobs, list),  # never a seed range: it would enumerate them all
             )
         finally:
             progress.close()
-            if len(index) > added:
-                write_json_atomic(index_path, index)
     finally:
+        if record is not None:
+            record.close()
         release_output_dir(out, created)
-    ok = [r for r in results if r.ok]
-    for r in ok:
-        for f in r.files:
-            print(printable(f))
-    lines, not_run = _summary(results, total)
-    for line in lines:
+    for line in tally.error_lines(todo):
         print(line, file=sys.stderr)
     print(
-        f"{len(ok)}/{total} runs finished; {sum(len(r.files) for r in ok)} files in {out}",
+        f"{total - todo + tally.finished}/{total} runs finished; {tally.files} files in {out}",
         file=sys.stderr,
     )
-    return _exit_code(results, not_run)
+    return tally.exit_code(todo)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -280,7 +345,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     dist = distribution(args.originals, args.modified, args.batch, len(scenarios), args.min_per_scenario)
     prompt, servers, uploads = _prepare(args)
     name = safe_name(args.name or args.character.split(",")[0])
-    jobs, header = plan_jobs(
+    plan, header = plan_jobs(
         prompt,
         character=args.character,
         name=name,
@@ -290,13 +355,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         workflow_name=Path(args.workflow).name,
         prompt_node=args.prompt_node,
     )
-    for j in jobs:
-        j.uploads = uploads
+    plan.uploads = uploads
     out = Path(args.out)
     print(
         f"distribution: {dist.num_seed_groups} seed groups x ({dist.original_per_seed} originals + "
         f"{dist.total_scenarios} scenarios x {dist.images_per_scenario_per_seed}) = {dist.total_images} images "
-        f"in {len(jobs)} jobs",
+        f"in {len(plan)} jobs",
         file=sys.stderr,
     )
     if args.dry_run:
@@ -304,33 +368,63 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return EXIT_OK
     created = claim_output_dir(out)  # before any work: a file or a read-only folder fails now
     try:
-        return _generate(out, jobs, header, dist, servers, args)
+        return _generate(out, plan, header, dist, servers, args)
     finally:
         release_output_dir(out, created)
 
 
-def _generate(out: Path, jobs, header: dict[str, Any], dist, servers, args: argparse.Namespace) -> int:
-    from ..comfy import ProgressLine, run_jobs
+def _generate(out: Path, plan, header: dict[str, Any], dist, servers, args: argparse.Namespace) -> int:
+    from ..comfy import ProgressLine, ResultsLog, RunTally, stream_jobs
     from ..comfy.download import safe_ext
     from ..fileio import write_json_atomic
-    from ..portfolio_gen import CATALOG_NAME, catalog_entries, load_catalog, pending_jobs
+    from ..portfolio_gen import (
+        CATALOG_EVERY,
+        CATALOG_NAME,
+        JOURNAL_NAME,
+        catalog_entries,
+        load_catalog,
+        pending_jobs,
+        replay_journal,
+        row_key,
+    )
 
     catalog = load_catalog(out, header)
-    todo = pending_jobs(jobs, catalog)
-    if len(todo) < len(jobs):
-        print(f"resuming: {len(jobs) - len(todo)} jobs already done, {len(todo)} to go", file=sys.stderr)
-    lock = threading.Lock()
+    journal_existed = (out / JOURNAL_NAME).exists()
+    placing = replay_journal(out, catalog)  # what a killed run finished after its last catalog write
+    done = {r.get("planned_filename", r["filename"]) for r in catalog["catalog"]}
+    todo = pending_jobs(plan, done)
+    del done
+    if len(todo) < len(plan):
+        print(f"resuming: {len(plan) - len(todo)} jobs already done, {len(todo)} to go", file=sys.stderr)
     by_name = {r["filename"]: r for r in catalog["catalog"]}
-    own = set(by_name)  # files this run's catalog already holds
+    own = set(by_name) | placing  # files of this catalog, or half-placed by a killed run of it
+    journal: list[Any] = [None]
+    journal_lock = threading.Lock()
+    state = {"written": 0.0, "dirty": False}
+    tally = RunTally()
 
-    def on_done(result) -> None:
-        if not result.ok:
-            return
-        with lock:
-            for row in catalog_entries(result.job, result.files, header, result.server, result.prompt_id):
-                by_name[row["filename"]] = row
-            catalog["catalog"] = sorted(by_name.values(), key=lambda r: (r["seed_group"], r["filename"]))
-            write_json_atomic(out / CATALOG_NAME, catalog)
+    def record(rec: dict[str, Any]) -> None:
+        with journal_lock:
+            if journal[0] is None:
+                journal[0] = ResultsLog(out / JOURNAL_NAME)
+        journal[0].append(rec)
+
+    def write_catalog() -> None:
+        catalog["catalog"] = sorted(by_name.values(), key=row_key)
+        write_json_atomic(out / CATALOG_NAME, catalog)
+        state["written"], state["dirty"] = time.monotonic(), False
+
+    def on_place(job, names) -> None:
+        record({"status": "placing", "job": job.name, "files": names})
+
+    def on_done(result) -> None:  # serialised
+        rows = catalog_entries(result.job, result.files, header, result.server, result.prompt_id)
+        record({"status": "done", "job": result.job.name, "rows": rows})
+        for row in rows:
+            by_name[row["filename"]] = row
+        state["dirty"] = True
+        if not state["written"] or time.monotonic() - state["written"] >= CATALOG_EVERY:
+            write_catalog()
 
     def name_files(job, files):
         planned = [i["filename"] for i in job.meta["images"]]
@@ -341,29 +435,37 @@ def _generate(out: Path, jobs, header: dict[str, Any], dist, servers, args: argp
 
     progress = ProgressLine(len(todo))
     try:
-        results = run_jobs(
-            todo,
+        stream_jobs(
+            (plan[i] for i in todo),
             servers,
             out,
+            on_result=lambda _seq, r: tally.add(r),
             on_event=progress,
             on_done=on_done,
+            on_place=on_place,
             timeout=args.timeout,
+            per_server=args.per_server,
             name_files=name_files,
             stop_on_bad_input=True,
             may_replace=lambda name: name in own,  # re-running a job of this catalog: same seed, same image
         )
     finally:
         progress.close()
-    lines, not_run = _summary(results, len(todo))
-    for line in lines:
+        if state["dirty"] or (journal_existed and by_name):
+            write_catalog()
+        if journal[0] is not None:
+            journal[0].close()
+        if not state["dirty"] and (out / JOURNAL_NAME).exists() and (out / CATALOG_NAME).exists():
+            (out / JOURNAL_NAME).unlink()  # the catalog holds everything the journal did
+    for line in tally.error_lines(len(todo)):
         print(line, file=sys.stderr)
-    failed = len([r for r in results if not r.ok]) + not_run
+    failed = tally.failed + tally.not_run(len(todo))
     print(
         f"{len(catalog['catalog'])}/{dist.total_images} images in {out / CATALOG_NAME}"
         + (f"; {failed} jobs not finished — run the same command again to resume" if failed else ""),
         file=sys.stderr,
     )
-    return _exit_code(results, not_run)
+    return tally.exit_code(len(todo))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

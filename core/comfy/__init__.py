@@ -7,7 +7,8 @@ One module per concern, all dependency-light (stdlib + websocket-client; never C
 - :mod:`.replies` — what the server's answers mean, checked for shape;
 - :mod:`.jobs` — the job model (:class:`Job`, :class:`JobResult`);
 - :mod:`.download` — a finished run's files, staged and moved into the output folder when complete;
-- :mod:`.fanout` — many jobs over many servers (:func:`run_jobs`);
+- :mod:`.fanout` — many jobs over many servers (:func:`stream_jobs`, flat memory; :func:`run_jobs`);
+- :mod:`.results_log` — the append-only results file a run writes as it goes and ``--resume`` reads back;
 - :mod:`.progress` — the one-line terminal progress display.
 """
 
@@ -25,10 +26,11 @@ from .errors import (
     WorkflowError,
     exit_code_of,
 )
-from .fanout import run_jobs
-from .jobs import Job, JobResult, seed_jobs
+from .fanout import run_jobs, stream_jobs
+from .jobs import Job, JobResult, RunTally, seed_jobs
 from .progress import ProgressLine
 from .replies import RunResult, format_node_errors
+from .results_log import EarlierRuns, ResultsLog, read_records
 from .transport import ComfyServer
 from .workflow import (
     SEED_INPUTS,
@@ -52,14 +54,17 @@ __all__ = [
     "SEED_INPUTS",
     "ComfyError",
     "ComfyServer",
+    "EarlierRuns",
     "ExecutionFailed",
     "Job",
     "JobResult",
     "ProgressLine",
     "PromptRejected",
+    "ResultsLog",
     "ProtocolError",
     "RunTimeout",
     "RunResult",
+    "RunTally",
     "ServerUnavailable",
     "UploadFailed",
     "WorkflowError",
@@ -76,11 +81,13 @@ __all__ = [
     "parse_seed_range",
     "parse_value",
     "read_json",
+    "read_records",
     "run_jobs",
     "seed_jobs",
     "seed_targets",
     "set_input",
     "set_seed",
     "split_set",
+    "stream_jobs",
     "workflow_from_data",
 ]

@@ -49,6 +49,29 @@ def release_output_dir(out: Path, created: bool) -> None:
             pass
 
 
+STAGING_PREFIX = ".identitylock-partial-"
+
+
+def make_staging_root(out: Path) -> Path:
+    """The hidden folder a run downloads into, named after this process: a run killed with SIGKILL cannot
+    remove its own, so the next run into ``out`` removes those whose process is gone."""
+    for old in out.glob(f"{STAGING_PREFIX}*-*"):
+        pid = old.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def place(src: Path, target: Path) -> Path:
     """Move ``src`` to ``target``, or to ``target_2``... when that name is taken: never replaces a file.
 
@@ -78,10 +101,13 @@ def download_outputs(
     name_files: Callable[[Job, list[dict[str, str]]], list[str]] | None,
     deadline: float | None = None,
     may_replace: Callable[[str], bool] | None = None,
+    before_place: Callable[[list[str]], None] | None = None,
 ) -> list[str]:
     """Download ``result``'s files into a fresh staging folder under ``staging_root``, then move them into
     ``out``; returns their final paths. An existing file is replaced only when ``may_replace(name)`` says so
-    (``generate`` re-running a job of its own catalog); otherwise the new file gets a free name."""
+    (``generate`` re-running a job of its own catalog); otherwise the new file gets a free name.
+    ``before_place(names)`` runs once the files are complete, just before the first is moved in (to record
+    which names a job is about to take, so a run killed in between can be resumed without a duplicate)."""
     if not result.files:
         return []
     staging = Path(tempfile.mkdtemp(prefix="job-", dir=staging_root))
@@ -98,6 +124,8 @@ def download_outputs(
                     raise ProtocolError(f"{client.url}/view {f['filename']}: the server sent an empty file")
             os.chmod(staging / name, default_file_mode())
         out.mkdir(parents=True, exist_ok=True)
+        if before_place is not None:
+            before_place(list(names))
         placed = []
         for name in names:
             if may_replace is not None and may_replace(name):

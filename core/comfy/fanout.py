@@ -1,5 +1,5 @@
-"""Many jobs over many servers: one worker thread per server pulls the next job; a server that goes down
-drops out and its job goes back to the others.
+"""Many jobs over many servers: ``per_server`` worker threads per server pull the next job; a server that
+goes down drops out and its job goes back to the others.
 
 Every job that a worker takes ends as a :class:`JobResult`, finished or failed with a reason: no exception
 is left to die with its thread. Jobs are pulled one at a time from the iterable, so a lazy generator of
@@ -13,7 +13,6 @@ import copy
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IdentityLockError
-from .download import claim_output_dir, download_outputs, release_output_dir
+from .download import claim_output_dir, download_outputs, make_staging_root, release_output_dir
 from .errors import ServerUnavailable, WorkflowError, exit_code_of
 from .jobs import Job, JobResult
 from .transport import ComfyServer
@@ -93,37 +92,73 @@ def run_jobs(
     jobs: Iterable[Job],
     servers: list[str | ComfyServer],
     out_dir: str | os.PathLike,
+    **options: Any,
+) -> list[JobResult]:
+    """Run ``jobs`` with :func:`stream_jobs` and return every result, in job order.
+
+    Holds every result in memory: for a handful of jobs (a library call, a test). For a long run (a seed
+    range, thousands of jobs) use :func:`stream_jobs` with ``on_result``, whose memory stays flat.
+    For a list of jobs every job gets a result; for a lazy iterable, jobs never taken (the run stopped) are
+    not in the results: compare their number with yours.
+    """
+    results: list[tuple[int, JobResult]] = []
+    stream_jobs(
+        jobs,
+        servers,
+        out_dir,
+        on_result=lambda seq, r: results.append((seq, r)),
+        drain=isinstance(jobs, Sequence),
+        **options,
+    )
+    results.sort(key=lambda r: r[0])
+    return [r for _, r in results]
+
+
+def stream_jobs(
+    jobs: Iterable[Job],
+    servers: list[str | ComfyServer],
+    out_dir: str | os.PathLike,
     *,
+    on_result: Callable[[int, JobResult], None],
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
     on_done: Callable[[JobResult], None] | None = None,
+    on_place: Callable[[Job, list[str]], None] | None = None,
     timeout: float | None = None,
+    per_server: int = 1,
     stop_on_error: bool = False,
     stop_on_bad_input: bool = False,
     name_files: Callable[[Job, list[dict[str, str]]], list[str]] | None = None,
     may_replace: Callable[[str], bool] | None = None,
-) -> list[JobResult]:
-    """Run ``jobs`` over ``servers`` (one worker thread per server) and collect their files in ``out_dir``.
+    drain: bool = False,
+) -> None:
+    """Run ``jobs`` over ``servers`` and collect their files in ``out_dir``; each result goes to ``on_result``.
+
+    Memory is flat in the number of jobs: jobs are pulled from the iterable one at a time as a worker frees
+    up (a generator of 10^8 jobs is fine), and nothing is kept after ``on_result(seq, result)`` returns.
+    Each server gets ``per_server`` worker threads, so at most that many of its jobs are in flight (queued or
+    running there) at once: 2 keeps a GPU busy while the previous job's files download.
 
     A server that turns out unreachable stops taking jobs; its job goes back to the queue for the others.
-    When none is left, the run stops. ``timeout`` is a deadline per job (upload, run and download
-    together). Output files are downloaded into a staging folder inside ``out_dir`` and moved in only when
-    the job's files are all complete, never over an existing file unless ``may_replace(name)``. ``on_done`` runs (serialised) after each job, e.g. to update a catalog;
-    if it raises, that job is reported failed. ``stop_on_bad_input`` stops taking new jobs after one fails
-    for bad input (the same workflow would be refused for all).
-
-    Results come in job order. For a list of jobs every job gets a result; for a lazy iterable, jobs never
-    taken (the run stopped) are not in the results: compare their number with yours.
+    When none is left, the run stops. ``timeout`` is a deadline per job (upload, wait in the server's queue,
+    run and download together). Output files are downloaded into a staging folder inside ``out_dir`` and
+    moved in only when the job's files are all complete (``on_place(job, names)`` runs just before), never
+    over an existing file unless ``may_replace(name)``. ``on_done`` runs (serialised) after each finished job,
+    e.g. to record it; if it raises, that job is reported failed. ``on_result`` runs (serialised) for every
+    job that ended, finished or failed. ``stop_on_bad_input`` stops taking new jobs after one fails for bad
+    input (the same workflow would be refused for all). Jobs given back by a dead server and never run get
+    a failed result; with ``drain`` (a list of jobs), so do the iterable's remaining ones.
     """
+    if per_server < 1:
+        raise WorkflowError(f"--per-server must be at least 1, got {per_server}")
     clients = [s if isinstance(s, ComfyServer) else ComfyServer(s) for s in servers]
     if not clients:
         raise WorkflowError("no --server given")
     out = Path(out_dir)
     created = claim_output_dir(out)
-    staging_root = Path(tempfile.mkdtemp(prefix=".identitylock-partial-", dir=out))
+    staging_root = make_staging_root(out)
     stop = threading.Event()
     source = _JobSource(jobs, stop)
     failures: list[BaseException] = []  # errors outside any job (the job iterable itself raised)
-    results: list[tuple[int, JobResult]] = []
     lock = threading.Lock()
     alive = {c.url: True for c in clients}
     emit = on_event or (lambda kind, data: None)
@@ -133,10 +168,10 @@ def run_jobs(
             if on_done is not None and result.ok:
                 try:
                     on_done(result)
-                except Exception as exc:  # e.g. the catalog cannot be written: the job is not recorded
+                except Exception as exc:  # e.g. the results file cannot be written: the job is not recorded
                     result.error = f"finished, but could not be recorded: {type(exc).__name__}: {exc}"
                     result.exit_code = exit_code_of(exc)
-            results.append((seq, result))
+            on_result(seq, result)
         source.done()
         emit(
             "done", {"server": result.server, "job": result.job.name, "ok": result.ok, "error": result.error}
@@ -152,14 +187,16 @@ def run_jobs(
             stop.set()
 
     def work(client: ComfyServer) -> None:
-        while not stop.is_set():
+        while not stop.is_set() and alive[client.url]:
             item = source.take()
             if item is None:
                 return
             seq, job = item
             emit("start", {"server": client.url, "job": job.name})
             try:
-                result = _run_one(client, job, staging_root, out, emit, timeout, name_files, may_replace)
+                result = _run_one(
+                    client, job, staging_root, out, emit, timeout, name_files, may_replace, on_place
+                )
             except ServerUnavailable as exc:
                 with lock:
                     alive[client.url] = False
@@ -181,8 +218,10 @@ def run_jobs(
                 result = JobResult(job, client.url, error=message, exit_code=exit_code_of(exc))
             finish(seq, result)
 
+    # Each worker has its own client (its own websocket clientId); a server's workers share its upload cache.
+    workers = [c if i == 0 else c.sibling() for c in clients for i in range(per_server)]
     threads = [
-        threading.Thread(target=worker, args=(c,), daemon=True, name=f"comfy-{c.url}") for c in clients
+        threading.Thread(target=worker, args=(c,), daemon=True, name=f"comfy-{c.url}") for c in workers
     ]
     try:
         for t in threads:
@@ -198,11 +237,9 @@ def run_jobs(
         release_output_dir(out, created)
     if failures:
         raise failures[0]
-    leftover = source.rest(drain=isinstance(jobs, Sequence))  # a list: every job gets a result
     reason = NO_SERVER_LEFT if not any(alive.values()) else NOT_RUN_AFTER_FAILURE
-    results += [(seq, JobResult(job, "", error=reason)) for seq, job in leftover]
-    results.sort(key=lambda r: r[0])
-    return [r for _, r in results]
+    for seq, job in source.rest(drain=drain):
+        on_result(seq, JobResult(job, "", error=reason))
 
 
 def _run_one(
@@ -214,6 +251,7 @@ def _run_one(
     timeout: float | None,
     name_files: Callable[[Job, list[dict[str, str]]], list[str]] | None,
     may_replace: Callable[[str], bool] | None,
+    on_place: Callable[[Job, list[str]], None] | None = None,
 ) -> JobResult:
     deadline = None if timeout is None else time.monotonic() + timeout
     prompt = job.prompt
@@ -226,5 +264,8 @@ def _run_one(
     result = client.run(
         prompt, on_progress=lambda info: emit("progress", dict(info, job=job.name)), deadline=deadline
     )
-    files = download_outputs(client, job, result, staging_root, out, name_files, deadline, may_replace)
+    before_place = None if on_place is None else (lambda names: on_place(job, names))
+    files = download_outputs(
+        client, job, result, staging_root, out, name_files, deadline, may_replace, before_place
+    )
     return JobResult(job, client.url, result.prompt_id, files, None)

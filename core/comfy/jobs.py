@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EXIT_ERROR
+from ..errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK
 
 
 @dataclass
@@ -35,6 +35,51 @@ class JobResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass
+class RunTally:
+    """What came of a streamed run, in constant memory: counts, the worst exit code, the first error lines."""
+
+    finished: int = 0
+    failed: int = 0
+    files: int = 0
+    bad_input: bool = False
+    errors: list[str] = field(default_factory=list)
+    max_errors: int = 20
+
+    def add(self, result: JobResult) -> None:
+        if result.ok:
+            self.finished += 1
+            self.files += len(result.files)
+            return
+        self.failed += 1
+        self.bad_input = self.bad_input or result.exit_code == EXIT_BAD_INPUT
+        if len(self.errors) < self.max_errors:
+            self.errors.append(f"error: {result.job.name}: {result.error}")
+
+    def error_lines(self, todo: int) -> list[str]:
+        """The first error lines, how many more failed, and how many of ``todo`` jobs were never run."""
+        lines = list(self.errors)
+        if self.failed > len(self.errors):
+            lines.append(
+                f"error: ... and {self.failed - len(self.errors)} more failed jobs (their errors are above)"
+            )
+        not_run = self.not_run(todo)
+        if not_run:
+            lines.append(
+                f"error: {not_run} job(s) were not run (the run stopped: see the errors above); "
+                "fix the cause and run again"
+            )
+        return lines
+
+    def not_run(self, todo: int) -> int:
+        return max(0, todo - self.finished - self.failed)
+
+    def exit_code(self, todo: int) -> int:
+        if not self.failed and not self.not_run(todo):
+            return EXIT_OK
+        return EXIT_BAD_INPUT if self.bad_input else EXIT_ERROR
 
 
 def seed_jobs(

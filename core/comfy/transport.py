@@ -127,6 +127,13 @@ class ComfyServer:
     def __repr__(self) -> str:
         return f"ComfyServer({self.url!r})"
 
+    def sibling(self) -> ComfyServer:
+        """Another client of the same server with its own ``clientId`` (so its own progress websocket: the
+        server keeps one socket per clientId) that shares this one's upload cache; for a second job in flight."""
+        twin = ComfyServer(self.url, timeout=self.timeout)
+        twin._uploaded = self._uploaded
+        return twin
+
     # -- plumbing
     def _end(self, deadline: float | None) -> tuple[float, bool]:
         """(end time of a request, whether the run's deadline is what limits it)."""

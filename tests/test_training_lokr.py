@@ -248,6 +248,18 @@ def test_lokr_resume_is_bit_identical_and_refuses_a_lora_state(tmp_path):
     net.detach_hooks()
 
 
+@pytest.mark.parametrize("kind", ["lora", "lokr"])
+def test_resume_with_other_adapter_shapes_is_one_sentence(kind):
+    """Regression: a state saved at another rank (or LoKr factor) stopped resume with torch's "size mismatch"
+    RuntimeError traceback; now it is a TrainingStateError saying what to change."""
+    saved = LoRANetwork(4, 4, kind=kind, factor=4)
+    saved.add("lora_unet_lin", 32, 32)
+    other = LoRANetwork(2, 4, kind=kind, factor=4)
+    other.add("lora_unet_lin", 32, 32)
+    with pytest.raises(TrainingStateError, match="other shapes than this run's .*rank, LoKr factor"):
+        other.load_state_dict(saved.state_dict())
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("adapter", ["lora", "lokr"])
 def test_metadata_names_family_adapter_and_targets(family, adapter):

@@ -245,6 +245,20 @@ class LoRANetwork(nn.Module):
             lora.alpha = self.alpha
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
-        """torch's, after a readable check that a saved training state is of this run's adapter kind."""
+        """torch's, after readable checks that a saved training state is of this run's adapter kind and shapes
+        (torch would stop with a "size mismatch" traceback)."""
         self._check_kind(state_dict, "the saved training state")
+        own = self.state_dict()
+        bad = [k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        odd = sorted(set(own) ^ set(state_dict)) if strict else []
+        if bad or odd:
+            what = (
+                f"{bad[0]}: {tuple(state_dict[bad[0]].shape)} vs {tuple(own[bad[0]].shape)}"
+                if bad
+                else f"{odd[0]} is only in {'this run' if odd[0] in own else 'the saved state'}"
+            )
+            raise TrainingStateError(
+                f"the saved training state's adapters have other shapes than this run's ({what}): resume with "
+                "the saved run's rank, LoKr factor and target modules, or start over"
+            )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

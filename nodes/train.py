@@ -311,7 +311,6 @@ class LoRATrainAdaptive:
         from ..core.training.presets import load_schedule
 
         # every check before any work (encoding, training): a bad value fails in a second, not after N steps
-        family = family_of_comfy_model(model)  # an unsupported MODEL: one sentence naming the families
         if adapter not in ("lora", "lokr"):
             raise IdentityLockError(f"adapter must be 'lora' or 'lokr' (got {adapter!r})")
         trigger = ds.check_trigger(trigger_word)
@@ -328,8 +327,6 @@ class LoRATrainAdaptive:
         ds.split_by_source(sources or [str(i) for i in range(len(arrays))])
         if preset not in PRESET_NAMES:  # never a file path from a prompt sent to the server
             raise IdentityLockError(f"preset {preset!r} is not one of {', '.join(PRESET_NAMES)}")
-        if preset == "AUTO":
-            preset = family.default_preset
         phases = None
         if phases_json and phases_json.strip():
             try:
@@ -337,18 +334,25 @@ class LoRATrainAdaptive:
             except ValueError as exc:
                 raise IdentityLockError(f"phases_json: {str(exc).removeprefix('phases: ')}") from None
         probe_every = job.probe_interval(probe_every, identity is not None)
-        cfg = job.build_config(
-            preset, len(arrays), schedule=schedule, phases=phases, seed=int(seed), rank=int(rank),
-            checkpoint_every=int(checkpoint_every), probe_every=int(probe_every), window=int(window),
-            patience=int(patience), p_threshold=float(p_threshold), significance=float(significance),
-            min_val_gain=float(min_val_gain),
-        )  # fmt: skip
+
+        def config(preset_name):
+            return job.build_config(
+                preset_name, len(arrays), schedule=schedule, phases=phases, seed=int(seed), rank=int(rank),
+                checkpoint_every=int(checkpoint_every), probe_every=int(probe_every), window=int(window),
+                patience=int(patience), p_threshold=float(p_threshold), significance=float(significance),
+                min_val_gain=float(min_val_gain),
+            )  # fmt: skip
+
+        cfg = config(PRESET_NAMES[1] if preset == "AUTO" else preset)  # every value checked first
         captions = ds.make_captions(len(arrays), trigger, None, caption_template or None)
         lora_path = Path(_loras_dir()) / file_name
         state_path = job.node_state_path(output_directory(), file_name)
         job.check_outputs(
             lora_path, state_path, resume=bool(resume), overwrite=bool(overwrite), spelling=job.NODE
         )
+        family = family_of_comfy_model(model)  # then the MODEL: an unsupported one gets one sentence
+        if preset == "AUTO":
+            cfg = config(family.default_preset)
         path, result, mp, split, extra = self._train(
             model, clip, vae, arrays, captions, cfg, state_path, lora_path, trigger, identity,
             int(probe_samples), bool(flip), float(color_jitter), bool(resume), unique_id, sources,
@@ -432,7 +436,7 @@ class LoRATrainAdaptive:
             net.requires_grad_(False)
             state, extra = job.lora_to_save(net, result)
             meta = lora_metadata(result, cfg, trigger, model_fingerprint(mp), split=data.split, family=family.key,
-                                 target_modules=list(targets), adapter=adapter, **extra)  # fmt: skip
+                                 target_modules=list(targets), **net.adapter_info(), **extra)  # fmt: skip
             path = save_lora(lora_path, state, meta)
         return path, result, mp, data.split, extra
 

@@ -275,3 +275,36 @@ def test_node_gradient_checkpointing_trains_the_same_lora_and_leaves_the_model_a
     assert plain.keys() == ckpt.keys()
     for k in plain:
         torch.testing.assert_close(ckpt[k], plain[k], rtol=1e-4, atol=1e-6)
+
+
+def test_node_auto_preset_lokr_and_family_metadata(comfy, crops):
+    """AUTO picks the family's preset (SD1.x: FACE_RANK32); adapter lokr writes LyCORIS keys; the file names the
+    family (modelspec.architecture) and the adapted modules."""
+    from safetensors import safe_open
+
+    run_node(comfy, crops, preset="AUTO", lora_name="auto_lora")
+    meta = read_metadata(comfy.dirs["loras"] / "auto_lora.safetensors")
+    assert meta["preset"] == "FACE_RANK32" and meta["rank"] == 32 and meta["family"] == "sd15"
+    assert meta["target_modules"] == ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]
+    run_node(comfy, crops, lora_name="lisa_lokr", adapter="lokr")
+    path = comfy.dirs["loras"] / "lisa_lokr.safetensors"
+    with safe_open(str(path), framework="pt") as fh:
+        raw, keys = fh.metadata(), list(fh.keys())
+    assert (
+        raw["modelspec.architecture"] == "stable-diffusion-v1/lokr"
+        and raw["ss_network_module"] == "lycoris.kohya"
+    )
+    assert keys and all(".lokr_" in k or k.endswith(".alpha") for k in keys)
+    assert not any("lora_down" in k for k in keys)
+
+
+def test_node_refuses_a_model_of_another_family_in_one_sentence(comfy, crops):
+    class WAN21_T2V:  # stand-in for a video model's comfy.supported_models entry
+        unet_config: dict = {}
+
+    comfy.model.model.model_config = WAN21_T2V()
+    with pytest.raises(IdentityLockError) as err:
+        run_node(comfy, crops)
+    msg = str(err.value)
+    assert "WAN21_T2V" in msg and "FLUX.1" in msg and "Qwen-Image" in msg and "\n" not in msg
+    assert not (comfy.dirs["loras"] / "lisa.safetensors").exists()

@@ -209,9 +209,8 @@ def detect_family(model: str | os.PathLike) -> str:
         except (OSError, ValueError, AttributeError) as exc:
             raise ModelNotFoundError(f"{index} is not a readable model_index.json: {exc}") from exc
         for cls, fam in PIPELINE_FAMILY.items():
-            if name == cls or (
-                name.startswith(cls) and name[len(cls) :] in ("Img2ImgPipeline", "InpaintPipeline")
-            ):
+            base = cls.removesuffix("Pipeline")  # QwenImagePipeline -> QwenImage(Img2Img|Inpaint)Pipeline too
+            if name in (cls, f"{base}Img2ImgPipeline", f"{base}InpaintPipeline"):
                 return fam
         raise IdentityLockError(
             f"{path.name} is a {name or 'unnamed'} pipeline, not a family IdentityLock trains; {supported_sentence()}"

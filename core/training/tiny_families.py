@@ -150,10 +150,10 @@ def _sd3(seed, tok_dir):
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(seed)
-    tr = SD3Transformer2DModel(
-        sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=4,
-        caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4,
-        dual_attention_layers=(0,), qk_norm="rms_norm",
+    tr = SD3Transformer2DModel(  # ComfyUI's MMDiT has hidden = 64 x depth, heads = depth: same dims here
+        sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=64, num_attention_heads=2,
+        caption_projection_dim=128, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4,
+        dual_attention_layers=(0,), qk_norm="rms_norm", pos_embed_max_size=32,
     )  # fmt: skip
     return StableDiffusion3Pipeline(
         scheduler=_flow_scheduler(shift=3.0), vae=_vae(seed + 2, 4, scaling_factor=1.5305, shift_factor=0.0609),

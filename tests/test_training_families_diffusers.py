@@ -291,3 +291,19 @@ def test_single_transformer_file_needs_a_local_folder(tmp_path):
     save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(1)}, str(f))
     with pytest.raises(IdentityLockError, match="--config a local FLUX.1 diffusers folder"):
         load_pipeline(f)
+
+
+def test_cli_family_mismatch_exits_2_with_one_sentence(faces, tmp_path, capsys):
+    from identitylock.core.cli import main as cli_main
+    from PIL import Image
+
+    model = tmp_path / "tiny_zimage"
+    tiny_pipeline("zimage").save_pretrained(model)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, im in enumerate(faces):
+        Image.fromarray(im).save(imgs / f"lisa_{i}.png")
+    rc = cli_main(["train", "--images", str(imgs), "--model", str(model), "--family", "flux1", "--trigger",
+                   "lsaperson", "--out", str(tmp_path / "o.safetensors"), "--resolution", "64"])  # fmt: skip
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert rc == 2 and len(err) == 1 and "--family flux1 does not match" in err[0]

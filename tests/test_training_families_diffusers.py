@@ -307,3 +307,30 @@ def test_cli_family_mismatch_exits_2_with_one_sentence(faces, tmp_path, capsys):
                    "lsaperson", "--out", str(tmp_path / "o.safetensors"), "--resolution", "64"])  # fmt: skip
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert rc == 2 and len(err) == 1 and "--family flux1 does not match" in err[0]
+
+
+def _train(key, faces, tmp_path, **kw):
+    from identitylock.core.training.diffusers_backend import train_diffusers
+
+    return train_diffusers(
+        tiny_pipeline(key), faces, [CAPTION] * 3, _config(3), tmp_path / f"{key}.safetensors", trigger="lsaperson",
+        resolution=RES, show_progress=False, sources=["a", "b", "c"], **kw,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("key", ["flux2", "zimage"])
+def test_gradient_checkpointing_changes_nothing_but_memory(key, faces, tmp_path):
+    plain = _train(key, faces, tmp_path / "a")[0]
+    ckpt = _train(key, faces, tmp_path / "b", gradient_checkpointing=True)[0]
+    np.testing.assert_allclose(plain.losses, ckpt.losses, rtol=1e-5)
+    assert plain.final_val_loss == pytest.approx(ckpt.final_val_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("key", FAMILIES)
+def test_bf16_autocast_trains_every_family(key, faces, tmp_path):
+    """The precision switch on the diffusers path: bf16 forward (CPU autocast), fp32 LoRA weights in the file."""
+    from safetensors.torch import load_file
+
+    res, path, _ = _train(key, faces, tmp_path, precision="bf16")
+    assert all(math.isfinite(v) for v in res.losses)
+    assert {v.dtype for v in load_file(str(path)).values()} == {torch.float32}

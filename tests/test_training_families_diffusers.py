@@ -334,3 +334,12 @@ def test_bf16_autocast_trains_every_family(key, faces, tmp_path):
     res, path, _ = _train(key, faces, tmp_path, precision="bf16")
     assert all(math.isfinite(v) for v in res.losses)
     assert {v.dtype for v in load_file(str(path)).values()} == {torch.float32}
+
+
+def test_base_weights_in_bf16_only_where_the_forward_runs_in_bf16():
+    from identitylock.core.cli.training import weight_dtype
+
+    assert weight_dtype("bf16", "cpu", "flux1") == torch.bfloat16
+    assert weight_dtype("fp32", "cuda", "qwen_image") == torch.float32
+    assert weight_dtype("fp16", "cuda", "flux1") == torch.float32
+    assert weight_dtype("bf16", "cpu", "sd15") == torch.float32  # SD1.5 keeps its fp32 base, as before

@@ -145,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..diffusion import family_of_pipeline, load_pipeline
+    from ..diffusion import detect_family, family_of_pipeline, load_pipeline
     from ..errors import IdentityLockError
     from ..families import get_family
     from ..training import dataset as ds
@@ -182,7 +182,13 @@ def run(args: argparse.Namespace) -> int:
 
         reference = IdentityReference.load(args.identity)
     resume_state = job.saved_state(state_path, resume=args.resume)
-    pipe = load_pipeline(args.model, config=args.config, family=args.family)
+    device = args.device or _default_device()
+    wanted = args.family
+    if args.family in (None, "auto"):  # a missing model is load_pipeline's to report
+        wanted = detect_family(args.model) if Path(args.model).exists() else "sd15"
+    pipe = load_pipeline(
+        args.model, config=args.config, family=args.family, dtype=weight_dtype(args.precision, device, wanted)
+    )
     family = get_family(family_of_pipeline(pipe))
     result, path, report = train_diffusers(
         pipe,
@@ -198,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_path=state_path,
         resume_state=resume_state,
         probe_reference=reference,
-        device=args.device or _default_device(),
+        device=device,
         sources=sources,
         precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing or family.gradient_checkpointing,
@@ -207,6 +213,18 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report, file=sys.stdout)
     return 0
+
+
+def weight_dtype(precision: str, device: str, family: str):
+    """The base weights' dtype: bf16 when the forward pass runs in bf16 on a model larger than SD1.5 (FLUX.1's 12B
+    in fp32 is 48 GB, in bf16 24 GB; the LoRA weights stay fp32 either way), else fp32 as before."""
+    import torch
+
+    from ..training.precision import resolve_precision
+
+    if family != "sd15" and resolve_precision(precision, device) == "bf16":
+        return torch.bfloat16
+    return torch.float32
 
 
 def _default_device() -> str:

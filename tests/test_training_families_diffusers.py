@@ -343,3 +343,16 @@ def test_base_weights_in_bf16_only_where_the_forward_runs_in_bf16():
     assert weight_dtype("fp32", "cuda", "qwen_image") == torch.float32
     assert weight_dtype("fp16", "cuda", "flux1") == torch.float32
     assert weight_dtype("bf16", "cpu", "sd15") == torch.float32  # SD1.5 keeps its fp32 base, as before
+
+
+@pytest.mark.parametrize("key", FAMILIES)
+def test_probe_renders_with_the_family_pipeline(key):
+    """The identity probe's renders on the standalone path: the family's own pipeline call, fixed seeds."""
+    from identitylock.core.training.diffusers_backend import render_probe_images
+
+    pipe = tiny_pipeline(key)
+    fam = get_family(key)
+    a = render_probe_images(pipe, CAPTION, [1, 2], steps=2, guidance=fam.guidance or fam.cfg, size=RES)
+    b = render_probe_images(pipe, CAPTION, [1], steps=2, guidance=fam.guidance or fam.cfg, size=RES)
+    assert [im.shape for im in a] == [(RES, RES, 3)] * 2 and a[0].dtype == np.uint8
+    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], a[1])

@@ -89,8 +89,8 @@ def render_probe_images(
     images = []
     for s in seeds:
         g = torch.Generator(device="cpu").manual_seed(int(s))
-        out = pipe(
-            prompt, num_inference_steps=steps, guidance_scale=guidance, generator=g, height=size, width=size,
+        out = pipe(  # prompt by keyword: Flux2KleinPipeline's first positional parameter is the image
+            prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, generator=g, height=size, width=size,
             output_type="np",
         )  # fmt: skip
         images.append((np.clip(out.images[0], 0, 1) * 255 + 0.5).astype(np.uint8))

@@ -258,9 +258,8 @@ def load_pipeline(
     Flux.2, Z-Image, Qwen-Image, SD3.x, Chroma) holds only the denoiser, so ``config`` must be a local diffusers
     folder of that family with its text encoders and VAE.
     """
-    import torch
-
     import diffusers
+    import torch
 
     from .families import get_family
 

@@ -67,9 +67,8 @@ def clip_tokenizer_files(directory: str | os.PathLike | None = None) -> Path:
 def tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike | None = None) -> dict:
     """unet, text_encoder, tokenizer, vae, scheduler — tiny and random but SD-shaped. Deterministic per seed."""
     import torch
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**TINY_UNET_CONFIG)

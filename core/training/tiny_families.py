@@ -55,7 +55,6 @@ def _t5(seed: int, d_model: int = 32):
 
 def _vae(seed: int, latent_channels: int, **kw: Any):
     import torch
-
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -80,7 +79,6 @@ def _qwen3(seed: int, layers: int, causal_lm: bool = False):
 
 def _sdxl(seed, tok_dir):
     import torch
-
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -110,7 +108,6 @@ def _flow_scheduler(**kw: Any):
 
 def _flux1(seed, tok_dir):
     import torch
-
     from diffusers import FluxPipeline, FluxTransformer2DModel
 
     torch.manual_seed(seed)
@@ -129,7 +126,6 @@ def _flux1(seed, tok_dir):
 
 def _chroma(seed, tok_dir):
     import torch
-
     from diffusers import ChromaPipeline, ChromaTransformer2DModel
 
     torch.manual_seed(seed)
@@ -146,7 +142,6 @@ def _chroma(seed, tok_dir):
 
 def _sd3(seed, tok_dir):
     import torch
-
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(seed)
@@ -165,7 +160,6 @@ def _sd3(seed, tok_dir):
 
 def _zimage(seed, tok_dir):
     import torch
-
     from diffusers import ZImagePipeline, ZImageTransformer2DModel
 
     torch.manual_seed(seed)
@@ -185,9 +179,8 @@ def _zimage(seed, tok_dir):
 
 def _qwen_image(seed, tok_dir):
     import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
     from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
     tr = QwenImageTransformer2DModel(
@@ -223,7 +216,6 @@ def _qwen_image(seed, tok_dir):
 
 def _flux2(seed, tok_dir):
     import torch
-
     from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
 
     torch.manual_seed(seed)

@@ -1,8 +1,9 @@
-"""Standalone generation with diffusers (outside ComfyUI): load SD1.5 offline, attach a LoRA, render by seed.
+"""Standalone generation with diffusers (outside ComfyUI): load a model offline, attach a LoRA, render by seed.
 
-- ``load_pipeline``: a local diffusers folder, or a single ``.safetensors``/``.ckpt`` SD1.5 checkpoint. A single
-  file needs a diffusers config folder; when none is given we write SD1.5's configs (and a CLIP tokenizer made
-  from open_clip's bundled BPE vocabulary) into a cache folder, so nothing is ever downloaded.
+- ``load_pipeline``: a local diffusers folder of any family the standalone trainer knows (``detect_family``
+  reads ``model_index.json`` or a single file's keys), or a single checkpoint file. A single SD1.5 file needs no
+  config: we write SD1.5's configs (and a CLIP tokenizer made from open_clip's bundled BPE vocabulary) into a
+  cache folder; the other families' single files need a local diffusers folder. Nothing is ever downloaded.
 - ``build_tiny_pipeline``: a tiny randomly initialised SD-shaped pipeline (tests, benchmarks, demos); it reuses
   ``core.training.tiny`` so the trainer and the renderer share one tiny model.
 - ``DiffusersRenderer``: txt2img / img2img with a per-call LoRA scale, and ``render(seed)`` / ``render_batch``
@@ -149,37 +150,162 @@ def sd15_config_dir(directory: str | os.PathLike | None = None) -> Path:
     return d
 
 
+# diffusers pipeline class -> family key (variants of one family share its row in core.families)
+PIPELINE_FAMILY = {
+    "StableDiffusionPipeline": "sd15", "StableDiffusionXLPipeline": "sdxl", "FluxPipeline": "flux1",
+    "Flux2Pipeline": "flux2", "Flux2KleinPipeline": "flux2", "ZImagePipeline": "zimage",
+    "QwenImagePipeline": "qwen_image", "StableDiffusion3Pipeline": "sd3", "ChromaPipeline": "chroma",
+    "Lumina2Pipeline": "lumina2",
+}  # fmt: skip
+# single-file checkpoints: a key that only that family's checkpoint has (original / ComfyUI / diffusers naming,
+# any "model.diffusion_model." / "diffusion_model." / "model." prefix removed); first match wins
+_SINGLE_FILE_KEYS = (
+    ("double_stream_modulation_img.lin.weight", "flux2"),
+    ("single_transformer_blocks.0.attn.to_qkv_mlp_proj.weight", "flux2"),
+    ("distilled_guidance_layer.in_proj.weight", "chroma"),
+    ("double_blocks.0.img_attn.qkv.weight", "flux1"),
+    ("single_transformer_blocks.0.proj_mlp.weight", "flux1"),
+    ("joint_blocks.0.context_block.attn.qkv.weight", "sd3"),
+    ("transformer_blocks.0.ff_context.net.0.proj.weight", "sd3"),
+    ("txt_norm.weight", "qwen_image"),
+    ("x_pad_token", "zimage"),
+    ("cap_embedder.1.weight", "lumina2"),
+    ("conditioner.embedders.1.model.ln_final.weight", "sdxl"),
+    ("label_emb.0.0.weight", "sdxl"),
+    ("input_blocks.0.0.weight", "sd15"),
+)
+
+
+def _single_file_keys(path: Path) -> set[str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = list(fh.keys())
+    except Exception as exc:  # safetensors raises its own error types for a damaged or foreign file
+        raise ModelNotFoundError(f"{path.name} is not a readable .safetensors checkpoint: {exc}") from exc
+    out = set()
+    for k in keys:
+        for prefix in ("model.diffusion_model.", "diffusion_model.", "model."):
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+                break
+        out.add(k)
+    return out
+
+
+def detect_family(model: str | os.PathLike) -> str:
+    """The family key of a local model: a diffusers folder's ``model_index.json`` ``_class_name``, or the keys of
+    a single ``.safetensors`` checkpoint. Never reads weights, never touches the network."""
+    from .families import supported_sentence
+
+    path = Path(model)
+    if path.is_dir():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ModelNotFoundError(f"{path} is a folder without model_index.json: not a diffusers pipeline")
+        try:
+            name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelNotFoundError(f"{index} is not a readable model_index.json: {exc}") from exc
+        for cls, fam in PIPELINE_FAMILY.items():
+            base = cls.removesuffix("Pipeline")  # QwenImagePipeline -> QwenImage(Img2Img|Inpaint)Pipeline too
+            if name in (cls, f"{base}Img2ImgPipeline", f"{base}InpaintPipeline"):
+                return fam
+        raise IdentityLockError(
+            f"{path.name} is a {name or 'unnamed'} pipeline, not a family IdentityLock trains; {supported_sentence()}"
+        )
+    if path.suffix.lower() != ".safetensors":
+        return "sd15"  # .ckpt: pickled, its keys cannot be read safely; the SD1.5 loader is the one that takes it
+    keys = _single_file_keys(path)
+    for key, fam in _SINGLE_FILE_KEYS:
+        if key in keys:
+            return fam
+    raise IdentityLockError(
+        f"could not tell the model family of {path.name} from its keys: give --family ({supported_sentence()})"
+    )
+
+
+def family_of_pipeline(pipe: Any) -> str:
+    name = type(pipe).__name__
+    if name not in PIPELINE_FAMILY:
+        from .families import supported_sentence
+
+        raise IdentityLockError(f"a {name} is not a family IdentityLock trains; {supported_sentence()}")
+    return PIPELINE_FAMILY[name]
+
+
+def _no_diffusers_path(family: Any) -> IdentityLockError:
+    return IdentityLockError(
+        f"the standalone trainer cannot load {family.label} through diffusers here: train it inside ComfyUI with "
+        "the LoRATrainAdaptive node"
+    )
+
+
 def load_pipeline(
     model: str | os.PathLike,
     *,
     config: str | os.PathLike | None = None,
     dtype: Any = None,
     device: str | None = None,
+    family: str | None = None,
 ):
-    """StableDiffusionPipeline from a local diffusers folder or SD1.5 single file; never touches the network."""
+    """The family's diffusers pipeline from a local diffusers folder or single checkpoint file; never touches the
+    network (``local_files_only``). ``family``: a key of core.families, or None / "auto" to detect it.
+
+    A single SD1.5 file needs no more (its configs are written locally). A single SDXL file needs ``config``: a
+    local SDXL diffusers folder whose configs are read. A single transformer file of a DiT family (FLUX.1,
+    Flux.2, Z-Image, Qwen-Image, SD3.x, Chroma) holds only the denoiser, so ``config`` must be a local diffusers
+    folder of that family with its text encoders and VAE.
+    """
+    import diffusers
     import torch
-    from diffusers import StableDiffusionPipeline
+
+    from .families import get_family
 
     path = Path(model)
     if not path.exists():
         raise ModelNotFoundError(
-            f"model {path} not found: give a local diffusers folder (with model_index.json) or an SD1.5 "
-            ".safetensors/.ckpt file"
+            f"model {path} not found: give a local diffusers folder (with model_index.json) or a "
+            ".safetensors checkpoint"
         )
+    found = detect_family(path) if path.is_dir() or not family or family == "auto" else None
+    fam = get_family(found if not family or family == "auto" else family)
+    if found and fam.key != found:
+        raise IdentityLockError(f"--family {fam.key} does not match {path.name}, which is a {found} model")
+    if fam.diffusers_pipeline is None or fam.diffusers_targets is None:
+        raise _no_diffusers_path(fam)
     dtype = dtype or torch.float32
-    kw: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True, "safety_checker": None}
+    kw: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    if fam.key == "sd15":
+        kw.update(safety_checker=None, requires_safety_checker=False)
+    cfg = Path(config) if config else None
     try:
         if path.is_dir():
-            if not (path / "model_index.json").exists():
-                raise ModelNotFoundError(
-                    f"{path} is a folder without model_index.json: not a diffusers pipeline"
+            pipe = diffusers.DiffusionPipeline.from_pretrained(str(path), **kw)
+        elif fam.key in ("sd15", "sdxl"):
+            if fam.key == "sdxl" and cfg is None:
+                raise IdentityLockError(
+                    f"{path.name} is a single SDXL file: give --config a local SDXL diffusers folder (its "
+                    "configs are read, no weights), since nothing is downloaded"
                 )
-            pipe = StableDiffusionPipeline.from_pretrained(str(path), requires_safety_checker=False, **kw)
+            pipe_cls = getattr(diffusers, fam.diffusers_pipeline)
+            pipe = pipe_cls.from_single_file(str(path), config=str(cfg or sd15_config_dir()), **kw)
         else:
-            cfg = Path(config) if config else sd15_config_dir()
-            pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(cfg), **kw)
+            if cfg is None or not (cfg / "model_index.json").is_file():
+                raise IdentityLockError(
+                    f"{path.name} holds only the {fam.label} transformer: give --config a local {fam.label} "
+                    "diffusers folder (text encoders and VAE), or train inside ComfyUI with LoRATrainAdaptive"
+                )
+            denoiser = getattr(diffusers, fam.diffusers_denoiser).from_single_file(
+                str(path), config=str(cfg), subfolder="transformer", local_files_only=True, torch_dtype=dtype
+            )
+            pipe = diffusers.DiffusionPipeline.from_pretrained(str(cfg), transformer=denoiser, **kw)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelNotFoundError(f"could not load {path} offline: {exc}") from exc
+    loaded = family_of_pipeline(pipe)
+    if loaded != fam.key:
+        raise IdentityLockError(f"--family {fam.key} does not match {path.name}, which loads as {loaded}")
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device or "cpu")
 

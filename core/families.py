@@ -49,6 +49,9 @@ class Family:
     fp8_base_on_24gb: bool = False  # the bf16 base alone does not leave room on a 24 GB card
     diffusers_pipeline: str | None = None
     diffusers_denoiser: str | None = None  # the diffusers model class of the denoiser
+    # the same scopes named in the diffusers denoiser's module tree (standalone trainer); None: no diffusers path.
+    # "A.*.B" = suffix B only inside container A (Flux single blocks' proj_out, not the final layer's)
+    diffusers_targets: dict[str, tuple[str, ...]] | None = None
     notes: str = ""
     variants: dict[str, float] = field(default_factory=dict)  # other published sizes (billions)
 
@@ -69,6 +72,15 @@ _QWEN_ATTN = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
 _QWEN_FF = ("img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2")
 _SD3_ATTN = ("attn.qkv", "attn.proj", "attn2.qkv", "attn2.proj")
 _SD3_FF = ("mlp.fc1", "mlp.fc2")
+# diffusers module names of the transformer families (core/training/diffusers_families.py)
+_DF_JOINT = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+             "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out")  # fmt: skip
+_DF_FF = ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
+_DF_FLUX_ATTN = _DF_JOINT + ("proj_mlp", "single_transformer_blocks.*.proj_out")
+_DF_FLUX2_ATTN = _DF_JOINT + ("attn.to_qkv_mlp_proj", "single_transformer_blocks.*.attn.to_out")
+_DF_FLUX2_FF = ("ff.linear_in", "ff.linear_out", "ff_context.linear_in", "ff_context.linear_out")
+_DF_ZIMAGE_ATTN = ("attention.to_q", "attention.to_k", "attention.to_v", "attention.to_out.0")
+_DF_SD3_ATTN = _DF_JOINT + ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
 
 
 def _scopes(attn: tuple[str, ...], ff: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -91,6 +103,7 @@ FAMILIES: dict[str, Family] = {
             cfg=7.0,
             diffusers_pipeline="StableDiffusionPipeline",
             diffusers_denoiser="UNet2DConditionModel",
+            diffusers_targets=_scopes(_SD_ATTN, _SD_FF),
         ),
         Family(
             "sdxl",
@@ -108,6 +121,7 @@ FAMILIES: dict[str, Family] = {
             gradient_checkpointing=True,
             diffusers_pipeline="StableDiffusionXLPipeline",
             diffusers_denoiser="UNet2DConditionModel",
+            diffusers_targets=_scopes(_SD_ATTN, _SD_FF),
         ),
         Family(
             "flux1",
@@ -128,6 +142,7 @@ FAMILIES: dict[str, Family] = {
             fp8_base_on_24gb=True,
             diffusers_pipeline="FluxPipeline",
             diffusers_denoiser="FluxTransformer2DModel",
+            diffusers_targets=_scopes(_DF_FLUX_ATTN, _DF_FF),
         ),
         Family(
             "flux2",
@@ -148,6 +163,7 @@ FAMILIES: dict[str, Family] = {
             fp8_base_on_24gb=True,
             diffusers_pipeline="Flux2Pipeline",
             diffusers_denoiser="Flux2Transformer2DModel",
+            diffusers_targets=_scopes(_DF_FLUX2_ATTN, _DF_FLUX2_FF),
             notes="Klein 4B fits a 24 GB card in bf16; Klein 9B and Dev (32B) need an fp8 base",
             variants={"klein-4b": 4.0, "klein-9b": 9.0},
         ),
@@ -167,6 +183,7 @@ FAMILIES: dict[str, Family] = {
             gradient_checkpointing=True,
             diffusers_pipeline="ZImagePipeline",
             diffusers_denoiser="ZImageTransformer2DModel",
+            diffusers_targets=_scopes(_DF_ZIMAGE_ATTN, _LUMINA_FF),
             notes="Turbo renders in 8 steps at cfg 1",
         ),
         Family(
@@ -186,6 +203,7 @@ FAMILIES: dict[str, Family] = {
             fp8_base_on_24gb=True,
             diffusers_pipeline="QwenImagePipeline",
             diffusers_denoiser="QwenImageTransformer2DModel",
+            diffusers_targets=_scopes(_QWEN_ATTN, _QWEN_FF),
             notes="20B: even the fp8 base (20 GB) leaves little on a 24 GB card; rank 16 at 768 px",
         ),
         Family(
@@ -204,6 +222,7 @@ FAMILIES: dict[str, Family] = {
             gradient_checkpointing=True,
             diffusers_pipeline="StableDiffusion3Pipeline",
             diffusers_denoiser="SD3Transformer2DModel",
+            diffusers_targets=_scopes(_DF_SD3_ATTN, _DF_FF),
             variants={"medium": 2.5},
         ),
         Family(
@@ -222,6 +241,7 @@ FAMILIES: dict[str, Family] = {
             gradient_checkpointing=True,
             diffusers_pipeline="ChromaPipeline",
             diffusers_denoiser="ChromaTransformer2DModel",
+            diffusers_targets=_scopes(_DF_FLUX_ATTN, _DF_FF),
         ),
         Family(
             "lumina2",

@@ -25,12 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "photos: variants are grouped by prep_metadata.json or their NAME_main/_rotate_*/_crop_* names",
     )
     p.add_argument(
-        "--model", required=True, help="base model: local diffusers folder or SD1.5 .safetensors file"
+        "--model",
+        required=True,
+        help="base model: local diffusers folder (SD1.x, SDXL, FLUX.1, Flux.2, Z-Image, Qwen-Image, SD3.x, Chroma) "
+        "or a single .safetensors checkpoint",
+    )
+    p.add_argument(
+        "--family",
+        default="auto",
+        help="model family: auto (default: from model_index.json or the checkpoint's keys), sd15, sdxl, flux1, "
+        "flux2, zimage, qwen_image, sd3, chroma",
     )
     p.add_argument(
         "--config",
-        help="diffusers config folder for a single-file checkpoint (default: SD1.5's, written locally; "
-        "nothing is downloaded)",
+        help="local diffusers folder for a single-file checkpoint: SD1.5 needs none (its configs are written "
+        "locally), SDXL's configs are read from it, a DiT transformer file takes its text encoders and VAE from "
+        "it; nothing is downloaded",
     )
     p.add_argument("--trigger", required=True, help="trigger word put in every caption, e.g. lsaperson")
     p.add_argument("--out", required=True, help="output LoRA file, e.g. loras/lisa.safetensors")
@@ -51,7 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--caption-template", help="caption for images without a .txt, e.g. 'a photo of {trigger}'"
     )
-    p.add_argument("--resolution", type=int, default=512, help="training resolution (square)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        help="training resolution (square; default: the family's, 512 for SD1.x, 1024 else)",
+    )
     p.add_argument("--flip", action="store_true", help="add horizontally flipped copies")
     p.add_argument(
         "--color-jitter",
@@ -116,7 +130,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--gradient-checkpointing",
         action="store_true",
-        help="recompute UNet blocks in the backward pass: much less VRAM, slower steps, same result",
+        help="recompute the denoiser's blocks in the backward pass: much less VRAM, slower steps, same result "
+        "(on by default for the families that need it on a 24 GB card)",
     )
     p.add_argument(
         "--keep-checkpoints",
@@ -130,8 +145,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..diffusion import load_pipeline
+    from ..diffusion import detect_family, family_of_pipeline, load_pipeline
     from ..errors import IdentityLockError
+    from ..families import get_family
     from ..training import dataset as ds
     from ..training import job
     from ..training.diffusers_backend import base_model_hash, train_diffusers
@@ -166,7 +182,14 @@ def run(args: argparse.Namespace) -> int:
 
         reference = IdentityReference.load(args.identity)
     resume_state = job.saved_state(state_path, resume=args.resume)
-    pipe = load_pipeline(args.model, config=args.config)
+    device = args.device or _default_device()
+    wanted = args.family
+    if args.family in (None, "auto"):  # a missing model is load_pipeline's to report
+        wanted = detect_family(args.model) if Path(args.model).exists() else "sd15"
+    pipe = load_pipeline(
+        args.model, config=args.config, family=args.family, dtype=weight_dtype(args.precision, device, wanted)
+    )
+    family = get_family(family_of_pipeline(pipe))
     result, path, report = train_diffusers(
         pipe,
         images,
@@ -175,20 +198,33 @@ def run(args: argparse.Namespace) -> int:
         out,
         trigger=trigger,
         base_hash=base_model_hash(args.model),
-        resolution=args.resolution,
+        resolution=family.resolution if args.resolution is None else args.resolution,
         flip=args.flip,
         jitter=args.color_jitter,
         checkpoint_path=state_path,
         resume_state=resume_state,
         probe_reference=reference,
-        device=args.device or _default_device(),
+        device=device,
         sources=sources,
         precision=args.precision,
-        gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing=args.gradient_checkpointing or family.gradient_checkpointing,
         keep_checkpoints=max(1, args.keep_checkpoints),
+        family=family.key,
     )
     print(report, file=sys.stdout)
     return 0
+
+
+def weight_dtype(precision: str, device: str, family: str):
+    """The base weights' dtype: bf16 when the forward pass runs in bf16 on a model larger than SD1.5 (FLUX.1's 12B
+    in fp32 is 48 GB, in bf16 24 GB; the LoRA weights stay fp32 either way), else fp32 as before."""
+    import torch
+
+    from ..training.precision import resolve_precision
+
+    if family != "sd15" and resolve_precision(precision, device) == "bf16":
+        return torch.bfloat16
+    return torch.float32
 
 
 def _default_device() -> str:

@@ -1,7 +1,9 @@
-"""Standalone backend: diffusers UNet + DDPM noise schedule, VAE latent and CLIP text caching, probe rendering.
+"""Standalone backend: train a LoRA on a diffusers pipeline of any family in ``diffusers_families``.
 
 The pipeline comes from ``core.diffusion.load_pipeline`` (one loader for the standalone diffusers concern:
-local diffusers folder or SD1.5 single file, never downloads).
+local diffusers folder or single file, never downloads). ``DiffusersBackend`` / ``encode_images`` /
+``encode_text`` are the bare SD-UNet pieces the tests and benchmarks build a Trainer from directly;
+``train_diffusers`` runs every family through ``diffusers_families.family_backend``.
 """
 
 from __future__ import annotations
@@ -66,28 +68,29 @@ def encode_text(tokenizer, text_encoder, captions: Sequence[str], device="cpu") 
 
 
 def base_model_hash(model: str | os.PathLike) -> str:
-    """sha256 of the checkpoint file, or of the UNet weights file of a diffusers folder."""
+    """sha256 of the checkpoint file, or of the denoiser's (first) weights file of a diffusers folder."""
     from .lora_format import file_sha256
 
     path = Path(model)
     if path.is_file():
         return "sha256:" + file_sha256(path)
-    for cand in sorted((path / "unet").glob("diffusion_pytorch_model*.safetensors")) + sorted(
-        (path / "unet").glob("*.bin")
-    ):
-        return "sha256(unet):" + file_sha256(cand)
+    for sub in ("unet", "transformer"):
+        for cand in sorted((path / sub).glob("diffusion_pytorch_model*.safetensors")) + sorted(
+            (path / sub).glob("*.bin")
+        ):
+            return f"sha256({sub}):" + file_sha256(cand)
     return "unknown"
 
 
 def render_probe_images(
     pipe, prompt: str, seeds: Sequence[int], steps: int = 20, guidance: float = 5.8, size: int | None = None
 ) -> list[np.ndarray]:
-    """K fixed-seed samples with the LoRA currently attached to ``pipe.unet``."""
+    """K fixed-seed samples with the LoRA currently attached to the pipeline's denoiser."""
     images = []
     for s in seeds:
         g = torch.Generator(device="cpu").manual_seed(int(s))
-        out = pipe(
-            prompt, num_inference_steps=steps, guidance_scale=guidance, generator=g, height=size, width=size,
+        out = pipe(  # prompt by keyword: Flux2KleinPipeline's first positional parameter is the image
+            prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, generator=g, height=size, width=size,
             output_type="np",
         )  # fmt: skip
         images.append((np.clip(out.images[0], 0, 1) * 255 + 0.5).astype(np.uint8))
@@ -137,20 +140,26 @@ def train_diffusers(
     gradient_checkpointing: bool = False,
     precision: str = "auto",
     keep_checkpoints: int = 2,
+    family: str | None = None,
 ):
-    """Train a LoRA on ``pipe.unet`` (standalone, diffusers), write it atomically to ``out_path``.
+    """Train a LoRA on the pipeline's denoiser (standalone, diffusers), write it atomically to ``out_path``.
+
+    ``family``: a key of core.families (None: from the pipeline class). The file's keys are the ones ComfyUI maps
+    for that family (``diffusers_families.file_module_name``) and its metadata names the family.
 
     ``resume_state``: a loaded training state to continue (``job.saved_state``). ``sources``: the source photo
     of each image (``dataset.folder_sources``) for the split by photo. Returns (TrainResult, path,
     report text). Runs one process or several under ``accelerate launch``
     (gradients all-reduced, data order differs per rank, only the main process writes files).
     """
+    from ..diffusion import family_of_pipeline
+    from ..families import get_family
     from . import dataset as ds
     from .checkpoint import adopt_saved_seed
+    from .diffusers_families import attach_lora, family_backend, rename_for_file
     from .job import lora_to_save
     from .lora_format import save_lora
     from .network import LoRANetwork
-    from .presets import TARGETS
     from .probe import drift_scorer, make_probe
     from .report import lora_metadata, report_text
     from .trainer import Trainer
@@ -165,7 +174,13 @@ def train_diffusers(
         raise ds.ImageInputError(
             f"resolution {resolution} must be a positive multiple of 8 (latents are 1/8 size)"
         )
+    fam = get_family(family if family and family != "auto" else family_of_pipeline(pipe))
     pipe.to(dev)
+    backend = family_backend(pipe, fam, resolution)
+    if resolution % (8 * (2 if backend.flow else 1)):
+        raise ds.ImageInputError(
+            f"resolution {resolution} must be a multiple of 16 for {fam.label} (latents are 1/8 size, packed 2x2)"
+        )
     ds.check_images(images)
     images = [ds.resize_square(im, resolution) for im in images]
     if resume_state is not None:
@@ -174,22 +189,28 @@ def train_diffusers(
     data = ds.prepare_data(
         images,
         captions,
-        lambda ims: encode_images(pipe.vae, ims, dev),
-        lambda caps: encode_text(pipe.tokenizer, pipe.text_encoder, caps, dev),
+        backend.encode_images,
+        backend.encode_text,
         flip=flip,
         jitter=jitter,
         seed=config.seed,
         sources=sources,
     )
     net = LoRANetwork(config.rank, config.alpha, config.dropout, seed=config.seed)
-    net.attach_hooks(pipe.unet, TARGETS[config.target_modules])
+    names = attach_lora(net, backend.denoiser, fam, config.target_modules)
     net.to(dev)
+    if gradient_checkpointing:  # diffusers' own switch: blocks recompute activations in the backward pass
+        backend.denoiser.enable_gradient_checkpointing()
+    backend.denoiser.requires_grad_(False)
     probe = None
     if probe_reference is not None and config.probe_every:
         score = drift_scorer(probe_reference)
         prompt = captions[0]
+        # the family's render guidance (FLUX.1-dev's distilled guidance, else its cfg); SD keeps the trainer's 5.8
+        g = (fam.guidance or fam.cfg) if backend.flow else 5.8
         probe = make_probe(
-            lambda: render_probe_images(pipe, prompt, probe_seeds, probe_steps, size=resolution), score
+            lambda: render_probe_images(pipe, prompt, probe_seeds, probe_steps, guidance=g, size=resolution),
+            score,
         )
     bar = None
     if show_progress and is_main:
@@ -206,7 +227,7 @@ def train_diffusers(
 
     trainer = Trainer(
         net,
-        DiffusersBackend(pipe.unet, pipe.scheduler, dev, gradient_checkpointing),
+        backend,
         data,
         config,
         on_step=on_step,
@@ -227,8 +248,8 @@ def train_diffusers(
     state, extra = lora_to_save(net, result, keep_best_probe)
     path = None
     if is_main:
-        meta = lora_metadata(result, config, trigger, base_hash, split=data.split, **extra)
-        path = save_lora(out_path, state, meta)
+        meta = lora_metadata(result, config, trigger, base_hash, split=data.split, family=fam.key, **extra)
+        path = save_lora(out_path, rename_for_file(state, names), meta)
     net.detach_hooks()
     report = report_text(
         result,

@@ -6,7 +6,12 @@
 3. real-size SD1.5 UNet (random weights, 64x64 latent = 512x512 image): one denoising step measured on this
    machine, plus a stated GPU figure, and the arithmetic "scoring adds X % to sampling".
 
+4. bounded memory (issue 16), ``--memory``: a render stand-in returning fresh 1024x1024 images and a scoring
+   stand-in (random drift; real face scoring of 4,096 renders takes tens of minutes on this CPU and does not hold
+   renders), through the real ``search_seeds`` with its results file: peak RSS added at each search size.
+
     python benchmarks/seed_search.py [--seeds 6] [--steps 20] [--no-sd15]
+    python benchmarks/seed_search.py --memory [--memory-sizes 256,1024,4096] [--side 1024]
 """
 
 from __future__ import annotations
@@ -28,8 +33,75 @@ def ms(x: float) -> str:
     return f"{x * 1000:8.1f} ms"
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (VmHWM), MiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_benchmark(sizes: list[int], side: int, top_k: int, old_seeds: int) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from identitylock.core.identity import IdentityReference
+    from identitylock.core.seeds import SeedRecord, search_seeds
+
+    ref = IdentityReference(
+        vectors=np.ones((1, 128), np.float32), backend="dlib", model="stand-in", sources=["x"]
+    )
+
+    def render(seed: int) -> np.ndarray:  # stand-in for a sampler + VAE: a fresh side x side render per seed
+        img = np.empty((side, side, 3), np.uint8)
+        img[:] = seed % 251
+        return img
+
+    def score(image: np.ndarray, seed: int) -> SeedRecord:  # stand-in scorer: a drift per seed, no face model
+        d = float(np.random.default_rng(seed).uniform(0.0, 0.4))
+        return SeedRecord(seed=seed, drift=d, found=True, faces=1, locked=d <= 0.18)
+
+    print(f"\n[4] bounded memory: render stand-in {side}x{side} RGB ({side * side * 3 / 2**20:.1f} MiB per render), "
+          f"scoring stand-in, top_k={top_k}, results file written per seed")  # fmt: skip
+    base = _peak_rss_mb()
+    print(f"  baseline peak RSS {base:8.0f} MiB")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            t0 = time.perf_counter()
+            res = search_seeds(
+                render, f"0:{n}", ref, score=score, top_k=top_k, results=Path(tmp) / f"{n}.jsonl"
+            )
+            dt = time.perf_counter() - t0
+            lines = sum(1 for _ in open(Path(tmp) / f"{n}.jsonl"))
+            peak = _peak_rss_mb()
+            print(f"  {n:6d} seeds: +{peak - base:7.0f} MiB peak RSS over baseline, {dt:6.1f} s, "
+                  f"{len(res.images)} images held, {lines - 1} records in the results file")  # fmt: skip
+            del res
+        bounded = _peak_rss_mb() - base
+        if old_seeds:
+            before = _peak_rss_mb()
+            res = search_seeds(render, f"0:{old_seeds}", ref, score=score, top_k=top_k, keep_images="all")
+            grow = _peak_rss_mb() - before
+            print(f"  for comparison, every render held (the old behaviour, keep_images='all') at {old_seeds} seeds: "
+                  f"+{grow:.0f} MiB -> {grow / old_seeds * 4096 / 1024:.1f} GiB at 4,096 seeds")  # fmt: skip
+            del res
+    print(f"  target: 4,096 seeds at 1024 px add at most 2 GB: {'met' if bounded <= 2000 else 'NOT met'} "
+          f"(+{bounded:.0f} MiB)" if max(sizes) >= 4096 and side >= 1024 else "")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--memory", action="store_true", help="only the bounded-memory run (section 4)")
+    ap.add_argument("--memory-sizes", default="256,1024,4096")
+    ap.add_argument("--side", type=int, default=1024)
+    ap.add_argument("--top-k", type=int, default=8)
+    ap.add_argument(
+        "--old-seeds", type=int, default=256, help="seeds of the hold-everything comparison (0 = none)"
+    )
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument(
@@ -37,6 +109,11 @@ def main() -> None:
     )
     ap.add_argument("--no-sd15", action="store_true", help="skip the real-size UNet step timing")
     args = ap.parse_args()
+    if args.memory:
+        memory_benchmark(
+            [int(x) for x in args.memory_sizes.split(",")], args.side, args.top_k, args.old_seeds
+        )
+        return
 
     import numpy as np
     import torch

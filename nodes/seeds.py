@@ -62,6 +62,56 @@ def _engine_for(reference):
     return get_engine(reference.backend, **kw)
 
 
+def _interrupt_types() -> tuple[type[BaseException], ...]:
+    """ComfyUI's cancel exception: never recorded as one seed's failure (the flag it clears would be lost)."""
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return ()
+    return (mm.InterruptProcessingException,)
+
+
+def _free_memory() -> None:
+    """After an out-of-memory error: give cached GPU memory back before the smaller batch."""
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    mm.soft_empty_cache()
+
+
+def _fingerprint(*values: Any) -> str:
+    """A short hash of the conditioning and start latent, so resume refuses a results file of another prompt."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, torch.Tensor):
+            t = v.detach().to("cpu", torch.float32).contiguous()
+            h.update(repr(tuple(t.shape)).encode())
+            h.update(t.numpy().tobytes())
+        elif isinstance(v, dict):
+            for k in sorted(v, key=str):
+                h.update(str(k).encode())
+                walk(v[k])
+        elif isinstance(v, (list, tuple)):
+            h.update(b"[")
+            for x in v:
+                walk(x)
+            h.update(b"]")
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            h.update(repr(v).encode())
+        else:
+            h.update(type(v).__name__.encode())
+
+    for v in values:
+        walk(v)
+    return h.hexdigest()[:16]
+
+
 def _seed_json(seed: int) -> int | str:
     return seed if seed < 2**53 else str(seed)
 
@@ -112,6 +162,13 @@ class DriftSeedSearch:
                 "latent": ("LATENT", {"tooltip": "Start latent (first item used); overrides width/height."}),
                 "seed_list": ("STRING", {"default": "", "multiline": False,
                                          "tooltip": "Explicit seeds: '5,17,42' or 'start:end'. Overrides the range."}),
+                "resume": ("BOOLEAN", {"default": False,
+                                       "tooltip": "Skip the seeds already in the results file (a search that was "
+                                                  "cancelled or crashed goes on where it stopped; same settings "
+                                                  "only)."}),
+                "results_name": ("STRING", {"default": "seed_search",
+                                            "tooltip": "Results file output/identitylock/seeds/<name>.jsonl, "
+                                                       "written one seed at a time (empty = none)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
@@ -137,7 +194,7 @@ class DriftSeedSearch:
 
     def search(self, model, positive, negative, vae, identity, seed_start, seed_count, steps, cfg, sampler_name,
                scheduler, denoise, width, height, threshold, stop_after, top_k, seeds_per_batch, save,
-               latent=None, seed_list="", unique_id=None):  # fmt: skip
+               latent=None, seed_list="", resume=False, results_name="seed_search", unique_id=None):  # fmt: skip
         import torch
 
         from ..core.errors import IdentityLockError
@@ -181,15 +238,25 @@ class DriftSeedSearch:
             )  # fmt: skip
             progress.update(1, preview=image)
 
-        out_dir = os.path.join(output_directory(), "identitylock", "seeds") if save != "none" else None
+        seeds_dir = os.path.join(output_directory(), "identitylock", "seeds")
+        out_dir = seeds_dir if save != "none" else None
+        results = None
+        if results_name and results_name.strip():
+            from ..core.fileio import check_output_dir, confined_path
+
+            check_output_dir(seeds_dir, "seed search output folder")
+            results = confined_path(seeds_dir, results_name.strip() + ".jsonl", "results_name")
+        elif resume:
+            raise IdentityLockError("resume needs a results_name (the results file of the search to resume)")
         params = {
             "steps": steps, "cfg": cfg, "sampler": sampler_name, "scheduler": scheduler, "denoise": denoise,
-            "size": list(latent["samples"].shape[-2:]), "seeds_per_batch": seeds_per_batch,
+            "size": list(latent["samples"].shape[-2:]), "conditioning": _fingerprint(positive, negative, latent),
         }  # fmt: skip
         result = search_seeds(
             None, seeds, identity, engine=engine, threshold=threshold or None, stop_after=stop_after or None,
             top_k=top_k, batch_size=seeds_per_batch, render_batch=render_batch, keep_images="top", save=save,
-            out_dir=out_dir, extra=params, on_result=on_result, check_cancel=check_interrupted,
+            out_dir=out_dir, extra=params, on_result=on_result, check_cancel=check_interrupted, results=results,
+            resume=bool(resume), fatal=_interrupt_types(), on_oom=_free_memory, on_drop=lambda s: latents.pop(s, None),
         )  # fmt: skip
         for r in result.records:  # final ranks for the results table
             send_status(

@@ -71,9 +71,10 @@ def reference(faces_dir):
 
 
 @pytest.fixture()
-def node(photos, monkeypatch):
+def node(photos, monkeypatch, tmp_path):
     import identitylock.nodes.seeds as mod
 
+    monkeypatch.setattr(mod, "output_directory", lambda: str(tmp_path / "output"))
     sent = []
     monkeypatch.setattr(
         mod, "send_status", lambda event, data, node_id=None: sent.append((event, data, node_id))
@@ -198,3 +199,108 @@ def test_two_person_render_never_locks_in_the_node(node, reference, photos):
     rec = json.loads(out["result"][4])["records"][0]
     assert rec["faces"] == 2 and rec["drift"] is not None and rec["locked"] is False
     assert type(out["result"][5]).__name__ in ("Blocked", "ExecutionBlocker")
+
+
+# -- scale (issue 16) --------------------------------------------------------------------------------------------
+def test_node_holds_only_the_top_k_latents(node, reference):
+    """Issue 16: every seed's latent was kept until the end (GBs at 4,096 seeds); now only the held top-k."""
+    import gc
+    import weakref
+
+    n, _, _ = node
+    sampling = n.sampling
+    alive = []
+
+    class Tracking(type(sampling)):
+        def sample(self, *a):
+            gc.collect()
+            alive.append(sum(r() is not None for r in refs))
+            out = sampling.sample(*a)
+            refs.append(weakref.ref(out))
+            return out
+
+    refs = []
+    tracking = Tracking(sampling.photos)
+    tracking.batches = sampling.batches
+    n.sampling = tracking
+    out = _run(n, reference, top_k=1, seeds_per_batch=1)
+    assert max(alive) <= 2, f"latent batches still held while sampling: {alive}"
+    assert (
+        out["result"][1] in LISA_SEEDS and float(out["result"][2]["samples"][0, 0, 0, 0]) == out["result"][1]
+    )
+
+
+def test_node_records_a_failed_batch_and_goes_on(node, reference):
+    n, _, _ = node
+    decode = n.sampling.decode
+
+    def broken(vae, samples):
+        if float(samples[0, 0, 0, 0]) == 3:
+            raise RuntimeError("VAE decode failed")
+        return decode(vae, samples)
+
+    n.sampling.decode = broken
+    rep = json.loads(_run(n, reference)["result"][4])
+    errors = {r["seed"]: r["error"] for r in rep["records"] if r["error"]}
+    assert errors == dict.fromkeys((3, 4, 5), "RuntimeError: VAE decode failed")
+    assert rep["locked"] == 2 and len(rep["records"]) == 8
+
+
+def test_node_halves_the_batch_on_out_of_memory(node, reference):
+    import torch
+
+    n, _, _ = node
+    sample = n.sampling.sample
+
+    def tight(model, seeds, *a):
+        if len(seeds) > 1:
+            n.sampling.batches.append(list(seeds))
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return sample(model, seeds, *a)
+
+    n.sampling.sample = tight
+    rep = json.loads(_run(n, reference, seeds_per_batch=4)["result"][4])
+    assert n.sampling.batches[:3] == [[0, 1, 2, 3], [0, 1], [0]]
+    assert rep["batch_size"] == 1 and rep["locked"] == 3 and not any(r["error"] for r in rep["records"])
+
+
+def test_node_cancel_inside_sampling_is_not_a_seed_failure(node, reference, monkeypatch):
+    n, _, mod = node
+
+    class Interrupted(Exception):
+        pass
+
+    monkeypatch.setattr(mod, "_interrupt_types", lambda: (Interrupted,))
+
+    def cancelled(*a):
+        raise Interrupted()
+
+    n.sampling.sample = cancelled
+    with pytest.raises(Interrupted):
+        _run(n, reference)
+
+
+def test_node_resume_skips_the_seeds_in_its_results_file(node, reference, monkeypatch, tmp_path):
+    n, _, mod = node
+
+    def cancel_in_second_batch():  # after its first seed (seed 2) is scored
+        if len(n.sampling.batches) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(mod, "check_interrupted", cancel_in_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _run(n, reference, seeds_per_batch=2)
+    results = tmp_path / "output" / "identitylock" / "seeds" / "seed_search.jsonl"
+    assert [json.loads(x)["seed"] for x in results.read_text().splitlines()[1:]] == [0, 1, 2]
+    n.sampling.batches.clear()
+    monkeypatch.setattr(mod, "check_interrupted", lambda: None)
+    out = _run(n, reference, seeds_per_batch=2, resume=True)
+    rep = json.loads(out["result"][4])
+    assert (
+        n.sampling.batches[:3] == [[3, 4], [5, 6], [7]] and rep["resumed"] == 3 and len(rep["records"]) == 8
+    )
+    assert rep["locked"] == 3 and out["result"][1] in LISA_SEEDS
+    from identitylock.core.errors import IdentityLockError
+
+    with pytest.raises(IdentityLockError, match="other settings"):
+        _run(n, reference, seeds_per_batch=2, resume=True, steps=30)

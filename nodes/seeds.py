@@ -1,7 +1,9 @@
 """DriftSeedSearch: sample many seeds through ComfyUI's own sampler and keep the ones that stay the person.
 
 Sampling goes through ``comfy.sample.sample`` exactly as KSampler does (same noise per seed), so LoRA / IPAdapter
-nodes upstream of MODEL simply apply. Seeds are sampled ``seeds_per_batch`` at a time, each with its own noise,
+nodes upstream of MODEL simply apply. The empty latent is the MODEL family's (channels from its latent format,
+downscale from ``core/families.py``: see ``nodes/_model.py``); the MODEL and the CONDITIONING (FluxGuidance,
+ModelSampling shifts, ReferenceLatent / Qwen-Image-Edit reference latents) reach the sampler untouched. Seeds are sampled ``seeds_per_batch`` at a time, each with its own noise,
 so a seed gives the same image as KSampler with that seed. The search itself (scoring, ranking, early stop,
 misses, saving) is ``core.seeds.search_seeds``; this module only converts tensors and talks to ComfyUI.
 ``DriftSeedSearch.sampling`` is the one ComfyUI-bound object, replaceable in tests.
@@ -27,6 +29,7 @@ from ._comfy import (
     sampler_choices,
     send_status,
 )
+from ._model import start_latent
 
 
 class ComfySampling:
@@ -159,7 +162,9 @@ class DriftSeedSearch:
                                     "output/identitylock/seeds/."}),
             },
             "optional": {
-                "latent": ("LATENT", {"tooltip": "Start latent (first item used); overrides width/height."}),
+                "latent": ("LATENT", {"tooltip": "Start latent (first item used); overrides width/height. Without "
+                                                 "it, the empty latent of the MODEL's family (SD 4 ch /8, FLUX.1 / "
+                                                 "SD3 / Z-Image / Qwen-Image 16 ch /8, Flux.2 128 ch /16)."}),
                 "seed_list": ("STRING", {"default": "", "multiline": False,
                                          "tooltip": "Explicit seeds: '5,17,42' or 'start:end'. Overrides the range."}),
                 "resume": ("BOOLEAN", {"default": False,
@@ -195,7 +200,6 @@ class DriftSeedSearch:
     def search(self, model, positive, negative, vae, identity, seed_start, seed_count, steps, cfg, sampler_name,
                scheduler, denoise, width, height, threshold, stop_after, top_k, seeds_per_batch, save,
                latent=None, seed_list="", resume=False, results_name="seed_search", unique_id=None):  # fmt: skip
-        import torch
 
         from ..core.errors import IdentityLockError
         from ..core.identity import IdentityReference
@@ -207,12 +211,11 @@ class DriftSeedSearch:
         seeds = (
             parse_seeds(seed_list) if seed_list and seed_list.strip() else seed_range(seed_start, seed_count)
         )
-        if latent is None:
-            if denoise < 1.0:
-                raise IdentityLockError(
-                    "denoise below 1.0 needs a LATENT input (an encoded image to start from)"
-                )
-            latent = {"samples": torch.zeros((1, 4, height // 8, width // 8), dtype=torch.float32)}
+        if latent is None and denoise < 1.0:
+            raise IdentityLockError("denoise below 1.0 needs a LATENT input (an encoded image to start from)")
+        latent = start_latent(
+            model, vae, width, height, latent, "DriftSeedSearch"
+        )  # the model family's latent
         engine = _engine_for(identity)
         latents: dict[int, Any] = {}
 

@@ -8,9 +8,15 @@ latents it returns carry the seed, the "VAE" decodes them to the photo for that 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from comfy_standins import FAMILY_SHAPES, StandInModel, StandInVAE, standin_family  # noqa: E402
 
 # seed -> photo (same mapping as tests/test_seeds.py); reference lisa_1, the other lisa photos are the same person.
 SEED_PHOTOS = {
@@ -86,7 +92,7 @@ def node(photos, monkeypatch, tmp_path):
 
 def _run(node, reference, **kw):
     args = dict(
-        model=object(), positive=[], negative=[], vae=object(), identity=reference, seed_start=0, seed_count=8,
+        model=StandInModel(), positive=[], negative=[], vae=StandInVAE(), identity=reference, seed_start=0, seed_count=8,
         steps=20, cfg=5.8, sampler_name="euler", scheduler="normal", denoise=1.0, width=384, height=384,
         threshold=0.0, stop_after=0, top_k=4, seeds_per_batch=3, save="none", unique_id="7",
     )  # fmt: skip
@@ -304,3 +310,104 @@ def test_node_resume_skips_the_seeds_in_its_results_file(node, reference, monkey
 
     with pytest.raises(IdentityLockError, match="other settings"):
         _run(n, reference, seeds_per_batch=2, resume=True, steps=30)
+
+
+# -- every model family (issue 14), with labelled stand-ins of ComfyUI's MODEL / VAE (tests/comfy_standins.py) ----
+class RecordingSampling(PhotoSampling):
+    """PhotoSampling that also records what reached the sampler (model, latent, conditioning)."""
+
+    def sample(self, model, seeds, latent, positive, negative, *rest):
+        self.seen = {"model": model, "latent": latent, "positive": positive, "negative": negative}
+        return super().sample(model, seeds, latent, positive, negative, *rest)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_SHAPES))
+def test_empty_latent_is_the_model_familys(node, reference, photos, family):
+    """Issue 14: the empty latent was 4 channels at 1/8 whatever the model (wrong for FLUX.1, SD3, Flux.2...)."""
+    n, _, _ = node
+    n.sampling = RecordingSampling(photos)
+    model, vae = standin_family(family)
+    _run(n, reference, model=model, vae=vae, seed_list="1", width=512, height=768)
+    _, channels, down = FAMILY_SHAPES[family]
+    assert tuple(n.sampling.seen["latent"]["samples"].shape) == (1, channels, 768 // down, 512 // down)
+    assert not n.sampling.seen["latent"]["samples"].any()  # zeros, as the family's empty-latent node
+
+
+def test_a_connected_latent_is_used_and_a_wrong_one_refused(node, reference, photos):
+    import torch
+    from identitylock.core.errors import IdentityLockError
+
+    n, _, _ = node
+    n.sampling = RecordingSampling(photos)
+    model, vae = standin_family("flux1")
+    latent = {"samples": torch.randn(1, 16, 40, 24)}
+    _run(n, reference, model=model, vae=vae, seed_list="1", latent=latent, denoise=0.6)
+    assert n.sampling.seen["latent"] is latent
+    with pytest.raises(IdentityLockError, match=r"LATENT has 4 channels but this FLUX.1 MODEL works on 16"):
+        _run(n, reference, model=model, vae=vae, latent={"samples": torch.randn(1, 4, 40, 24)})
+    empty4 = {
+        "samples": torch.zeros(1, 4, 40, 24)
+    }  # EmptyLatentImage: ComfyUI widens it to 16 channels itself
+    _run(n, reference, model=model, vae=vae, seed_list="1", latent=empty4)
+    assert n.sampling.seen["latent"] is empty4
+
+
+def test_a_model_or_vae_it_cannot_handle_is_refused_in_one_sentence(node, reference):
+    from identitylock.core.errors import IdentityLockError
+
+    n, _, _ = node
+    for model, match in (
+        (
+            StandInModel("WAN21", 16),
+            r"DriftSeedSearch cannot sample with this MODEL \(WAN21.*supported model",
+        ),
+        (object(), "not a ComfyUI MODEL"),
+    ):
+        with pytest.raises(IdentityLockError, match=match) as exc:
+            _run(n, reference, model=model)
+        assert "\n" not in str(exc.value) and "Traceback" not in str(exc.value)
+    assert n.sampling.batches == []  # refused before any sampling
+    flux2, _ = standin_family("flux2")
+    with pytest.raises(IdentityLockError, match="connect the VAE made for this model"):
+        _run(n, reference, model=flux2, vae=StandInVAE(16, 8))  # a FLUX.1 VAE on Flux.2
+
+
+def test_reference_conditioning_guidance_and_model_patches_reach_the_sampler_unchanged(
+    node, reference, photos
+):
+    """ReferenceLatent (FLUX.1 Kontext, Flux.2), TextEncodeQwenImageEdit and FluxGuidance put their values in the
+    conditioning; ModelSamplingFlux / AuraFlow patch the MODEL. The search passes both through untouched."""
+    import copy
+
+    import torch
+
+    n, _, _ = node
+    n.sampling = RecordingSampling(photos)
+    ref_latents = [torch.randn(1, 16, 8, 8), torch.randn(1, 16, 6, 10)]
+    positive = [
+        [
+            torch.randn(1, 7, 32),
+            {
+                "reference_latents": ref_latents,
+                "guidance": 2.5,
+                "reference_latents_method": "index",
+                "pooled_output": torch.randn(1, 8),
+            },
+        ]
+    ]
+    negative = [[torch.zeros(1, 7, 32), {"reference_latents": ref_latents[:1], "guidance": 2.5}]]
+    before = copy.deepcopy((positive, negative))
+    model, vae = standin_family("qwen_image", model_options={"model_sampling_shift": 3.1})
+    _run(n, reference, model=model, vae=vae, positive=positive, negative=negative, seed_list="1,4")
+    seen = n.sampling.seen
+    assert seen["positive"] is positive and seen["negative"] is negative and seen["model"] is model
+    for got, want in zip((positive, negative), before):
+        assert len(got) == len(want)
+        for (t, d), (t0, d0) in zip(got, want):
+            assert torch.equal(t, t0) and d.keys() == d0.keys()
+            for k in d:
+                v, v0 = d[k], d0[k]
+                same = all(map(torch.equal, v, v0)) if isinstance(v, list) else (
+                    torch.equal(v, v0) if isinstance(v, torch.Tensor) else v == v0)  # fmt: skip
+                assert same, k
+    assert model.model_options == {"model_sampling_shift": 3.1}

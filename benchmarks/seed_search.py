@@ -10,8 +10,14 @@
    stand-in (random drift; real face scoring of 4,096 renders takes tens of minutes on this CPU and does not hold
    renders), through the real ``search_seeds`` with its results file: peak RSS added at each search size.
 
+5. per family (issue 14), ``--families``: DriftSeedSearch in a real ComfyUI on the tiny random-weight models of
+   scripts/comfy_toys.py (ComfyUI's own model classes): sampling + decoding per seed vs identity scoring per seed,
+   from the node's own report. Renders of random weights are noise, so scoring is a miss (no face); section 2
+   gives the cost of a render with a face. Run with ComfyUI's Python (and PYTHONPATH to the pack as ``identitylock``).
+
     python benchmarks/seed_search.py [--seeds 6] [--steps 20] [--no-sd15]
     python benchmarks/seed_search.py --memory [--memory-sizes 256,1024,4096] [--side 1024]
+    COMFY_PYTHON benchmarks/seed_search.py --families --comfyui COMFYUI_DIR [--toys scripts] [--size 64]
 """
 
 from __future__ import annotations
@@ -93,9 +99,58 @@ def memory_benchmark(sizes: list[int], side: int, top_k: int, old_seeds: int) ->
           f"(+{bounded:.0f} MiB)" if max(sizes) >= 4096 and side >= 1024 else "")  # fmt: skip
 
 
+def families_benchmark(
+    comfyui: str, toys_dir: str, families: list[str], size: int, seeds: int, steps: int
+) -> None:
+    import importlib
+    import json
+    import sys
+    import tempfile
+
+    sys.path.insert(0, os.path.abspath(toys_dir))
+    toys = importlib.import_module("comfy_toys")
+    toys.setup_comfy(comfyui, tempfile.mkdtemp(prefix="il_seed_bench_"))
+    from identitylock.core.faces import analyze_file, get_engine
+    from identitylock.core.families import get_family
+    from identitylock.core.identity import reference_from_analyses
+    from identitylock.nodes.seeds import DriftSeedSearch
+
+    faces = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "faces")
+    ref = reference_from_analyses([analyze_file(os.path.join(faces, "lisa_1.jpg"), get_engine("dlib"))])
+    print(f"\n[5] DriftSeedSearch per family in a real ComfyUI, tiny random-weight models, {size}x{size}, {steps} "
+          f"steps, {seeds} seeds, euler (renders are noise: scoring is a miss with the rescue ladder)")  # fmt: skip
+    print(
+        f"  {'family':<11} {'latent':>12} {'sample+decode/seed':>19} {'scoring/seed':>13} {'scoring/sampling':>17}"
+    )
+    for key in families:
+        fam = get_family(key)
+        toy = toys.build(key)
+        pos = toys.with_guidance(toys.encode(toy.clip, "a photo of a person"), fam.guidance)
+        neg = toys.with_guidance(toys.encode(toy.clip, ""), fam.guidance)
+        out = DriftSeedSearch().search(
+            toy.model, pos, neg, toy.vae, ref, seed_start=0, seed_count=seeds, steps=steps, cfg=fam.cfg,
+            sampler_name="euler", scheduler=fam.scheduler, denoise=1.0, width=size, height=size, threshold=0.0,
+            stop_after=0, top_k=1, seeds_per_batch=1, save="none", results_name="",
+        )["result"]  # fmt: skip
+        rep = json.loads(out[4])
+        render, score = rep["mean_render_seconds"], rep["mean_score_seconds"]
+        shape = "x".join(map(str, out[2]["samples"].shape[1:]))
+        print(f"  {key:<11} {shape:>12} {render:>17.3f} s {score:>11.3f} s {score / render:>16.1%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--memory", action="store_true", help="only the bounded-memory run (section 4)")
+    ap.add_argument(
+        "--families", nargs="*", default=None, help="only section 5 (all families when none named)"
+    )
+    ap.add_argument("--comfyui", default=None, help="ComfyUI checkout (0.8) for --families")
+    ap.add_argument(
+        "--toys",
+        default=os.path.join(os.path.dirname(__file__), "..", "scripts"),
+        help="folder of comfy_toys.py for --families",
+    )
+    ap.add_argument("--size", type=int, default=64, help="render side for --families")
     ap.add_argument("--memory-sizes", default="256,1024,4096")
     ap.add_argument("--side", type=int, default=1024)
     ap.add_argument("--top-k", type=int, default=8)
@@ -109,6 +164,22 @@ def main() -> None:
     )
     ap.add_argument("--no-sd15", action="store_true", help="skip the real-size UNet step timing")
     args = ap.parse_args()
+    if args.families is not None:
+        if not args.comfyui:
+            ap.error("--families needs --comfyui PATH (a ComfyUI checkout)")
+        fams = args.families or [
+            "sd15",
+            "sdxl",
+            "flux1",
+            "flux2",
+            "zimage",
+            "qwen_image",
+            "sd3",
+            "chroma",
+            "lumina2",
+        ]
+        families_benchmark(args.comfyui, args.toys, fams, args.size, args.seeds, min(args.steps, 4))
+        return
     if args.memory:
         memory_benchmark(
             [int(x) for x in args.memory_sizes.split(",")], args.side, args.top_k, args.old_seeds

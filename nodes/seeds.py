@@ -269,10 +269,11 @@ class DriftSeedSearch:
                 unique_id,
             )  # fmt: skip
         top = [r for r in result.top if r.seed in result.images]
-        if not top:
+        # the best seed whose render is at hand (a resumed seed whose render could not be made again is skipped)
+        best = next((r for r in result.records if r.seed in result.images and r.seed in latents), None)
+        if best is None:
             raise IdentityLockError("no seed produced a decodable image; check the VAE and model")
-        best = result.records[0]
-        best_img = result.images.get(best.seed, result.images[top[0].seed])
+        best_img = result.images[best.seed]
         best_latent = dict(latent)
         best_latent.pop("noise_mask", None)
         best_latent.pop("batch_index", None)

@@ -360,7 +360,12 @@ def search_seeds(
     batch_size = max(1, int(batch_size)) if render_batch is not None else 1
     limit = None if keep_images == "all" else (top_k or 1) if keep_images == "top" or save == "top" else 0
     held = HeldImages(limit, on_drop)
-    log = ResultsFile(results) if results is not None else None
+    log = None
+    if results is not None:
+        from .fileio import check_output_dir
+
+        check_output_dir(Path(results).parent, "seed search results folder")
+        log = ResultsFile(results)
     records: list[SeedRecord] = []
     if log is not None:
         wanted = set(seed_list)

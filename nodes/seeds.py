@@ -244,10 +244,9 @@ class DriftSeedSearch:
         seeds_dir = os.path.join(output_directory(), "identitylock", "seeds")
         out_dir = seeds_dir if save != "none" else None
         results = None
-        if results_name and results_name.strip():
-            from ..core.fileio import check_output_dir, confined_path
+        if results_name and results_name.strip():  # the folder is checked by search_seeds, after the inputs
+            from ..core.fileio import confined_path
 
-            check_output_dir(seeds_dir, "seed search output folder")
             results = confined_path(seeds_dir, results_name.strip() + ".jsonl", "results_name")
         elif resume:
             raise IdentityLockError("resume needs a results_name (the results file of the search to resume)")

@@ -90,6 +90,19 @@ def _header(backend: str, model: str, threshold: float, parameters: dict[str, An
     )  # fmt: skip
 
 
+def _valid_record(d: dict[str, Any]) -> bool:
+    """A record line we can rank: a hand-edited or foreign line that is not is rendered again instead."""
+    drift = d.get("drift")
+    return (
+        type(d.get("seed")) is int
+        and d["seed"] >= 0
+        and (drift is None or (type(drift) in (int, float) and math.isfinite(drift)))
+        and type(d.get("faces", 0)) is int
+        and type(d.get("locked", False)) is bool
+        and all(d.get(k) is None or isinstance(d[k], str) for k in ("error", "rescue", "detector", "path"))
+    )
+
+
 def read_results(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(header, records) of a results file; a torn or unreadable record line is skipped (rendered again)."""
     p = Path(path)
@@ -109,7 +122,7 @@ def read_results(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str
             continue
         if i == 0:
             header = data
-        elif isinstance(data.get("seed"), int):
+        elif _valid_record(data):
             records.append(data)
     if header is None or header.get("format") != RESULTS_FORMAT:
         raise IdentityLockError(

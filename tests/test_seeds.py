@@ -317,8 +317,12 @@ def test_resume_skips_the_seeds_already_done(photos, reference, engine, tmp_path
 
     with pytest.raises(KeyboardInterrupt):
         search_seeds(render, "0:8", reference, engine=engine, results=path, extra={"prompt": "p"})
-    with open(path, "a") as fh:
-        fh.write('{"seed": 4, "drift": 0.1')  # a line torn by the kill: that seed is rendered again
+    with open(
+        path, "a"
+    ) as fh:  # hostile lines are rendered again, never ranked: wrong types, then a torn line
+        fh.write(
+            '{"seed": 5, "drift": "abc"}\n{"seed": 6, "drift": 0.1, "faces": "x"}\n[1]\n{"seed": 4, "drift": 0.1'
+        )
     calls.clear()
     res = search_seeds(render, "0:8", reference, engine=engine, results=path, resume=True, extra={"prompt": "p"},
                        top_k=3, save="top", out_dir=tmp_path)  # fmt: skip

@@ -41,6 +41,7 @@ class Family:
     sampler: str = "euler"
     scheduler: str = "normal"
     guidance: float | None = None  # FluxGuidance value for renders (guidance-distilled models)
+    latent_downscale: int = 8  # image pixels per latent cell (Flux.2: 16, as EmptyFlux2LatentImage)
     train_guidance: float | None = (
         None  # guidance fed while training (1.0 for FLUX.1-dev, as the popular trainers)
     )
@@ -157,6 +158,7 @@ FAMILIES: dict[str, Family] = {
             cfg=1.0,
             scheduler="simple",
             guidance=4.0,
+            latent_downscale=16,
             train_guidance=1.0,
             default_preset="FACE_RANK16",
             gradient_checkpointing=True,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from .errors import IdentityLockError
 from .seed_inputs import check_threshold, parse_seeds
+from .seed_results import HeldImages, describe_error, is_out_of_memory, rank_key
 
 _log = logging.getLogger("IdentityLock.seeds")
 
@@ -68,6 +68,12 @@ class SeedRecord:
         d["score_seconds"] = round(self.score_seconds, 4)
         return d
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SeedRecord:
+        """A record read back from a results file (unknown keys ignored)."""
+        names = {f for f in cls.__dataclass_fields__ if f != "rank"}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
 
 @dataclass
 class SeedSearchResult:
@@ -82,6 +88,9 @@ class SeedSearchResult:
     top_k: int | None = None
     images: dict[int, np.ndarray] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # caller's parameters (prompt, steps, cfg...)
+    batch_size: int = 1  # seeds per batch at the end (halved on each out-of-memory)
+    oom_retries: int = 0
+    resumed: int = 0  # records read back from the results file, not rendered again
 
     @property
     def best(self) -> SeedRecord | None:
@@ -141,6 +150,10 @@ class SeedSearchResult:
             "misses": len(self.misses),
             "best_seed": self.best.seed if self.best else None,
             "top_k": self.top_k,
+            "batch_size": self.batch_size,
+            "oom_retries": self.oom_retries,
+            "resumed": self.resumed,
+            "errors": sum(r.error is not None for r in self.records),
             "mean_render_seconds": round(float(np.mean(render)), 4) if render else None,
             "mean_score_seconds": round(float(np.mean(score)), 4) if score else None,
             "parameters": self.extra,
@@ -216,12 +229,7 @@ def score_image(
 def rank_records(records: Sequence[SeedRecord]) -> list[SeedRecord]:
     """One face by drift (ties by seed), then several faces by drift, then misses by seed. Assigns ``rank``."""
 
-    def key(r: SeedRecord):
-        if r.drift is None or not math.isfinite(r.drift):
-            return (2, 0.0, r.seed)
-        return (0 if r.faces <= 1 else 1, r.drift, r.seed)
-
-    ranked = sorted(records, key=key)
+    ranked = sorted(records, key=rank_key)
     for i, r in enumerate(ranked, 1):
         r.rank = i
     return ranked
@@ -279,6 +287,7 @@ def read_verify_metadata(path: str | os.PathLike) -> dict[str, Any]:
 # -- the search ------------------------------------------------------------------------------------------------
 RenderFn = Callable[[int], Any]
 RenderBatchFn = Callable[[list[int]], Sequence[Any]]
+ScoreFn = Callable[[np.ndarray, int], SeedRecord]
 
 
 def search_seeds(
@@ -299,16 +308,28 @@ def search_seeds(
     extra: dict[str, Any] | None = None,
     on_result: Callable[[SeedRecord, np.ndarray | None, int, int], None] | None = None,
     check_cancel: Callable[[], None] | None = None,
+    results: str | os.PathLike | None = None,
+    resume: bool = False,
+    fatal: tuple[type[BaseException], ...] = (),
+    on_oom: Callable[[], None] | None = None,
+    on_drop: Callable[[int], None] | None = None,
+    score: ScoreFn | None = None,
 ) -> SeedSearchResult:
     """Render and score seeds in order; rank by drift; optionally stop after ``stop_after`` locked renders.
 
     ``render(seed)`` returns one image (uint8 or float 0..1 RGB, HxWx3); or give ``render_batch(seeds)`` returning
-    one image per seed, used ``batch_size`` seeds at a time. ``keep_images``: "none", "top" (top-k / best), "all".
-    ``save``: "none", "locked", "top", "all" -> ``verify_seed_<seed>_drift_<d>.png`` in ``out_dir``.
-    ``on_result(record, image, done, total)`` is called after each seed (progress, live status);
-    ``check_cancel()`` between seeds may raise to cancel.
+    one image per seed, used ``batch_size`` seeds at a time. ``keep_images``: "none", "top" (top-k / best, the
+    only images ever held in memory), "all" (small searches only). ``save``: "none", "locked", "top", "all" ->
+    ``verify_seed_<seed>_drift_<d>.png`` in ``out_dir``. Any exception of a render or its scoring is recorded in
+    that seed's record and the search carries on, except ``fatal`` ones (a cancel) and a backend mismatch; an
+    out-of-memory error halves the batch and retries it (``on_oom`` first, e.g. to empty a cache).
+    ``results``: a JSON-lines file written one record at a time (see :mod:`core.seed_results`); with
+    ``resume`` the seeds already in it are not rendered again. ``on_result(record, image, done, total)`` is
+    called after each seed; ``check_cancel()`` between seeds may raise to cancel; ``score(image, seed)``
+    replaces the face scoring (benchmarks).
     """
     from .images import array_to_uint8_rgb
+    from .seed_results import ResultsFile
 
     if render is None and render_batch is None:
         raise IdentityLockError("search_seeds needs a render(seed) or render_batch(seeds) callable")
@@ -325,87 +346,109 @@ def search_seeds(
     seed_list = parse_seeds(seeds) if isinstance(seeds, str) else parse_seeds(list(seeds))
     stop_after = int(stop_after) if stop_after else None
     top_k = int(top_k) if top_k else None
-    if engine is None:
-        from .faces import get_engine
-
-        engine = get_engine(reference.backend)
     threshold = check_threshold(threshold)
     threshold = reference.lock_threshold if threshold is None else threshold
-    batch_size = max(1, int(batch_size))
-    if render_batch is None:
-        batch_size = 1
+    if score is None:
+        if engine is None:
+            from .faces import get_engine
 
+            engine = get_engine(reference.backend)
+
+        def score(image: np.ndarray, seed: int) -> SeedRecord:
+            return score_image(image, reference, engine, threshold=threshold, rescue=rescue, seed=seed)
+
+    batch_size = max(1, int(batch_size)) if render_batch is not None else 1
+    limit = None if keep_images == "all" else (top_k or 1) if keep_images == "top" or save == "top" else 0
+    held = HeldImages(limit, on_drop)
+    log = None
+    if results is not None:
+        from .fileio import check_output_dir
+
+        check_output_dir(Path(results).parent, "seed search results folder")
+        log = ResultsFile(results)
     records: list[SeedRecord] = []
-    images: dict[int, np.ndarray] = {}
-    locked = 0
-    stopped = False
+    if log is not None:
+        wanted = set(seed_list)
+        prior = log.start(reference.backend, reference.model, threshold, dict(extra or {}), resume)
+        records = [SeedRecord.from_dict(d) for d in prior if d["seed"] in wanted]
+    done = {r.seed for r in records}
+    pending = [s for s in seed_list if s not in done]
+    locked = sum(r.locked for r in records)
     total = len(seed_list)
+    stopped = bool(stop_after and locked >= stop_after and pending)
+    oom_retries = 0
     i = 0
-    while i < total and not stopped:
-        if check_cancel is not None:
-            check_cancel()
-        chunk = seed_list[i : i + batch_size]
-        t0 = time.perf_counter()
-        outs: list[Any]
-        errors: list[str | None] = [None] * len(chunk)
-        try:
-            if render_batch is not None:
-                outs = list(render_batch(chunk))
-                if len(outs) != len(chunk):
-                    raise IdentityLockError(
-                        f"render_batch returned {len(outs)} images for {len(chunk)} seeds"
-                    )
-            else:
-                outs = [render(chunk[0])]  # type: ignore[misc]
-        except IdentityLockError as exc:
-            outs, errors = [None] * len(chunk), [str(exc)] * len(chunk)
-        per_render = (time.perf_counter() - t0) / len(chunk)
-        for seed, out, err in zip(chunk, outs, errors):
-            image = None
-            if err is None:
-                try:
-                    image = array_to_uint8_rgb(np.asarray(out), name=f"render(seed={seed})", check=False)
-                except IdentityLockError as exc:
-                    err = str(exc)
-            if image is not None:
-                rec = score_image(image, reference, engine, threshold=threshold, rescue=rescue, seed=seed)
-            else:
-                rec = SeedRecord(seed=seed, error=err)
-            rec.render_seconds = per_render
-            records.append(rec)
-            if image is not None and (keep_images != "none" or save == "top"):
-                images[seed] = image
-            if image is not None and (save == "all" or (save == "locked" and rec.locked)):
-                save_verify_image(image, rec, out_dir, extra)  # type: ignore[arg-type]
-            _log.info(
-                "seed %d: %s",
-                seed,
-                f"drift {rec.drift:.4f}{' (locked)' if rec.locked else ''}"
-                if rec.drift is not None
-                else "miss",
-            )
-            if on_result is not None:
-                on_result(rec, image, len(records), total)
-            if rec.locked:
-                locked += 1
-                if stop_after and locked >= stop_after:
-                    stopped = len(records) < total
-                    break
-            if check_cancel is not None and len(chunk) > 1:
+    try:
+        while i < len(pending) and not stopped:
+            if check_cancel is not None:
                 check_cancel()
-        i += len(chunk)
+            chunk = pending[i : i + batch_size]
+            t0 = time.perf_counter()
+            outs: list[Any] = [None] * len(chunk)
+            errors: list[str | None] = [None] * len(chunk)
+            try:
+                if render_batch is not None:
+                    outs = list(render_batch(chunk))
+                    if len(outs) != len(chunk):
+                        raise IdentityLockError(
+                            f"render_batch returned {len(outs)} images for {len(chunk)} seeds"
+                        )
+                else:
+                    outs = [render(chunk[0])]  # type: ignore[misc]
+            except fatal:
+                raise
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    if on_oom is not None:
+                        on_oom()
+                    if len(chunk) > 1:  # the same seeds again, in smaller batches from now on
+                        batch_size = max(1, len(chunk) // 2)
+                        oom_retries += 1
+                        _log.warning(
+                            "out of memory with %d seeds per batch; retrying %d", len(chunk), batch_size
+                        )
+                        continue
+                _log.warning("render of seed(s) %s failed", chunk, exc_info=True)
+                outs, errors = [None] * len(chunk), [describe_error(exc)] * len(chunk)
+            per_render = (time.perf_counter() - t0) / len(chunk)
+            for seed, out, err in zip(chunk, outs, errors):
+                rec, image = _measure(seed, out, err, score, array_to_uint8_rgb, fatal)
+                rec.render_seconds = per_render
+                records.append(rec)
+                if image is not None and (save == "all" or (save == "locked" and rec.locked)):
+                    save_verify_image(image, rec, out_dir, extra)  # type: ignore[arg-type]
+                if log is not None:
+                    log.append({**rec.to_dict(), "drift": rec.drift})  # exact: a resumed ranking is the same
+                held.offer(rec, image)
+                _log.info("seed %d: %s", seed, "miss" if rec.drift is None else
+                          f"drift {rec.drift:.4f}{' (locked)' if rec.locked else ''}")  # fmt: skip
+                if on_result is not None:
+                    on_result(rec, image, len(records), total)
+                if rec.locked:
+                    locked += 1
+                    if stop_after and locked >= stop_after:
+                        stopped = len(records) < total
+                        break
+                if check_cancel is not None and len(chunk) > 1:
+                    check_cancel()
+            if log is not None:
+                log.sync()
+            i += len(chunk)
+    finally:
+        if log is not None:
+            log.close()
 
     ranked = rank_records(records)
     result = SeedSearchResult(
-        records=ranked,
-        threshold=threshold,
-        backend=reference.backend,
-        model=reference.model,
-        seeds_requested=total,
-        stopped_early=stopped,
-        top_k=top_k,
-        extra=dict(extra or {}),
-    )
+        records=ranked, threshold=threshold, backend=reference.backend, model=reference.model,
+        seeds_requested=total, stopped_early=stopped, top_k=top_k, extra=dict(extra or {}),
+        batch_size=batch_size, oom_retries=oom_retries, resumed=len(done),
+    )  # fmt: skip
+    keep = result.top if top_k else ranked[:1]
+    if limit != 0 and done:  # resumed: the best seeds may be from the earlier run, whose images are gone
+        _render_again([r for r in keep if r.seed in done and r.error is None and r.seed not in held.images],
+                      held.images, render, render_batch, batch_size, array_to_uint8_rgb)  # fmt: skip
+    images = held.images
     if save == "top":
         for r in result.top:
             if r.seed in images:
@@ -413,10 +456,42 @@ def search_seeds(
     if keep_images == "none":
         images = {}
     elif keep_images == "top":
-        keep = {r.seed for r in (result.top if top_k else ranked[:1])}
-        images = {s: im for s, im in images.items() if s in keep}
+        seeds_kept = {r.seed for r in keep}
+        images = {s: im for s, im in images.items() if s in seeds_kept}
     result.images = images
     return result
+
+
+def _measure(seed, out, err, score, to_rgb, fatal) -> tuple[SeedRecord, np.ndarray | None]:
+    """One seed's record: its render converted and scored, or the reason it has none."""
+    from .errors import BackendMismatchError
+
+    image = None
+    if err is None:
+        try:
+            image = to_rgb(np.asarray(out), name=f"render(seed={seed})", check=False)
+            return score(image, seed), image
+        except fatal:
+            raise
+        except BackendMismatchError:
+            raise
+        except Exception as exc:
+            _log.warning("seed %d: scoring failed", seed, exc_info=not isinstance(exc, IdentityLockError))
+            err = describe_error(exc)
+    return SeedRecord(seed=seed, error=err), None
+
+
+def _render_again(records, images, render, render_batch, batch_size, to_rgb) -> None:
+    """Images of resumed seeds that rank at the top (rendering is deterministic per seed)."""
+    seeds = [r.seed for r in records]
+    for j in range(0, len(seeds), batch_size):
+        chunk = seeds[j : j + batch_size]
+        try:
+            outs = list(render_batch(chunk)) if render_batch is not None else [render(s) for s in chunk]
+            for s, out in zip(chunk, outs):
+                images[s] = to_rgb(np.asarray(out), name=f"render(seed={s})", check=False)
+        except Exception:  # the records stay; only their images are missing from the outputs
+            _log.warning("could not render resumed seed(s) %s again", chunk, exc_info=True)
 
 
 def write_report(

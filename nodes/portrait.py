@@ -1,8 +1,8 @@
 """MatchedPortrait: re-render the scene's face as the IDENTITY, matched in pose and light, checked, composited.
 
 Thin adapter: the loop, checks, color matching and compositing live in core/portrait. The only ComfyUI glue
-is ``ComfyInpaint`` (VAE encode -> sampler with a noise mask -> VAE decode), kept as a class attribute so tests
-can swap in a stand-in sampler.
+is ``ComfyInpaint`` (the family's inpainting from nodes/_model.py -> sampler -> VAE decode), a class attribute
+so tests can swap in a stand-in sampler.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import IdentityLockError
 from ._comfy import (
     CATEGORY,
     Progress,
@@ -24,27 +25,48 @@ from ._comfy import (
     sampler_choices,
     send_status,
 )
+from ._model import inpaint_inputs, model_family
 
 
 class ComfyInpaint:
-    """Inpaint one crop with ComfyUI's sampler: like VAEEncode + SetLatentNoiseMask + KSampler + VAEDecode."""
+    """Inpaint one crop with ComfyUI's sampler, with what the MODEL's family offers (``nodes/_model.py``): an
+    inpaint model gets InpaintModelConditioning's concat conditioning, any other model Differential Diffusion +
+    SetLatentNoiseMask; then KSampler's noise for the seed, the sampler, VAEDecode."""
 
     def __call__(self, model, positive, negative, vae, pixels, mask, seed: int, steps: int, cfg: float,
                  sampler_name: str, scheduler: str, denoise: float, callback=None):  # fmt: skip
         import comfy.sample  # type: ignore[import-not-found]
 
-        latent = vae.encode(pixels[:, :, :, :3])
-        latent = comfy.sample.fix_empty_latent_channels(model, latent)
-        noise = comfy.sample.prepare_noise(latent, int(seed))
-        noise_mask = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
+        model, positive, negative, latent = inpaint_inputs(model, positive, negative, vae, pixels, mask,
+                                                           "MatchedPortrait")  # fmt: skip
+        image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        noise = comfy.sample.prepare_noise(image, int(seed))
         samples = comfy.sample.sample(
-            model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=denoise,
-            noise_mask=noise_mask, callback=callback, disable_pbar=True, seed=int(seed),
+            model, noise, steps, cfg, sampler_name, scheduler, positive, negative, image, denoise=denoise,
+            noise_mask=latent.get("noise_mask"), callback=callback, disable_pbar=True, seed=int(seed),
         )  # fmt: skip
         images = vae.decode(samples)
         if images.ndim == 5:
             images = images.reshape(-1, *images.shape[-3:])
         return images
+
+
+def _with_text(positive, extra):
+    """The scene's pose/light text added to every entry of the user's conditioning, as ConditioningConcat does:
+    each entry keeps its own options (FluxGuidance's guidance, reference latents, pooled output, areas), so the
+    added words never render without them (a separate appended entry would)."""
+    import torch
+
+    add = extra[0][0]
+    out = []
+    for cond, opts in positive:
+        if cond.shape[-1] != add.shape[-1]:
+            raise IdentityLockError(
+                "MatchedPortrait: the clip input is not the text encoder of the positive conditioning; connect "
+                "the same CLIP (or leave clip unconnected)"
+            )
+        out.append([torch.cat((cond, add.to(cond)), 1), dict(opts)])
+    return out
 
 
 def _encode_text(clip, text: str):
@@ -242,7 +264,6 @@ class MatchedPortrait:
             color_match=1.0, seamless=False, face_index=-1, clip=None, extra_prompt="", unique_id=None):  # fmt: skip
         import torch
 
-        from ..core.errors import IdentityLockError
         from ..core.identity import IdentityReference
         from ..core.portrait.pipeline import PortraitSettings, matched_portrait
         from ..core.portrait.scene import analyze_scene
@@ -251,12 +272,13 @@ class MatchedPortrait:
             raise IdentityLockError(
                 "MatchedPortrait needs an IDENTITY (connect IdentityEmbed or IdentityLoad)"
             )
+        family = model_family(model, "MatchedPortrait")  # one sentence for a MODEL it cannot inpaint with
         image = image_to_numpy(scene, "scene")[0]
         engine = _engine_for(identity)
         settings = PortraitSettings(
             seed=int(seed),
             attempts=int(attempts),
-            work_size=int(work_size) // 8 * 8,
+            work_size=int(work_size) // family.latent_downscale * family.latent_downscale,
             mask_feather=float(mask_feather),
             yaw_tolerance=float(yaw_tolerance),
             drift_threshold=None if drift_threshold == 0 else float(drift_threshold),  # NaN is refused
@@ -267,7 +289,7 @@ class MatchedPortrait:
         analysis = analyze_scene(image, engine, face_index=settings.face_index)
         if clip is not None:
             text = ", ".join([t for t in [extra_prompt.strip()] if t] + analysis.face.prompt_fragments())
-            positive = list(positive) + _encode_text(clip, text)
+            positive = _with_text(positive, _encode_text(clip, text))
 
         # One bar over every sampler step of every attempt (an attempt takes minutes on CPU); each finished
         # attempt shows its render as the preview.

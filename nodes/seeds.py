@@ -1,7 +1,9 @@
 """DriftSeedSearch: sample many seeds through ComfyUI's own sampler and keep the ones that stay the person.
 
 Sampling goes through ``comfy.sample.sample`` exactly as KSampler does (same noise per seed), so LoRA / IPAdapter
-nodes upstream of MODEL simply apply. Seeds are sampled ``seeds_per_batch`` at a time, each with its own noise,
+nodes upstream of MODEL simply apply. The empty latent is the MODEL family's (channels from its latent format,
+downscale from ``core/families.py``: see ``nodes/_model.py``); the MODEL and the CONDITIONING (FluxGuidance,
+ModelSampling shifts, ReferenceLatent / Qwen-Image-Edit reference latents) reach the sampler untouched. Seeds are sampled ``seeds_per_batch`` at a time, each with its own noise,
 so a seed gives the same image as KSampler with that seed. The search itself (scoring, ranking, early stop,
 misses, saving) is ``core.seeds.search_seeds``; this module only converts tensors and talks to ComfyUI.
 ``DriftSeedSearch.sampling`` is the one ComfyUI-bound object, replaceable in tests.
@@ -27,6 +29,7 @@ from ._comfy import (
     sampler_choices,
     send_status,
 )
+from ._model import start_latent
 
 
 class ComfySampling:
@@ -60,6 +63,56 @@ def _engine_for(reference):
     if reference.backend == "insightface":
         kw["insightface_pack"] = reference.model
     return get_engine(reference.backend, **kw)
+
+
+def _interrupt_types() -> tuple[type[BaseException], ...]:
+    """ComfyUI's cancel exception: never recorded as one seed's failure (the flag it clears would be lost)."""
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return ()
+    return (mm.InterruptProcessingException,)
+
+
+def _free_memory() -> None:
+    """After an out-of-memory error: give cached GPU memory back before the smaller batch."""
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    mm.soft_empty_cache()
+
+
+def _fingerprint(*values: Any) -> str:
+    """A short hash of the conditioning and start latent, so resume refuses a results file of another prompt."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, torch.Tensor):
+            t = v.detach().to("cpu", torch.float32).contiguous()
+            h.update(repr(tuple(t.shape)).encode())
+            h.update(t.numpy().tobytes())
+        elif isinstance(v, dict):
+            for k in sorted(v, key=str):
+                h.update(str(k).encode())
+                walk(v[k])
+        elif isinstance(v, (list, tuple)):
+            h.update(b"[")
+            for x in v:
+                walk(x)
+            h.update(b"]")
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            h.update(repr(v).encode())
+        else:
+            h.update(type(v).__name__.encode())
+
+    for v in values:
+        walk(v)
+    return h.hexdigest()[:16]
 
 
 def _seed_json(seed: int) -> int | str:
@@ -109,9 +162,18 @@ class DriftSeedSearch:
                                     "output/identitylock/seeds/."}),
             },
             "optional": {
-                "latent": ("LATENT", {"tooltip": "Start latent (first item used); overrides width/height."}),
+                "latent": ("LATENT", {"tooltip": "Start latent (first item used); overrides width/height. Without "
+                                                 "it, the empty latent of the MODEL's family (SD 4 ch /8, FLUX.1 / "
+                                                 "SD3 / Z-Image / Qwen-Image 16 ch /8, Flux.2 128 ch /16)."}),
                 "seed_list": ("STRING", {"default": "", "multiline": False,
                                          "tooltip": "Explicit seeds: '5,17,42' or 'start:end'. Overrides the range."}),
+                "resume": ("BOOLEAN", {"default": False,
+                                       "tooltip": "Skip the seeds already in the results file (a search that was "
+                                                  "cancelled or crashed goes on where it stopped; same settings "
+                                                  "only)."}),
+                "results_name": ("STRING", {"default": "seed_search",
+                                            "tooltip": "Results file output/identitylock/seeds/<name>.jsonl, "
+                                                       "written one seed at a time (empty = none)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
@@ -137,8 +199,7 @@ class DriftSeedSearch:
 
     def search(self, model, positive, negative, vae, identity, seed_start, seed_count, steps, cfg, sampler_name,
                scheduler, denoise, width, height, threshold, stop_after, top_k, seeds_per_batch, save,
-               latent=None, seed_list="", unique_id=None):  # fmt: skip
-        import torch
+               latent=None, seed_list="", resume=False, results_name="seed_search", unique_id=None):  # fmt: skip
 
         from ..core.errors import IdentityLockError
         from ..core.identity import IdentityReference
@@ -150,12 +211,11 @@ class DriftSeedSearch:
         seeds = (
             parse_seeds(seed_list) if seed_list and seed_list.strip() else seed_range(seed_start, seed_count)
         )
-        if latent is None:
-            if denoise < 1.0:
-                raise IdentityLockError(
-                    "denoise below 1.0 needs a LATENT input (an encoded image to start from)"
-                )
-            latent = {"samples": torch.zeros((1, 4, height // 8, width // 8), dtype=torch.float32)}
+        if latent is None and denoise < 1.0:
+            raise IdentityLockError("denoise below 1.0 needs a LATENT input (an encoded image to start from)")
+        latent = start_latent(
+            model, vae, width, height, latent, "DriftSeedSearch"
+        )  # the model family's latent
         engine = _engine_for(identity)
         latents: dict[int, Any] = {}
 
@@ -181,15 +241,24 @@ class DriftSeedSearch:
             )  # fmt: skip
             progress.update(1, preview=image)
 
-        out_dir = os.path.join(output_directory(), "identitylock", "seeds") if save != "none" else None
+        seeds_dir = os.path.join(output_directory(), "identitylock", "seeds")
+        out_dir = seeds_dir if save != "none" else None
+        results = None
+        if results_name and results_name.strip():  # the folder is checked by search_seeds, after the inputs
+            from ..core.fileio import confined_path
+
+            results = confined_path(seeds_dir, results_name.strip() + ".jsonl", "results_name")
+        elif resume:
+            raise IdentityLockError("resume needs a results_name (the results file of the search to resume)")
         params = {
             "steps": steps, "cfg": cfg, "sampler": sampler_name, "scheduler": scheduler, "denoise": denoise,
-            "size": list(latent["samples"].shape[-2:]), "seeds_per_batch": seeds_per_batch,
+            "size": list(latent["samples"].shape[-2:]), "conditioning": _fingerprint(positive, negative, latent),
         }  # fmt: skip
         result = search_seeds(
             None, seeds, identity, engine=engine, threshold=threshold or None, stop_after=stop_after or None,
             top_k=top_k, batch_size=seeds_per_batch, render_batch=render_batch, keep_images="top", save=save,
-            out_dir=out_dir, extra=params, on_result=on_result, check_cancel=check_interrupted,
+            out_dir=out_dir, extra=params, on_result=on_result, check_cancel=check_interrupted, results=results,
+            resume=bool(resume), fatal=_interrupt_types(), on_oom=_free_memory, on_drop=lambda s: latents.pop(s, None),
         )  # fmt: skip
         for r in result.records:  # final ranks for the results table
             send_status(
@@ -199,10 +268,11 @@ class DriftSeedSearch:
                 unique_id,
             )  # fmt: skip
         top = [r for r in result.top if r.seed in result.images]
-        if not top:
+        # the best seed whose render is at hand (a resumed seed whose render could not be made again is skipped)
+        best = next((r for r in result.records if r.seed in result.images and r.seed in latents), None)
+        if best is None:
             raise IdentityLockError("no seed produced a decodable image; check the VAE and model")
-        best = result.records[0]
-        best_img = result.images.get(best.seed, result.images[top[0].seed])
+        best_img = result.images[best.seed]
         best_latent = dict(latent)
         best_latent.pop("noise_mask", None)
         best_latent.pop("batch_index", None)

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from identitylock.core.cli import main
 from identitylock.core.errors import IdentityLockError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from comfy_standins import StandInModel, StandInVAE  # noqa: E402  (labelled stand-ins of ComfyUI's MODEL / VAE)
 
 
 # -- the corpus ---------------------------------------------------------------------------------------------------
@@ -247,7 +252,8 @@ def test_matched_portrait_hostile_scene(kind, corpus):
 
     ref = IdentityReference.load(corpus["ref"])
     with pytest.raises(IdentityLockError):
-        MatchedPortrait().run(scene=HOSTILE_TENSORS[kind](), model=None, positive=[], negative=[], vae=None,
+        MatchedPortrait().run(scene=HOSTILE_TENSORS[kind](), model=StandInModel(), positive=[], negative=[],
+                              vae=StandInVAE(),
                               identity=ref, seed=0, attempts=1, denoise=0.7, steps=2, cfg=5.0,
                               sampler_name="euler", scheduler="normal", mask_feather=0.06)  # fmt: skip
 
@@ -312,9 +318,9 @@ def test_drift_seed_search_hostile_inputs(case, corpus):
     node = DriftSeedSearch()
     node.sampling = _NoSampling()
     args = dict(
-        model=None, positive=[], negative=[], vae=None, identity=IdentityReference.load(corpus["ref"]),
+        model=StandInModel(), positive=[], negative=[], vae=StandInVAE(), identity=IdentityReference.load(corpus["ref"]),
         seed_start=0, seed_count=4, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=1.0,
-        width=64, height=64, threshold=0.0, stop_after=0, top_k=2, seeds_per_batch=1, save="none",
+        width=64, height=64, threshold=0.0, stop_after=0, top_k=2, seeds_per_batch=1, save="none", results_name="",
     )  # fmt: skip
     args.update(DRIFT_CASES[case])
     with pytest.raises(IdentityLockError):
@@ -337,10 +343,10 @@ def test_drift_seed_search_nan_renders_are_errors_not_locks(corpus):
     node = DriftSeedSearch()
     node.sampling = NaNSampling()
     with pytest.raises(IdentityLockError, match="decodable"):
-        node.search(model=None, positive=[], negative=[], vae=None, identity=IdentityReference.load(corpus["ref"]),
-                    seed_start=0, seed_count=2, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal",
-                    denoise=1.0, width=64, height=64, threshold=0.0, stop_after=0, top_k=2, seeds_per_batch=1,
-                    save="none")  # fmt: skip
+        node.search(model=StandInModel(), positive=[], negative=[], vae=StandInVAE(),
+                    identity=IdentityReference.load(corpus["ref"]), seed_start=0, seed_count=2, steps=2, cfg=5.0,
+                    sampler_name="euler", scheduler="normal", denoise=1.0, width=64, height=64, threshold=0.0,
+                    stop_after=0, top_k=2, seeds_per_batch=1, save="none", results_name="")  # fmt: skip
 
 
 def test_nodes_refuse_something_that_is_not_an_identity(faces_dir, tmp_path, monkeypatch):
@@ -353,7 +359,8 @@ def test_nodes_refuse_something_that_is_not_an_identity(faces_dir, tmp_path, mon
     with pytest.raises(IdentityLockError, match="IDENTITY"):
         mod.IdentityMetrics().run(img, identity="lisa.safetensors")
     with pytest.raises(IdentityLockError, match="IDENTITY"):
-        MatchedPortrait().run(scene=img, model=None, positive=[], negative=[], vae=None, identity={"backend": 1},
+        MatchedPortrait().run(scene=img, model=StandInModel(), positive=[], negative=[], vae=StandInVAE(),
+                              identity={"backend": 1},
                               seed=0, attempts=1, denoise=0.7, steps=2, cfg=5.0, sampler_name="euler",
                               scheduler="normal", mask_feather=0.06)  # fmt: skip
 

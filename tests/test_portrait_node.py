@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from comfy_standins import StandInModel, StandInVAE  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -102,10 +108,10 @@ def setup(faces_dir):
 def _run(node, scene, ref, **kw):
     args = dict(
         scene=torch.from_numpy(scene.astype(np.float32) / 255.0)[None],
-        model=object(),
+        model=StandInModel(),  # labelled stand-in of an SD1.5 ModelPatcher
         positive=[["pos", {}]],
         negative=[["neg", {}]],
-        vae=object(),
+        vae=StandInVAE(),
         identity=ref,
         seed=10,
         attempts=3,
@@ -206,6 +212,7 @@ def test_nan_drift_threshold_is_refused(setup):
 
 
 def test_extra_prompt_is_encoded_with_scene_fragments(setup, monkeypatch):
+    from identitylock.core.errors import IdentityLockError
     from identitylock.nodes import portrait as mod
 
     scene, ref = setup
@@ -220,14 +227,23 @@ def test_extra_prompt_is_encoded_with_scene_fragments(setup, monkeypatch):
             return text
 
         def encode_from_tokens_scheduled(self, tokens):
-            return [["enc:" + tokens, {}]]
+            return [[torch.full((1, 3, 8), 7.0), {"pooled_output": torch.zeros(1, 4)}]]
 
     clip = FakeClip()
     node = mod.MatchedPortrait()
     node.inpaint = StandInSampler(scene[100:700], mirrored_calls=0)
-    _run(node, scene, ref, attempts=1, clip=clip, extra_prompt="cinematic")
+    ref_latent = torch.randn(1, 16, 6, 6)
+    positive = [[torch.ones(1, 5, 8), {"guidance": 2.5, "reference_latents": [ref_latent]}]]
+    _run(node, scene, ref, attempts=1, clip=clip, extra_prompt="cinematic", positive=positive)
     assert clip.texts[0].startswith("cinematic, ") and "RIGHT edge of the frame" in clip.texts[0]
-    assert len(node.inpaint.calls[0]["positive"]) == 2
+    # Issue 14: the scene's words were a separate conditioning entry without the user's FluxGuidance value or
+    # reference latents (that half of the prediction rendered without them). Now they join each entry.
+    (cond, opts), *rest = node.inpaint.calls[0]["positive"]
+    assert not rest and tuple(cond.shape) == (1, 8, 8) and float(cond[0, 5, 0]) == 7.0
+    assert opts["guidance"] == 2.5 and opts["reference_latents"][0] is ref_latent
+    assert positive[0][0].shape == (1, 5, 8)  # the user's conditioning itself is not modified
+    with pytest.raises(IdentityLockError, match="not the text encoder of the positive"):
+        _run(node, scene, ref, attempts=1, clip=clip, positive=[[torch.ones(1, 5, 16), {}]])
 
 
 def test_no_face_scene_is_a_clear_error(faces_dir, setup):
@@ -282,3 +298,29 @@ def test_progress_counts_sampler_steps_of_every_attempt(setup, monkeypatch):
     assert all(c[1] == 8 for c in calls[1:])
     previews = [c for c in calls[1:] if c[2] is not None]
     assert [c[0] for c in previews] == [4, 8] and previews[0][2] == (384, 384, 3)
+
+
+def test_a_model_it_cannot_inpaint_with_is_refused_before_any_work(setup, monkeypatch):
+    from identitylock.core.errors import IdentityLockError
+    from identitylock.nodes import portrait as mod
+
+    scene, ref = setup
+    node = mod.MatchedPortrait()
+    node.inpaint = StandInSampler(scene[100:700], mirrored_calls=0)
+    with pytest.raises(
+        IdentityLockError, match=r"MatchedPortrait cannot sample with this MODEL \(HunyuanVideo"
+    ):
+        _run(node, scene, ref, model=StandInModel("HunyuanVideo", 16))
+    assert node.inpaint.calls == []
+
+
+def test_work_size_follows_the_family_downscale(setup, monkeypatch):
+    """Flux.2 latents are 1/16: a 392 px crop would be cut by its VAE (and no longer match the mask)."""
+    from identitylock.nodes import portrait as mod
+
+    scene, ref = setup
+    monkeypatch.setattr(mod, "send_status", lambda *a, **k: None)
+    node = mod.MatchedPortrait()
+    node.inpaint = StandInSampler(scene[100:700], mirrored_calls=0)
+    _run(node, scene, ref, attempts=1, work_size=392, model=StandInModel("Flux2", 128))
+    assert node.inpaint.calls[0]["size"] == (384, 384)

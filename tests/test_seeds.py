@@ -197,3 +197,154 @@ def test_huge_seed_ranges_are_refused_without_allocating():
 def test_bad_thresholds_are_refused(bad, photos, reference, engine):
     with pytest.raises(IdentityLockError, match="threshold"):
         search_seeds(lambda s: photos[s], [1], reference, engine=engine, threshold=bad)
+
+
+# -- scale (issue 16): bounded images, per-seed failures, out-of-memory, results file, resume ----------------------
+def test_only_the_top_k_images_are_held_in_memory(photos, reference, engine):
+    """Issue 16: every render was held until the end (13 GB at 4,096 seeds x 1024 px)."""
+    import tracemalloc
+
+    def render(seed):
+        return photos[seed % 8].copy()  # a fresh image per seed, as a sampler returns
+
+    size = photos[1].nbytes
+    dropped = []
+    tracemalloc.start()
+    res = search_seeds(
+        render, "0:40", reference, engine=engine, top_k=2, rescue=False, on_drop=dropped.append
+    )
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert set(res.images) == {r.seed for r in res.records[:2]}
+    assert peak < 12 * size, f"peak {peak / size:.1f} renders held for top_k=2 over 40 seeds"
+    assert sorted(dropped) == sorted(r.seed for r in res.records[2:])  # callers drop what they keep beside
+
+
+def test_any_render_or_scoring_exception_is_recorded_and_the_search_goes_on(photos, reference, engine):
+    """Issue 16: only IdentityLockError was caught; a decoding error ended the search and lost what was found."""
+
+    def render(seed):
+        if seed == 2:
+            raise RuntimeError("VAE decode exploded")
+        if seed == 5:
+            return "not an image"
+        return photos[seed]
+
+    res = search_seeds(render, "0:8", reference, engine=engine, rescue=False)
+    rec = {r.seed: r for r in res.records}
+    assert len(rec) == 8 and "RuntimeError: VAE decode exploded" in rec[2].error and rec[2].miss
+    assert rec[5].error and rec[5].miss
+    assert {r.seed for r in res.locked} == LISA_SEEDS
+    assert json.loads(res.to_json())["errors"] == 2
+
+    def score(image, seed):  # a labelled stand-in for a scorer that crashes on one render
+        if seed == 1:
+            raise ValueError("landmark model crashed")
+        return SeedRecord(seed=seed, drift=0.5, found=True, faces=1)
+
+    res = search_seeds(lambda s: photos[s], [0, 1, 3], reference, score=score)
+    assert {r.seed: r.error for r in res.records} == {
+        0: None,
+        3: None,
+        1: "ValueError: landmark model crashed",
+    }
+
+
+def test_out_of_memory_halves_the_batch_and_retries(photos, reference, engine):
+    import torch
+
+    batches = []
+
+    def render_batch(seeds):
+        batches.append(list(seeds))
+        if len(seeds) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if 6 in seeds:
+            raise RuntimeError("CUDA error: out of memory")  # even alone: recorded, the search goes on
+        return [photos[s] for s in seeds]
+
+    freed = []
+    res = search_seeds(None, "0:8", reference, engine=engine, render_batch=render_batch, batch_size=8,
+                       rescue=False, on_oom=lambda: freed.append(1))  # fmt: skip
+    assert batches[:4] == [list(range(8)), [0, 1, 2, 3], [0, 1], [2, 3]]
+    assert batches[4:] == [[4, 5], [6, 7], [6], [7]]
+    assert res.batch_size == 1 and res.oom_retries == 3 and len(freed) == 4
+    rec = {r.seed: r for r in res.records}
+    assert len(rec) == 8 and [s for s, r in rec.items() if r.error] == [6]
+    assert {r.seed for r in res.locked} == {1, 4}
+
+
+def test_a_failure_at_seed_k_leaves_the_records_before_k_on_disk(photos, reference, engine, tmp_path):
+    """Issue 16: the results were written only at the end; a crash or cancel at seed k lost them all."""
+    from identitylock.core.seed_results import read_results
+
+    class Cancelled(Exception):
+        pass
+
+    def render(seed):
+        if seed == 5:
+            raise Cancelled  # e.g. ComfyUI's cancel: fatal, not one seed's failure
+        return photos[seed]
+
+    path = tmp_path / "seed_search.jsonl"
+    with pytest.raises(Cancelled):
+        search_seeds(render, "0:8", reference, engine=engine, rescue=False, results=path, fatal=(Cancelled,))
+    header, records = read_results(path)
+    assert [r["seed"] for r in records] == [0, 1, 2, 3, 4] and header["backend"] == "dlib"
+    assert [r["seed"] for r in records if r["locked"]] == [1, 4]
+
+    # a process kill (not an exception) at seed 3: the lines before it are already on disk
+    def killed(seed):
+        if seed == 3:
+            assert [r["seed"] for r in read_results(path)[1]] == [0, 1, 2]
+            raise KeyboardInterrupt
+        return photos[seed]
+
+    with pytest.raises(KeyboardInterrupt):
+        search_seeds(killed, "0:8", reference, engine=engine, rescue=False, results=path)
+
+
+def test_resume_skips_the_seeds_already_done(photos, reference, engine, tmp_path, full_search):
+    path = tmp_path / "seed_search.jsonl"
+    calls, kill = [], [4]
+
+    def render(seed):
+        calls.append(seed)
+        if seed in kill:
+            kill.clear()
+            raise KeyboardInterrupt
+        return photos[seed]
+
+    with pytest.raises(KeyboardInterrupt):
+        search_seeds(render, "0:8", reference, engine=engine, results=path, extra={"prompt": "p"})
+    with open(
+        path, "a"
+    ) as fh:  # hostile lines are rendered again, never ranked: wrong types, then a torn line
+        fh.write(
+            '{"seed": 5, "drift": "abc"}\n{"seed": 6, "drift": 0.1, "faces": "x"}\n[1]\n{"seed": 4, "drift": 0.1'
+        )
+    calls.clear()
+    res = search_seeds(render, "0:8", reference, engine=engine, results=path, resume=True, extra={"prompt": "p"},
+                       top_k=3, save="top", out_dir=tmp_path)  # fmt: skip
+    assert calls[:4] == [4, 5, 6, 7] and res.resumed == 4
+    assert set(calls[4:]) == {1}, (
+        "seed 1 ranks in the top 3 but was rendered before the kill: its image again"
+    )
+    single = full_search[0]
+    assert [(r.seed, r.drift) for r in res.records] == [(r.seed, r.drift) for r in single.records]
+    assert set(res.images) == LISA_SEEDS and len(list(tmp_path.glob("verify_seed_*.png"))) == 3
+    lines = path.read_text().splitlines()
+    assert len(lines) == 9 and all(json.loads(x) for x in lines)  # header + 8 records, the torn line gone
+
+    calls.clear()
+    again = search_seeds(
+        render, "0:8", reference, engine=engine, results=path, resume=True, extra={"prompt": "p"}
+    )
+    assert calls == [again.best.seed] and len(again.records) == 8  # only the best seed's image again
+    with pytest.raises(IdentityLockError, match=r"other settings \(parameters.prompt\)"):
+        search_seeds(
+            render, "0:8", reference, engine=engine, results=path, resume=True, extra={"prompt": "q"}
+        )
+    with pytest.raises(IdentityLockError, match="threshold"):
+        search_seeds(render, "0:8", reference, engine=engine, results=path, resume=True, extra={"prompt": "p"},
+                     threshold=0.01)  # fmt: skip

@@ -63,3 +63,23 @@ def test_profile_command(assets, capsys):
     assert main(["profile", "--lora", str(assets["lora"]), "--identity", str(assets["ref"])]) == 0
     prof = json.loads(capsys.readouterr().out)
     assert prof["method"] == "lora_only" and prof["verify"] is True
+
+
+def test_seeds_command_writes_records_as_it_goes_and_resumes(assets, tmp_path, capsys):
+    """Issue 16: the results were written only at the end, and nothing could resume a killed search."""
+    out = tmp_path / "seeds"
+    base = [
+        "seeds", "--tiny", "--reference", str(assets["ref"]), "--prompt", "photo of testchar", "--steps", "2",
+        "--no-rescue", "--save", "none", "--out", str(out),
+    ]  # fmt: skip
+    assert main([*base, "--seeds", "0:3"]) == 0
+    lines = (out / "seed_search.jsonl").read_text().splitlines()
+    assert [json.loads(x)["seed"] for x in lines[1:]] == [0, 1, 2]
+    capsys.readouterr()
+    assert main([*base, "--seeds", "0:5", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "seed 3" in err and "seed 4" in err and "seed 0" not in err  # only the new seeds were rendered
+    rep = json.loads((out / "seed_search.json").read_text())
+    assert sorted(r["seed"] for r in rep["records"]) == [0, 1, 2, 3, 4] and rep["resumed"] == 3
+    assert main([*base, "--seeds", "0:5", "--resume", "--steps", "3"]) == 2  # other settings: refused
+    assert "other settings" in capsys.readouterr().err

@@ -8,9 +8,15 @@ latents it returns carry the seed, the "VAE" decodes them to the photo for that 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from comfy_standins import FAMILY_SHAPES, StandInModel, StandInVAE, standin_family  # noqa: E402
 
 # seed -> photo (same mapping as tests/test_seeds.py); reference lisa_1, the other lisa photos are the same person.
 SEED_PHOTOS = {
@@ -71,9 +77,10 @@ def reference(faces_dir):
 
 
 @pytest.fixture()
-def node(photos, monkeypatch):
+def node(photos, monkeypatch, tmp_path):
     import identitylock.nodes.seeds as mod
 
+    monkeypatch.setattr(mod, "output_directory", lambda: str(tmp_path / "output"))
     sent = []
     monkeypatch.setattr(
         mod, "send_status", lambda event, data, node_id=None: sent.append((event, data, node_id))
@@ -85,7 +92,7 @@ def node(photos, monkeypatch):
 
 def _run(node, reference, **kw):
     args = dict(
-        model=object(), positive=[], negative=[], vae=object(), identity=reference, seed_start=0, seed_count=8,
+        model=StandInModel(), positive=[], negative=[], vae=StandInVAE(), identity=reference, seed_start=0, seed_count=8,
         steps=20, cfg=5.8, sampler_name="euler", scheduler="normal", denoise=1.0, width=384, height=384,
         threshold=0.0, stop_after=0, top_k=4, seeds_per_batch=3, save="none", unique_id="7",
     )  # fmt: skip
@@ -198,3 +205,209 @@ def test_two_person_render_never_locks_in_the_node(node, reference, photos):
     rec = json.loads(out["result"][4])["records"][0]
     assert rec["faces"] == 2 and rec["drift"] is not None and rec["locked"] is False
     assert type(out["result"][5]).__name__ in ("Blocked", "ExecutionBlocker")
+
+
+# -- scale (issue 16) --------------------------------------------------------------------------------------------
+def test_node_holds_only_the_top_k_latents(node, reference):
+    """Issue 16: every seed's latent was kept until the end (GBs at 4,096 seeds); now only the held top-k."""
+    import gc
+    import weakref
+
+    n, _, _ = node
+    sampling = n.sampling
+    alive = []
+
+    class Tracking(type(sampling)):
+        def sample(self, *a):
+            gc.collect()
+            alive.append(sum(r() is not None for r in refs))
+            out = sampling.sample(*a)
+            refs.append(weakref.ref(out))
+            return out
+
+    refs = []
+    tracking = Tracking(sampling.photos)
+    tracking.batches = sampling.batches
+    n.sampling = tracking
+    out = _run(n, reference, top_k=1, seeds_per_batch=1)
+    assert max(alive) <= 2, f"latent batches still held while sampling: {alive}"
+    assert (
+        out["result"][1] in LISA_SEEDS and float(out["result"][2]["samples"][0, 0, 0, 0]) == out["result"][1]
+    )
+
+
+def test_node_records_a_failed_batch_and_goes_on(node, reference):
+    n, _, _ = node
+    decode = n.sampling.decode
+
+    def broken(vae, samples):
+        if float(samples[0, 0, 0, 0]) == 3:
+            raise RuntimeError("VAE decode failed")
+        return decode(vae, samples)
+
+    n.sampling.decode = broken
+    rep = json.loads(_run(n, reference)["result"][4])
+    errors = {r["seed"]: r["error"] for r in rep["records"] if r["error"]}
+    assert errors == dict.fromkeys((3, 4, 5), "RuntimeError: VAE decode failed")
+    assert rep["locked"] == 2 and len(rep["records"]) == 8
+
+
+def test_node_halves_the_batch_on_out_of_memory(node, reference):
+    import torch
+
+    n, _, _ = node
+    sample = n.sampling.sample
+
+    def tight(model, seeds, *a):
+        if len(seeds) > 1:
+            n.sampling.batches.append(list(seeds))
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return sample(model, seeds, *a)
+
+    n.sampling.sample = tight
+    rep = json.loads(_run(n, reference, seeds_per_batch=4)["result"][4])
+    assert n.sampling.batches[:3] == [[0, 1, 2, 3], [0, 1], [0]]
+    assert rep["batch_size"] == 1 and rep["locked"] == 3 and not any(r["error"] for r in rep["records"])
+
+
+def test_node_cancel_inside_sampling_is_not_a_seed_failure(node, reference, monkeypatch):
+    n, _, mod = node
+
+    class Interrupted(Exception):
+        pass
+
+    monkeypatch.setattr(mod, "_interrupt_types", lambda: (Interrupted,))
+
+    def cancelled(*a):
+        raise Interrupted()
+
+    n.sampling.sample = cancelled
+    with pytest.raises(Interrupted):
+        _run(n, reference)
+
+
+def test_node_resume_skips_the_seeds_in_its_results_file(node, reference, monkeypatch, tmp_path):
+    n, _, mod = node
+
+    def cancel_in_second_batch():  # after its first seed (seed 2) is scored
+        if len(n.sampling.batches) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(mod, "check_interrupted", cancel_in_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _run(n, reference, seeds_per_batch=2)
+    results = tmp_path / "output" / "identitylock" / "seeds" / "seed_search.jsonl"
+    assert [json.loads(x)["seed"] for x in results.read_text().splitlines()[1:]] == [0, 1, 2]
+    n.sampling.batches.clear()
+    monkeypatch.setattr(mod, "check_interrupted", lambda: None)
+    out = _run(n, reference, seeds_per_batch=2, resume=True)
+    rep = json.loads(out["result"][4])
+    assert (
+        n.sampling.batches[:3] == [[3, 4], [5, 6], [7]] and rep["resumed"] == 3 and len(rep["records"]) == 8
+    )
+    assert rep["locked"] == 3 and out["result"][1] in LISA_SEEDS
+    from identitylock.core.errors import IdentityLockError
+
+    with pytest.raises(IdentityLockError, match="other settings"):
+        _run(n, reference, seeds_per_batch=2, resume=True, steps=30)
+
+
+# -- every model family (issue 14), with labelled stand-ins of ComfyUI's MODEL / VAE (tests/comfy_standins.py) ----
+class RecordingSampling(PhotoSampling):
+    """PhotoSampling that also records what reached the sampler (model, latent, conditioning)."""
+
+    def sample(self, model, seeds, latent, positive, negative, *rest):
+        self.seen = {"model": model, "latent": latent, "positive": positive, "negative": negative}
+        return super().sample(model, seeds, latent, positive, negative, *rest)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_SHAPES))
+def test_empty_latent_is_the_model_familys(node, reference, photos, family):
+    """Issue 14: the empty latent was 4 channels at 1/8 whatever the model (wrong for FLUX.1, SD3, Flux.2...)."""
+    n, _, _ = node
+    n.sampling = RecordingSampling(photos)
+    model, vae = standin_family(family)
+    _run(n, reference, model=model, vae=vae, seed_list="1", width=512, height=768)
+    _, channels, down = FAMILY_SHAPES[family]
+    assert tuple(n.sampling.seen["latent"]["samples"].shape) == (1, channels, 768 // down, 512 // down)
+    assert not n.sampling.seen["latent"]["samples"].any()  # zeros, as the family's empty-latent node
+
+
+def test_a_connected_latent_is_used_and_a_wrong_one_refused(node, reference, photos):
+    import torch
+    from identitylock.core.errors import IdentityLockError
+
+    n, _, _ = node
+    n.sampling = RecordingSampling(photos)
+    model, vae = standin_family("flux1")
+    latent = {"samples": torch.randn(1, 16, 40, 24)}
+    _run(n, reference, model=model, vae=vae, seed_list="1", latent=latent, denoise=0.6)
+    assert n.sampling.seen["latent"] is latent
+    with pytest.raises(IdentityLockError, match=r"LATENT has 4 channels but this FLUX.1 MODEL works on 16"):
+        _run(n, reference, model=model, vae=vae, latent={"samples": torch.randn(1, 4, 40, 24)})
+    empty4 = {
+        "samples": torch.zeros(1, 4, 40, 24)
+    }  # EmptyLatentImage: ComfyUI widens it to 16 channels itself
+    _run(n, reference, model=model, vae=vae, seed_list="1", latent=empty4)
+    assert n.sampling.seen["latent"] is empty4
+
+
+def test_a_model_or_vae_it_cannot_handle_is_refused_in_one_sentence(node, reference):
+    from identitylock.core.errors import IdentityLockError
+
+    n, _, _ = node
+    for model, match in (
+        (
+            StandInModel("WAN21", 16),
+            r"DriftSeedSearch cannot sample with this MODEL \(WAN21.*supported model",
+        ),
+        (object(), "not a ComfyUI MODEL"),
+    ):
+        with pytest.raises(IdentityLockError, match=match) as exc:
+            _run(n, reference, model=model)
+        assert "\n" not in str(exc.value) and "Traceback" not in str(exc.value)
+    assert n.sampling.batches == []  # refused before any sampling
+    flux2, _ = standin_family("flux2")
+    with pytest.raises(IdentityLockError, match="connect the VAE made for this model"):
+        _run(n, reference, model=flux2, vae=StandInVAE(16, 8))  # a FLUX.1 VAE on Flux.2
+
+
+def test_reference_conditioning_guidance_and_model_patches_reach_the_sampler_unchanged(
+    node, reference, photos
+):
+    """ReferenceLatent (FLUX.1 Kontext, Flux.2), TextEncodeQwenImageEdit and FluxGuidance put their values in the
+    conditioning; ModelSamplingFlux / AuraFlow patch the MODEL. The search passes both through untouched."""
+    import copy
+
+    import torch
+
+    n, _, _ = node
+    n.sampling = RecordingSampling(photos)
+    ref_latents = [torch.randn(1, 16, 8, 8), torch.randn(1, 16, 6, 10)]
+    positive = [
+        [
+            torch.randn(1, 7, 32),
+            {
+                "reference_latents": ref_latents,
+                "guidance": 2.5,
+                "reference_latents_method": "index",
+                "pooled_output": torch.randn(1, 8),
+            },
+        ]
+    ]
+    negative = [[torch.zeros(1, 7, 32), {"reference_latents": ref_latents[:1], "guidance": 2.5}]]
+    before = copy.deepcopy((positive, negative))
+    model, vae = standin_family("qwen_image", model_options={"model_sampling_shift": 3.1})
+    _run(n, reference, model=model, vae=vae, positive=positive, negative=negative, seed_list="1,4")
+    seen = n.sampling.seen
+    assert seen["positive"] is positive and seen["negative"] is negative and seen["model"] is model
+    for got, want in zip((positive, negative), before):
+        assert len(got) == len(want)
+        for (t, d), (t0, d0) in zip(got, want):
+            assert torch.equal(t, t0) and d.keys() == d0.keys()
+            for k in d:
+                v, v0 = d[k], d0[k]
+                same = all(map(torch.equal, v, v0)) if isinstance(v, list) else (
+                    torch.equal(v, v0) if isinstance(v, torch.Tensor) else v == v0)  # fmt: skip
+                assert same, k
+    assert model.model_options == {"model_sampling_shift": 3.1}

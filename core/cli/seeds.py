@@ -36,7 +36,8 @@ def register(subparsers: Any) -> None:
         "seeds",
         help="render a prompt over many seeds and rank them by identity drift",
         description="Render over seeds with diffusers, score each render's drift from the reference, keep the "
-        "locked ones. Prints a table; writes seed_search.json and verify_seed_<seed>_drift_<d>.png to --out.",
+        "locked ones. Prints a table; writes seed_search.jsonl (one line per seed, as it goes; --resume reads it), "
+        "seed_search.json and verify_seed_<seed>_drift_<d>.png to --out.",
     )
     _model_args(p)
     p.add_argument("--reference", required=True, help="identity reference .safetensors (identitylock embed)")
@@ -53,6 +54,11 @@ def register(subparsers: Any) -> None:
         "--no-rescue", action="store_true", help="skip the detection rescue ladder (faster misses)"
     )
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the seeds already in --out/seed_search.jsonl (a killed search goes on; same settings only)",
+    )
     p.set_defaults(func=cmd_seeds)
 
     r = subparsers.add_parser(
@@ -157,9 +163,17 @@ def _engine(args, reference):
     return get_engine(args.backend or reference.backend)
 
 
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def cmd_seeds(args) -> int:
     from ..fileio import check_output_dir
     from ..seed_inputs import check_threshold, parse_seeds
+    from ..seed_results import RESULTS_NAME
     from ..seeds import search_seeds, write_report
 
     _check_args(args)
@@ -184,7 +198,8 @@ def cmd_seeds(args) -> int:
         render, seeds, reference, engine=engine, threshold=args.threshold, stop_after=args.stop_after or None,
         top_k=args.top_k, rescue=not args.no_rescue, batch_size=args.batch,
         render_batch=render_batch if args.batch > 1 else None, keep_images="none", save=args.save,
-        out_dir=args.out, extra=params, on_result=on_result,
+        out_dir=args.out, extra=params, on_result=on_result, results=Path(args.out) / RESULTS_NAME,
+        resume=args.resume, on_oom=_empty_cuda_cache,
     )  # fmt: skip
     report = write_report(result, args.out)
     print(result.table())

@@ -5,12 +5,13 @@ of the *earliest kept* image it is close to (pHash Hamming distance <= ``max_ham
 ``min_cosine``), otherwise it is kept. Only kept images are ever compared with, so a folder of 10,000 copies of
 one picture costs 10,000 look-ups, not 50 million comparisons.
 
-* **pHash, multi-index hashing.** The 64 bits are cut into ``max_hamming + 1`` blocks. Two hashes within
-  ``max_hamming`` bits agree exactly on at least one block (pigeonhole), so the kept images sharing a block
-  value with the query are the only candidates; each is then checked exactly. With 7 blocks of 9-10 bits a
-  query looks at about ``7 * kept / 512`` candidates instead of all ``kept``: sub-quadratic on real hashes.
-  A very loose ``max_hamming`` (blocks under 4 bits) gains nothing from the index and falls back to one
-  vectorised scan.
+* **pHash, multi-index hashing** (Norouzi et al.). The 64 bits are cut into four 16-bit blocks, each with a
+  table of the kept images by block value. Two hashes within ``max_hamming`` bits differ in at most
+  ``max_hamming // 4`` bits of at least one block (pigeonhole), so a query looks up, in each table, its own
+  block value and every value within that radius (17 look-ups per block at the default 6), and checks only the
+  kept images found there, exactly. A bucket holds about ``kept / 65,536`` unrelated images, so the cost per
+  query stays nearly flat up to hundreds of thousands of images. A threshold of 12 bits or more gains little
+  from the index and falls back to one vectorised scan per image.
 * **Embeddings, blocked exact search.** Queries go in blocks of 256 against the kept vectors held contiguously
   in kept order (one matrix product per block and column chunk, bounded memory); the first kept column at or
   above ``min_cosine`` is the answer, exactly as the one-by-one loop found it. This is still ``n * kept * d``
@@ -22,6 +23,7 @@ Both give exactly the result of the original one-by-one loop (tests/test_neardup
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain, combinations
 
 import numpy as np
 
@@ -29,7 +31,8 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 QUERY_BLOCK = 256  # embedding queries per matrix product
 COLUMN_CHUNK = 16384  # kept vectors per matrix product (256 x 16384 float32 = 16 MB)
-MIN_BLOCK_BITS = 4  # narrower blocks make buckets too full to help
+BLOCKS, BLOCK_BITS, BLOCK_MASK = 4, 16, 0xFFFF  # multi-index hashing: four 16-bit substrings
+MAX_BLOCK_RADIUS = 2  # max_hamming up to 11: at most 4 * 137 look-ups per query; looser -> one plain scan
 
 
 def hamming(a: int, hashes: np.ndarray) -> np.ndarray:
@@ -45,14 +48,13 @@ class HashIndex:
         self.t = int(max_hamming)
         self.hashes = np.zeros(max(capacity, 1), dtype=np.uint64)
         self.n = 0
-        blocks = self.t + 1
-        self.indexed = 0 < blocks and 64 // blocks >= MIN_BLOCK_BITS
-        self.spans: list[tuple[int, int]] = []
-        self.tables: list[dict[int, list[int]]] = []
-        if self.indexed:
-            edges = np.linspace(0, 64, blocks + 1).round().astype(int)
-            self.spans = [(int(a), (1 << int(b - a)) - 1) for a, b in zip(edges[:-1], edges[1:])]
-            self.tables = [{} for _ in self.spans]
+        radius = self.t // BLOCKS  # pigeonhole: some block differs in at most this many bits
+        self.indexed = 0 <= radius <= MAX_BLOCK_RADIUS
+        self.tables: list[dict[int, list[int]]] = [{} for _ in range(BLOCKS)] if self.indexed else []
+        # every BLOCK_BITS-bit pattern with at most ``radius`` bits set: the neighbours to look up per block
+        self.flips = [0]
+        for r in range(1, radius + 1) if self.indexed else ():
+            self.flips += [sum(1 << b for b in bits) for bits in combinations(range(BLOCK_BITS), r)]
 
     def first_within(self, h: int) -> int | None:
         """Position (in kept order) of the earliest kept hash within ``max_hamming`` of ``h``, or None."""
@@ -61,21 +63,23 @@ class HashIndex:
         if not self.indexed:  # a loose threshold: a plain scan is as good as any index
             hit = np.flatnonzero(hamming(h, self.hashes[: self.n]) <= self.t)
             return int(hit[0]) if len(hit) else None
-        cands = [
-            b
-            for (shift, mask), table in zip(self.spans, self.tables)
-            for b in table.get((h >> shift) & mask, ())
-        ]
-        if not cands:
+        found = []
+        for k, table in enumerate(self.tables):
+            key = (h >> (k * BLOCK_BITS)) & BLOCK_MASK
+            for f in self.flips:
+                bucket = table.get(key ^ f)
+                if bucket:
+                    found.append(bucket)
+        if not found:
             return None
-        pos = np.unique(np.array(cands, dtype=np.int64))  # sorted: the first hit is the earliest kept
-        hit = np.flatnonzero(hamming(h, self.hashes[pos]) <= self.t)
-        return int(pos[hit[0]]) if len(hit) else None
+        pos = np.fromiter(chain.from_iterable(found), dtype=np.int64)
+        hit = pos[hamming(h, self.hashes[pos]) <= self.t]
+        return int(hit.min()) if len(hit) else None
 
     def add(self, h: int) -> None:
         self.hashes[self.n] = np.uint64(h)
-        for (shift, mask), table in zip(self.spans, self.tables):
-            table.setdefault((h >> shift) & mask, []).append(self.n)
+        for k, table in enumerate(self.tables):
+            table.setdefault((h >> (k * BLOCK_BITS)) & BLOCK_MASK, []).append(self.n)
         self.n += 1
 
 

@@ -1,8 +1,30 @@
-"""2-D identity map (t-SNE) of face vectors: tight clusters = consistent identity, scatter = drift."""
+"""2-D identity map (t-SNE) of face vectors: tight clusters = consistent identity, scatter = drift.
+
+t-SNE costs O(n log n) per iteration with a large constant (about a minute for 10,000 faces on one core), and
+10,000 points make an unreadable map anyway, so above ``MAX_POINTS`` faces the map is drawn for a seeded sample:
+every reference face (up to the cap), then a random draw of the candidates.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+MAX_POINTS = 2000
+
+
+def map_sample(kinds: Sequence[str], cap: int | None = None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of the faces drawn on the map: all of them when they fit, else references first."""
+    cap = MAX_POINTS if cap is None else int(cap)
+    n = len(kinds)
+    if n <= cap:
+        return np.arange(n)
+    refs = np.array([i for i, k in enumerate(kinds) if k == "reference"], dtype=np.intp)[:cap]
+    rest = np.array([i for i, k in enumerate(kinds) if k != "reference"], dtype=np.intp)
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(rest, size=min(len(rest), cap - len(refs)), replace=False)
+    return np.sort(np.concatenate([refs, drawn]))
 
 
 def identity_map(vectors: np.ndarray, seed: int = 0) -> np.ndarray:

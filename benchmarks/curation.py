@@ -156,7 +156,6 @@ def synthetic_records(n: int, seed: int = 0, embedding_dim: int = 0) -> tuple[li
     layouts = rng.normal(size=(24, 326)).astype(np.float32)
     roots = [int(x) for x in rng.integers(0, 2**63, size=max(1, n // 3))]
     person = rng.normal(size=128)
-    metrics = ImageMetrics(768, 768, 1, 1, 120.0, 150.0, 55.0, 0.9, 0.3, 0.0)
     fam = rng.integers(0, 24, n)
     feats = layouts[fam] + rng.normal(size=(n, 326)).astype(np.float32) * 0.6
     ids = person + rng.normal(size=(n, 128)) * np.where(rng.random((n, 1)) < 0.01, 3.0, 0.3)
@@ -167,7 +166,9 @@ def synthetic_records(n: int, seed: int = 0, embedding_dim: int = 0) -> tuple[li
         for b in rng.choice(64, size=int(rng.integers(0, 13)), replace=False):
             h ^= 1 << int(b)
         ok = rng.random() > 0.1
-        q = QualityResult(metrics, {}, float(rng.uniform(30, 95)), ok, [] if ok else ["blur"])
+        metrics = ImageMetrics(768, 768, 1, 1, 120.0, 150.0, 55.0, 0.9, 0.3, 0.0, [200.0, 180.0, 560.0, 590.0])
+        scores = {"sharpness": 70.0, "contrast": 60.0, "confidence": 90.0, "face_size": 50.0}
+        q = QualityResult(metrics, scores, float(rng.uniform(30, 95)), ok, [] if ok else ["blur"])
         records.append(
             ImageRecord(
                 path=f"/gen/bench_seed_{i // 5}_{i:06d}.png",

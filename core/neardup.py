@@ -2,16 +2,18 @@
 
 The rule is the greedy one curation always used: images are visited best score first; an image is a duplicate
 of the *earliest kept* image it is close to (pHash Hamming distance <= ``max_hamming``, or embedding cosine >=
-``min_cosine``), otherwise it is kept. Only kept images are ever compared with, so a folder of 10,000 copies of
-one picture costs 10,000 look-ups, not 50 million comparisons.
+``min_cosine``), otherwise it is kept. As before, only kept images are compared with; what changed is how they
+are found.
 
 * **pHash, multi-index hashing** (Norouzi et al.). The 64 bits are cut into four 16-bit blocks, each with a
   table of the kept images by block value. Two hashes within ``max_hamming`` bits differ in at most
   ``max_hamming // 4`` bits of at least one block (pigeonhole), so a query looks up, in each table, its own
   block value and every value within that radius (17 look-ups per block at the default 6), and checks only the
-  kept images found there, exactly. A bucket holds about ``kept / 65,536`` unrelated images, so the cost per
-  query stays nearly flat up to hundreds of thousands of images. A threshold of 12 bits or more gains little
-  from the index and falls back to one vectorised scan per image.
+  kept images found there, exactly. With hashes spread like random ones a bucket holds about ``kept / 65,536``
+  unrelated images, so the cost per query stays nearly flat up to hundreds of thousands of images; hashes that
+  crowd into a few block values (many look-alike images that are still more than ``max_hamming`` apart) make
+  fuller buckets, slower but still exact. A threshold of 12 bits or more gains little from the index and falls
+  back to one vectorised scan per image.
 * **Embeddings, blocked exact search.** Queries go in blocks of 256 against the kept vectors held contiguously
   in kept order (one matrix product per block and column chunk, bounded memory); the first kept column at or
   above ``min_cosine`` is the answer, exactly as the one-by-one loop found it. This is still ``n * kept * d``

@@ -166,7 +166,9 @@ def synthetic_records(n: int, seed: int = 0, embedding_dim: int = 0) -> tuple[li
         for b in rng.choice(64, size=int(rng.integers(0, 13)), replace=False):
             h ^= 1 << int(b)
         ok = rng.random() > 0.1
-        metrics = ImageMetrics(768, 768, 1, 1, 120.0, 150.0, 55.0, 0.9, 0.3, 0.0, [200.0, 180.0, 560.0, 590.0])
+        metrics = ImageMetrics(
+            768, 768, 1, 1, 120.0, 150.0, 55.0, 0.9, 0.3, 0.0, [200.0, 180.0, 560.0, 590.0]
+        )
         scores = {"sharpness": 70.0, "contrast": 60.0, "confidence": 90.0, "face_size": 50.0}
         q = QualityResult(metrics, scores, float(rng.uniform(30, 95)), ok, [] if ok else ["blur"])
         records.append(

@@ -2,6 +2,13 @@
 
     python benchmarks/curation.py                 # 1,500 images, cache in /tmp/identitylock_bench/curation_768
     python benchmarks/curation.py --n 200 --workers 2
+    python benchmarks/curation.py --selection-only --n 1500,10000,50000 [--embedding-dim 512]
+
+``--selection-only`` times the stage after face analysis (identity drift, near-duplicates, K-Means, silhouette,
+picks, the three catalogs written as JSON) on synthetic records: 326-D layout features in 24 families, pHashes
+in families with 0-12 flipped bits (about 5 % within the default 6 bits of another), 128-D identity vectors
+with 1 % other people, 10 % failing quality, one seed per 5 images; ``--embedding-dim`` adds CLIP-like
+embeddings (the cosine near-duplicate test too). Each size runs in its own process, so each peak RSS is its own.
 
 The images are made once (and reused) from the shared lisa_/london photos: random crops, flips, blur,
 brightness/contrast changes, seed-named files (10 seed groups, some PNGs with a ComfyUI ``prompt`` chunk),
@@ -23,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-FACES = Path(os.environ.get("IDENTITYLOCK_FACES_DIR", REPO.parent / "shared" / "data" / "faces"))
+FACES = Path(os.environ.get("IDENTITYLOCK_FACES_DIR", REPO / "tests" / "fixtures" / "faces"))
 SIDE = 768
 
 
@@ -140,9 +147,118 @@ class PeakRSS:
         self._t.join()
 
 
+def synthetic_records(n: int, seed: int = 0, embedding_dim: int = 0) -> tuple[list, np.ndarray | None]:
+    """Records as the worker pool returns them (no pixels), with the structure described in the module doc."""
+    from identitylock.core.quality import ImageMetrics, QualityResult
+    from identitylock.core.records import ImageRecord
+
+    rng = np.random.default_rng(seed)
+    layouts = rng.normal(size=(24, 326)).astype(np.float32)
+    roots = [int(x) for x in rng.integers(0, 2**63, size=max(1, n // 3))]
+    person = rng.normal(size=128)
+    fam = rng.integers(0, 24, n)
+    feats = layouts[fam] + rng.normal(size=(n, 326)).astype(np.float32) * 0.6
+    ids = person + rng.normal(size=(n, 128)) * np.where(rng.random((n, 1)) < 0.01, 3.0, 0.3)
+    ids /= np.linalg.norm(ids, axis=1, keepdims=True)
+    records = []
+    for i in range(n):
+        h = roots[int(rng.integers(0, len(roots)))]
+        for b in rng.choice(64, size=int(rng.integers(0, 13)), replace=False):
+            h ^= 1 << int(b)
+        ok = rng.random() > 0.1
+        metrics = ImageMetrics(
+            768, 768, 1, 1, 120.0, 150.0, 55.0, 0.9, 0.3, 0.0, [200.0, 180.0, 560.0, 590.0]
+        )
+        scores = {"sharpness": 70.0, "contrast": 60.0, "confidence": 90.0, "face_size": 50.0}
+        q = QualityResult(metrics, scores, float(rng.uniform(30, 95)), ok, [] if ok else ["blur"])
+        records.append(
+            ImageRecord(
+                path=f"/gen/bench_seed_{i // 5}_{i:06d}.png",
+                meta={"seed": i // 5},
+                quality=q,
+                features=feats[i],
+                phash=h,
+                identity=ids[i].astype(np.float32),
+                pose={"yaw": 0.0, "pitch": 0.0, "roll": 0.0},
+            )
+        )
+    emb = None
+    if embedding_dim:
+        centres = rng.normal(size=(24, embedding_dim)).astype(np.float32)
+        emb = centres[fam] + rng.normal(size=(n, embedding_dim)).astype(np.float32) * 0.8
+    return records, emb
+
+
+def selection_only(n: int, embedding_dim: int, target: int) -> tuple[float, int, str]:
+    """Seconds and peak RSS (bytes) of the selection stage on ``n`` synthetic records, and a summary line."""
+    import tempfile
+
+    from identitylock.core.catalog import write_json
+    from identitylock.core.curate import build_catalogs, select_records
+
+    records, emb = synthetic_records(n, embedding_dim=embedding_dim)
+    passing = [i for i, r in enumerate(records) if r.passed]
+    with PeakRSS() as mem, tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        sel = select_records(
+            records,
+            target=target,
+            k=8,
+            embeddings=None if emb is None else emb[passing],
+            embedding_index=None if emb is None else passing,
+            max_drift=0.5,
+        )
+        settings = {"target": target, "k": 8, "strategy": "balanced", "quality": {"thresholds": {}},
+                    "embedding": "synthetic"}  # fmt: skip
+        master, curated, report = build_catalogs(records, sel, "bench", ["/gen"], settings, None)
+        for name, doc in (("master", master), ("curated", curated), ("report", report)):
+            write_json(Path(tmp) / f"{name}.json", doc)
+        wall = time.perf_counter() - t
+    line = (f"{len(sel.duplicates)} duplicates, {len(sel.identity_outliers)} identity outliers, k {sel.k}, "
+            f"silhouette {sel.silhouette:.3f}, {len(sel.selected)} selected")  # fmt: skip
+    return wall, mem.peak, line
+
+
+def main_selection_only(args: argparse.Namespace, sizes: list[int]) -> int:
+    """One child process per size; then the growth ratios and the targets."""
+    import subprocess
+
+    if args.child:
+        wall, peak, line = selection_only(sizes[0], args.embedding_dim, args.target)
+        print(json.dumps({"n": sizes[0], "wall": wall, "peak": peak, "line": line}))
+        return 0
+    rows = []
+    for n in sizes:
+        cmd = [sys.executable, __file__, "--selection-only", "--child", "--n", str(n),
+               "--embedding-dim", str(args.embedding_dim), "--target", str(args.target)]  # fmt: skip
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        rows.append(json.loads(out))
+        r = rows[-1]
+        print(
+            f"n {n:>6}: {r['wall']:7.2f} s  peak RSS {r['peak'] / 2**20:6.0f} MiB  ({r['line']})", flush=True
+        )
+    emb = (
+        f"CLIP-like {args.embedding_dim}-D embeddings + pHash"
+        if args.embedding_dim
+        else "layout features + pHash"
+    )
+    print(f"selection stage on synthetic records ({emb})")
+    for a, b in zip(rows, rows[1:]):
+        print(
+            f"time({b['n']}) / time({a['n']}) = {b['wall'] / a['wall']:.2f}  (n grew {b['n'] / a['n']:.2f}x)"
+        )
+    print("targets: time(50000) / time(10000) <= 6, peak RSS <= 2048 MiB at 50000")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1500)
+    ap.add_argument("--n", default="1500", help="images; with --selection-only a comma list of sizes")
+    ap.add_argument("--selection-only", action="store_true", help="time selection on synthetic records")
+    ap.add_argument(
+        "--embedding-dim", type=int, default=0, help="with --selection-only: CLIP-like embeddings"
+    )
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache", default="/tmp/identitylock_bench/curation_768")
     ap.add_argument("--out", default="/tmp/identitylock_bench/portfolio")
     ap.add_argument("--workers", type=int, default=2)
@@ -152,6 +268,10 @@ def main() -> int:
     )
     ap.add_argument("--skip-floor", action="store_true")
     args = ap.parse_args()
+    sizes = [int(x) for x in str(args.n).split(",")]
+    if args.selection_only:
+        return main_selection_only(args, sizes)
+    args.n = sizes[0]
 
     from identitylock.core.curate import curate, selection_log
     from identitylock.core.faces import analyze_many

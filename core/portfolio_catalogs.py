@@ -43,14 +43,14 @@ def _place(src: Path, dst: Path, mode: str) -> str:
     return "copy"
 
 
-def _status(i: int, rec: ImageRecord, sel: Selection, chosen: set[int]) -> str:
+def _status(i: int, rec: ImageRecord, sel: Selection, chosen: set[int], outliers: set[int]) -> str:
     if rec.error is not None:
         return "unreadable"
     if i in chosen:
         return "selected"
     if i in sel.duplicates:
         return "duplicate"
-    if rec.passed and i not in sel.identity_outliers:
+    if rec.passed and i not in outliers:
         return "passed"
     return "rejected"
 
@@ -66,11 +66,12 @@ def build_catalogs(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The three JSON documents (see catalog.py for their schemas); places curated images when ``out`` is set."""
     chosen = set(sel.selected)
+    outliers = set(sel.identity_outliers)  # a list: testing membership in it per record was O(n * outliers)
     entries = []
     for i, r in enumerate(records):
-        status = _status(i, r, sel, chosen)
+        status = _status(i, r, sel, chosen, outliers)
         q = r.quality.to_dict() if r.quality is not None else None
-        if q is not None and i in sel.identity_outliers:
+        if q is not None and i in outliers:
             q["passed"], q["reason"] = False, R_IDENTITY
             q["reasons"] = [R_IDENTITY]
         e: dict[str, Any] = {
@@ -165,9 +166,14 @@ def build_catalogs(
         if e["status"] == "rejected" and e["quality"]:
             rejections[e["quality"]["reason"]] += 1
     cluster_rows = []
-    for c in range(sel.k):
-        members = [i for i, cc in sel.clusters.items() if cc == c]
-        picked = [i for i in sel.selected if sel.clusters.get(i) == c]
+    members_of: dict[int, list[int]] = {}
+    picked_of: dict[int, list[int]] = {}
+    for i, cc in sel.clusters.items():
+        members_of.setdefault(cc, []).append(i)
+    for i in sel.selected:
+        picked_of.setdefault(sel.clusters.get(i), []).append(i)
+    for c in range(sel.k):  # one pass above instead of a scan of every record per cluster
+        members, picked = members_of.get(c, []), picked_of.get(c, [])
         cluster_rows.append(
             {
                 "cluster": c,

@@ -67,7 +67,8 @@ def select_records(
     outliers: list[int] = []
     if max_drift is not None and drift:
         outliers = [i for i in passing if drift.get(i, 0.0) > max_drift]
-        passing = [i for i in passing if i not in set(outliers)]
+        rejected = set(outliers)  # built once: a set per element made this O(passing * outliers)
+        passing = [i for i in passing if i not in rejected]
         if outliers:
             notes.append(f"{len(outliers)} image(s) rejected as identity outliers (drift > {max_drift})")
     if embeddings is not None:

@@ -280,12 +280,13 @@ def build_metrics(
     rows.extend(cand_rows)
 
     if tsne:
-        from .tsne import identity_map
+        from .tsne import identity_map, map_sample
 
         vec_rows = [r for r in rows if r.embedding is not None]
         if vec_rows:
-            xy = identity_map(np.stack([r.embedding for r in vec_rows]), seed=seed)
-            for r, (x, y) in zip(vec_rows, xy):
+            drawn = [vec_rows[i] for i in map_sample([r.kind for r in vec_rows], seed=seed)]
+            xy = identity_map(np.stack([r.embedding for r in drawn]), seed=seed)
+            for r, (x, y) in zip(drawn, xy):
                 r.tsne_x, r.tsne_y = float(x), float(y)
 
     stats: dict[str, GroupStats] = {}

@@ -27,6 +27,7 @@ BANDS: dict[str, tuple[float, float, float]] = {
     "dlib": (0.92, 0.97, 0.99),
 }
 BAND_NAMES = ("low", "ok", "watch", "danger")
+PAIR_BLOCK = 1024  # rows per block of pairwise similarities (1,024 x 10,000 references = 80 MB at most)
 BAND_COLORS = {"low": "#9e9e9e", "ok": "#2e9d4f", "watch": "#e0a800", "danger": "#d33c3c", "failed": "#555"}
 BAND_HELP = {
     "low": "identity weakly captured (may be someone else)",
@@ -56,23 +57,30 @@ def band_of(similarity: float | None, backend: str) -> str:
 
 
 def nearest_references(
-    vectors: np.ndarray, ref_vectors: np.ndarray, exclude_self: bool = False
+    vectors: np.ndarray, ref_vectors: np.ndarray, exclude_self: bool = False, block: int = PAIR_BLOCK
 ) -> tuple[np.ndarray, np.ndarray]:
     """Index and cosine similarity of the nearest reference for each row of ``vectors`` (all L2-normalised).
 
     ``exclude_self`` (vectors *are* the references): a reference is never its own nearest neighbour.
+    Rows go in blocks of ``block``, so the similarity matrix held at once is ``block x references``.
     """
     vectors = np.asarray(vectors, dtype=np.float64)
     refs = np.asarray(ref_vectors, dtype=np.float64)
     if len(vectors) == 0 or len(refs) == 0:
         return np.zeros(0, dtype=int), np.zeros(0)
-    sims = vectors @ refs.T
-    if exclude_self:
-        if len(refs) < 2:
-            return np.full(len(vectors), -1), np.full(len(vectors), np.nan)
-        np.fill_diagonal(sims, -np.inf)
-    idx = np.argmax(sims, axis=1)
-    return idx, sims[np.arange(len(vectors)), idx]
+    if exclude_self and len(refs) < 2:
+        return np.full(len(vectors), -1), np.full(len(vectors), np.nan)
+    idx = np.empty(len(vectors), dtype=np.intp)
+    best = np.empty(len(vectors), dtype=np.float64)
+    for r0 in range(0, len(vectors), block):
+        sims = vectors[r0 : r0 + block] @ refs.T
+        rows = np.arange(len(sims))
+        if exclude_self:
+            sims[rows, r0 + rows] = -np.inf
+        idx[r0 : r0 + len(sims)] = np.argmax(sims, axis=1)
+        best[r0 : r0 + len(sims)] = sims[rows, idx[r0 : r0 + len(sims)]]
+        del sims  # one block alive at a time
+    return idx, best
 
 
 @dataclass

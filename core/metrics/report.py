@@ -10,10 +10,8 @@ request, so the report opens with zero requests even if something slipped throug
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
-import io
 import json
 import os
 import secrets
@@ -25,9 +23,11 @@ import numpy as np
 
 from .copycat import BAND_COLORS, BAND_HELP
 from .results import CSV_FIELDS, MetricsResult
+from .thumbs import THUMB_BYTES, thumb_order, thumbnail
 
-THUMB_SIDE = 112
-FACE_MARGIN = 0.35  # thumbnail crop around the face box, fraction of the box size each side
+# Row columns the page never reads (still in the CSV): paths stay out of a report that may be shared.
+CSV_ONLY = ("path", "bbox", "index", "n_faces", "image_width", "image_height", "face_area_fraction", "roll",
+            "pose_confidence", "drift", "locked", "rescue")  # fmt: skip
 PANELS = [
     ("similarity", "1. Face similarity per group"),
     ("age", "2. Age distribution"),
@@ -67,45 +67,6 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-# -- thumbnails ---------------------------------------------------------------------------------------------
-def _thumbnail(pixels: np.ndarray | None, path: str | None, bbox, side: int = THUMB_SIDE) -> str | None:
-    """Face-centred JPEG thumbnail as a data: URI (whole image when there is no face); None if unreadable."""
-    from PIL import Image
-
-    try:
-        if pixels is not None:
-            img = Image.fromarray(np.asarray(pixels))
-        elif path:
-            img = Image.open(path)
-            full = img.size
-            # JPEG: decode at a reduced scale (much faster) that still leaves >= side px for the crop.
-            if bbox is None:
-                img.draft("RGB", (side, side))
-            else:
-                crop = (1 + 2 * FACE_MARGIN) * max(bbox[2] - bbox[0], bbox[3] - bbox[1])
-                f = side / max(crop, 1.0)
-                img.draft("RGB", (max(1, int(full[0] * f)), max(1, int(full[1] * f))))
-            if bbox is not None and img.size != full:
-                s = img.size[0] / full[0]
-                bbox = [v * s for v in bbox]
-            from PIL import ImageOps
-
-            img = ImageOps.exif_transpose(img)
-        else:
-            return None
-        img = img.convert("RGB")
-        if bbox is not None:
-            x0, y0, x1, y1 = bbox
-            m = FACE_MARGIN * max(x1 - x0, y1 - y0)
-            img = img.crop((int(x0 - m), int(y0 - m), int(x1 + m), int(y1 + m)))
-        img.thumbnail((side, side))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=80)
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-    except Exception:  # a thumbnail is decoration: never fail the report for it
-        return None
-
-
 # -- writers -------------------------------------------------------------------------------------------------
 def write_csv(result: MetricsResult, path: str | os.PathLike) -> Path:
     """Every image (failed detections and unreadable files included), one row each."""
@@ -132,18 +93,35 @@ def write_json(result: MetricsResult, path: str | os.PathLike, extra: dict | Non
     return path
 
 
-def dashboard_data(result: MetricsResult, thumbnails: bool = True) -> dict[str, Any]:
-    """The JSON the dashboard script renders (no embeddings; thumbnails as data: URIs)."""
+def dashboard_data(
+    result: MetricsResult, thumbnails: bool = True, thumb_bytes: int = THUMB_BYTES
+) -> dict[str, Any]:
+    """The JSON the dashboard script renders (no embeddings; thumbnails as data: URIs).
+
+    Thumbnails stop at ``thumb_bytes`` of data: URIs in priority order (:func:`.thumbs.thumb_order`), and the columns
+    the page never reads stay in the CSV only, so a 10,000-image report stays under 20 MB.
+    """
+    thumbs: dict[int, str | None] = {}
+    if thumbnails:
+        used = 0
+        for i in thumb_order(result):
+            if used >= thumb_bytes:
+                break
+            r = result.rows[i]
+            thumbs[i] = thumbnail(r.pixels, r.path, r.bbox)
+            used += len(thumbs[i] or "")
     rows = []
     ref_thumb: dict[str, str | None] = {}
-    for r in result.rows:
+    for i, r in enumerate(result.rows):
         d = r.to_dict()
-        d.pop("path", None)  # local paths stay out of a report that may be shared
-        d.pop("bbox", None)
-        d["thumb"] = _thumbnail(r.pixels, r.path, r.bbox) if thumbnails else None
+        for key in CSV_ONLY:  # local paths stay out of a report that may be shared; the rest is unused
+            d.pop(key, None)
+        d["thumb"] = thumbs.get(i)
         if r.kind == "reference" and r.embedding is not None:
             ref_thumb[r.name] = d["thumb"]
         rows.append(d)
+    n_faces = sum(r.embedding is not None for r in result.rows)
+    n_map = sum(r.tsne_x is not None for r in result.rows)
     return _clean(
         {
             "backend": result.backend,
@@ -157,6 +135,10 @@ def dashboard_data(result: MetricsResult, thumbnails: bool = True) -> dict[str, 
             "rows": rows,
             "ref_thumbs": ref_thumb,
             "black_holes": [b.to_dict() for b in result.black_holes],
+            "tsne_note": f"seeded sample of {n_map} of {n_faces} faces" if 0 < n_map < n_faces else "",
+            "thumbs_left_out": sum(1 for i in range(len(result.rows)) if thumbs.get(i) is None)
+            if thumbnails
+            else 0,
         }
     )
 
@@ -320,7 +302,7 @@ const panels = {
     layoutBase('', '|yaw| (degrees)', 'similarity')],
   pose: () => [scatterTraces(r => r.yaw, r => r.pitch, sizeOf), layoutBase('',
     'yaw (deg, + = nose to frame right)', 'pitch (deg, + = looking up)')],
-  tsne: () => [scatterTraces(r => r.tsne_x, r => r.tsne_y), layoutBase('', 't-SNE 1', 't-SNE 2')],
+  tsne: () => [scatterTraces(r => r.tsne_x, r => r.tsne_y), layoutBase(D.tsne_note, 't-SNE 1', 't-SNE 2')],
 };
 const plotDivs = [];
 for (const [id, make] of Object.entries(panels)) {
@@ -357,6 +339,9 @@ groups.filter(g => g !== 'reference').forEach(g => { const o = document.createEl
 const img = (src, alt) => { if (typeof src === 'string' && src.startsWith('data:image/jpeg;base64,')) {
     const im = document.createElement('img'); im.src = src; im.alt = alt; return im; }
   const ph = document.createElement('span'); ph.className = 'ph'; ph.textContent = alt; return ph; };
+const PAGE = 300; let limit = PAGE;
+const more = document.getElementById('more-cards');
+more.addEventListener('click', () => { limit += PAGE; renderCards(); });
 function renderCards(){
   const box = document.getElementById('cards'); box.textContent = '';
   const q = document.getElementById('f-text').value.toLowerCase();
@@ -368,13 +353,16 @@ function renderCards(){
   const cmp = {'sim-desc':(a,b) => ns(b) - ns(a), 'sim-asc':(a,b) => ns(a) - ns(b),
     'group':(a,b) => a.group.localeCompare(b.group) || ns(b) - ns(a), 'name':(a,b) => a.name.localeCompare(b.name)}[s];
   rs.sort(cmp);
-  document.getElementById('n-cards').textContent = rs.length + ' image(s)';
-  for (const r of rs) {
+  document.getElementById('n-cards').textContent = rs.length + ' image(s)' +
+    (rs.length > limit ? ', showing the first ' + limit : '');
+  more.hidden = rs.length <= limit;
+  for (const r of rs.slice(0, limit)) {
     const c = document.createElement('div'); c.className = 'card';
     c.style.borderColor = D.band_colors[r.band] || '#444';
     const pair = document.createElement('div'); pair.className = 'pair';
     const left = document.createElement('div'), right = document.createElement('div');
-    left.append(img(r.thumb, r.status === 'failed' || r.status === 'error' ? '\u26a0 face not found' : 'generated'));
+    left.append(img(r.thumb, r.status === 'failed' || r.status === 'error' ? '\u26a0 face not found' :
+      (r.thumb ? 'generated' : 'thumbnail left out (report size cap)')));
     if (r.nearest_ref !== null) { right.append(img(D.ref_thumbs[r.nearest_ref], r.nearest_ref)); }
     else { const ph = document.createElement('span'); ph.className = 'ph';
       ph.textContent = r.status === 'error' ? '\u26a0 unreadable file' : '\u26a0 Failed to recognise face';
@@ -387,7 +375,8 @@ function renderCards(){
     c.title = D.band_help[r.band] || ''; box.append(c);
   }
 }
-for (const id of ['f-group','f-band','f-sort','f-text']) document.getElementById(id).addEventListener('input', renderCards);
+for (const id of ['f-group','f-band','f-sort','f-text']) document.getElementById(id).addEventListener('input',
+  () => { limit = PAGE; renderCards(); });
 renderCards();
 // black holes
 const tb = document.querySelector('#holes tbody');
@@ -459,6 +448,7 @@ danger &gt; {hi} &middot; generated {e(stamp)}</div>
 <span id="n-cards" class="muted"></span>
 </div>
 <div id="cards"></div>
+<button id="more-cards" type="button" hidden>show more</button>
 <h2>Black-hole ranking: references by how many generations point at them</h2>
 <table class="stats" id="holes"><thead><tr><th>#</th><th></th><th>reference</th><th>generations</th>
 <th>share</th><th>mean similarity</th><th>per group</th></tr></thead><tbody></tbody></table>

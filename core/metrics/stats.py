@@ -17,6 +17,9 @@ N_BOOT = 2000
 ALPHA = 0.05
 # Fewer faces than this in a group: the comparison is reported but flagged as unreliable.
 MIN_RELIABLE = 5
+# Bootstrap resamples are drawn in blocks of at most this many values (8 MB of indices): 2,000 resamples of a
+# 10,000-image group would otherwise hold 20 million indices and their values at once.
+BOOT_CELLS = 1_000_000
 
 
 @dataclass
@@ -49,6 +52,22 @@ class Comparison:
         return d
 
 
+def _boot_stats(
+    v: np.ndarray, stat: Callable, n_boot: int, rng: np.random.Generator, cells: int = BOOT_CELLS
+) -> np.ndarray:
+    """``stat`` of ``n_boot`` resamples of ``v``, drawn in blocks of at most ``cells`` values.
+
+    Drawing the index matrix block by block consumes the generator exactly as one ``(n_boot, n)`` draw does,
+    so the resamples (and the intervals) are the same as before; memory is bounded instead of ``n_boot * n``.
+    """
+    rows = max(1, cells // max(len(v), 1))
+    out = np.empty(n_boot, dtype=np.float64)
+    for b0 in range(0, n_boot, rows):
+        b1 = min(n_boot, b0 + rows)
+        out[b0:b1] = stat(v[rng.integers(0, len(v), size=(b1 - b0, len(v)))], axis=1)
+    return out
+
+
 def bootstrap_ci(
     values: np.ndarray, stat: Callable = np.median, n_boot: int = N_BOOT, alpha: float = ALPHA, seed: int = 0
 ) -> tuple[float, float] | None:
@@ -56,9 +75,7 @@ def bootstrap_ci(
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(v), size=(n_boot, len(v)))
-    boots = stat(v[idx], axis=1)
+    boots = _boot_stats(v, stat, n_boot, np.random.default_rng(seed))
     lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
@@ -70,8 +87,8 @@ def bootstrap_diff_ci(
     if len(a) < 2 or len(b) < 2:
         return None
     rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, len(a), size=(n_boot, len(a)))], axis=1)
-    mb = np.median(b[rng.integers(0, len(b), size=(n_boot, len(b)))], axis=1)
+    ma = _boot_stats(np.asarray(a, dtype=np.float64), np.median, n_boot, rng)
+    mb = _boot_stats(np.asarray(b, dtype=np.float64), np.median, n_boot, rng)
     lo, hi = np.quantile(ma - mb, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 

@@ -69,3 +69,13 @@ class StandInVAE:
 def standin_family(key: str, **kw) -> tuple[StandInModel, StandInVAE]:
     name, channels, down = FAMILY_SHAPES[key]
     return StandInModel(name, channels, **kw), StandInVAE(channels, down)
+
+
+def standin_encode(vae: StandInVAE, pixels):
+    """A STAND-IN for ``comfy.sd.VAE.encode`` (not ComfyUI code): IMAGE [B,H,W,3] -> a latent of this VAE's
+    channels at its downscale, derived from the pixels (so two photos give two different latents)."""
+    import torch.nn.functional as F
+
+    down, channels = vae.downscale or 8, vae.latent_channels or 4
+    gray = pixels[..., :3].float().mean(-1, keepdim=True).movedim(-1, 1)
+    return F.avg_pool2d(gray, down).repeat(1, channels, 1, 1) + 0.01

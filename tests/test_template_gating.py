@@ -230,9 +230,8 @@ def comfy_standins(family: str, faces_dir: Path, loaded: dict) -> dict:
         ),  # fmt: skip
         "TextEncodeQwenImageEditPlus": qwen_edit,
         "LoadImage": load_image,
-        "FluxKontextImageScale": lambda image: (
-            image,
-        ),  # stand-in: keeps the size (ComfyUI picks a Kontext one)
+        # stand-ins that keep the size (ComfyUI picks a Kontext resolution / about one megapixel)
+        "FluxKontextImageScale": lambda image: (image,),
         "ImageScaleToTotalPixels": lambda image, **kw: (image,),  # stand-in: keeps the size
         "ImageBatch": batch,
         "VAEEncode": lambda pixels, vae: ({"samples": standin_encode(vae, pixels)},),
@@ -293,9 +292,9 @@ def comfy_dirs(tmp_path_factory):
     fp.__doc__ = "STAND-IN for ComfyUI's folder_paths (tests/test_template_gating.py)"
     folders = {"identitylock": [str(root / "models" / "identitylock")]}
     fp.get_folder_paths = lambda name: folders.get(name, [])
-    fp.get_output_directory = lambda: str(root / "output")
+    fp.output_dir = root / "output"  # each test points it at its own folder
+    fp.get_output_directory = lambda: str(fp.output_dir)
     (root / "models" / "identitylock").mkdir(parents=True)
-    (root / "output").mkdir()
     mp = pytest.MonkeyPatch()
     mp.setitem(sys.modules, "folder_paths", fp)
     yield root
@@ -359,7 +358,9 @@ def test_template_gates_real_faces(name, person, photos, comfy_dirs, faces_dir):
         if cls_name == "DriftSeedSearch":
             inst.sampling = renders
 
+    sys.modules["folder_paths"].output_dir = output = comfy_dirs / "output" / name
     out = execute(api, standins, setup)
+    assert set(out) == set(api) and not any(_is_blocker(v) for o in out.values() for v in o)  # every node ran
 
     # the identity: IdentityLoad of template 01's person, or the template's own LoadImage -> IdentityEmbed
     ident_node = search["identity"][0]
@@ -381,6 +382,11 @@ def test_template_gates_real_faces(name, person, photos, comfy_dirs, faces_dir):
     assert locked == lisa_seeds
     assert best_seed in lisa_seeds and tuple(locked_images.shape) == (4, PHOTO_SIDE, PHOTO_SIDE, 3)
     assert float(best_latent["samples"].flatten()[0]) == best_seed
+    assert search["save"] == "locked"  # DriftSeedSearch's own verify PNGs: one per locked seed
+    saved_seeds = {
+        int(p.name.split("_")[2]) for p in (output / "identitylock" / "seeds").glob("verify_seed_*.png")
+    }
+    assert saved_seeds == lisa_seeds
 
     # the drift of every seed is what the face engine gives for its photo (lisa under, strangers over)
     threshold = rep["threshold"]
@@ -415,7 +421,7 @@ def test_template_gates_real_faces(name, person, photos, comfy_dirs, faces_dir):
     assert len(saves) == 1 and torch.equal(saves[0], locked_images)
     metrics = [n for n, v in api.items() if v["class_type"] == "IdentityMetrics"]
     if metrics:
-        _check_metrics_report(api, metrics[0], out, comfy_dirs, rep, candidates)
+        _check_metrics_report(api, metrics[0], out, output, rep, candidates)
 
 
 def _check_reference_conditioning(api, name, call, loaded):
@@ -444,13 +450,13 @@ def _check_reference_conditioning(api, name, call, loaded):
     assert "keeping the same person" in call["positive"][0][1]["standin_text"]
 
 
-def _check_metrics_report(api, nid, out, comfy_dirs, rep, candidates):
+def _check_metrics_report(api, nid, out, output, rep, candidates):
     """IdentityMetrics measured the searched candidates against the loaded reference photos: its report (html,
     csv, json) is written and counts the lisa renders as locked, the strangers as not."""
     import csv
 
     name = api[nid]["inputs"]["report_name"]
-    folders = sorted((comfy_dirs / "output" / "identitylock_metrics").glob(f"{name}_*"))
+    folders = sorted((output / "identitylock_metrics").glob(f"{name}_*"))
     assert folders, out[nid][0]
     folder = folders[-1]
     assert (folder / f"{name}.html").is_file()

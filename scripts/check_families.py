@@ -69,17 +69,25 @@ def import_pack(pack: Path):
 
 
 def where(exc: BaseException, pack: Path) -> str:
-    """``Type: message @ file:line`` with the innermost frame in the pack (else the innermost frame)."""
+    """``Type: message @ pack file:line [-> innermost file:line]``: the innermost frame in the pack's code (not
+    this harness), and the innermost frame of all when that is elsewhere (ComfyUI, torch)."""
     frames = traceback.extract_tb(exc.__traceback__)
     root = str(pack.resolve())
-    inside = [f for f in frames if os.path.realpath(f.filename).startswith(root)]
-    f = (inside or frames or [None])[-1]
-    loc = ""
-    if f is not None:
+    harness = str(HERE)
+
+    def short(f) -> str:
         fn = os.path.realpath(f.filename)
-        loc = f" @ {os.path.relpath(fn, root) if fn.startswith(root) else fn}:{f.lineno}"
+        return f"{os.path.relpath(fn, root) if fn.startswith(root + os.sep) else fn}:{f.lineno}"
+
+    inside = [f for f in frames if os.path.realpath(f.filename).startswith(root + os.sep)
+              and not os.path.realpath(f.filename).startswith(harness + os.sep)]  # fmt: skip
+    locs = []
+    if inside:
+        locs.append(short(inside[-1]))
+    if frames and (not inside or frames[-1] is not inside[-1]):
+        locs.append(short(frames[-1]))
     msg = " ".join(str(exc).split())[:300]
-    return f"{type(exc).__name__}: {msg}{loc}"
+    return f"{type(exc).__name__}: {msg}" + (f" @ {' -> '.join(locs)}" if locs else "")
 
 
 class LogCount(logging.Handler):

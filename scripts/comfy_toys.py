@@ -165,7 +165,15 @@ def _unet_configs() -> dict[str, tuple[str, dict]]:
                                 "cap_feat_dim": 64, "n_layers": 1, "n_refiner_layers": 1, "qk_norm": True,
                                 "n_heads": 2, "n_kv_heads": 1, "axes_dims": [8, 8, 8], "axes_lens": [300, 512, 512],
                                 "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0, "multiple_of": 16}),
+        # NOT a family of the table: a video model a user may wire in by mistake (the nodes must refuse it)
+        "wan21": ("WAN21_T2V", {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2),
+                                "text_len": 512, "in_dim": 16, "dim": 64, "ffn_dim": 128, "freq_dim": 64,
+                                "text_dim": 48, "out_dim": 16, "num_heads": 2, "num_layers": 1}),
     }  # fmt: skip
+
+
+# families of the toys that IdentityLock must refuse with one sentence
+UNSUPPORTED_KEYS = ("wan21",)
 
 
 def build_model(family: str, seed: int = 0):
@@ -191,7 +199,7 @@ _KL_FULL = {"double_z": True, "resolution": 256, "in_channels": 3, "out_ch": 3, 
             "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}  # fmt: skip
 VAE_KIND = {
     "sd15": "kl4", "sdxl": "kl4", "flux1": "kl16", "zimage": "kl16", "lumina2": "kl16", "chroma": "kl16",
-    "sd3": "kl16", "flux2": "kl32bn", "qwen_image": "wan21",
+    "sd3": "kl16", "flux2": "kl32bn", "qwen_image": "wan21", "wan21": "wan21",
 }  # fmt: skip
 
 
@@ -245,6 +253,8 @@ def _context_widths(mp) -> tuple[int, int | None]:
         return cfg["joint_attention_dim"], None
     if name == "SD3":
         return dm.context_embedder.in_features, cfg["adm_in_channels"]
+    if name == "WAN21_T2V":
+        return cfg["text_dim"], None
     raise ValueError(name)
 
 

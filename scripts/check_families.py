@@ -363,6 +363,13 @@ def loss_by_hand(toy, rec: dict) -> tuple[bool, str]:
     return False, f"backend {backend:.4g} ≠ {name} {hand:.4g} / x0 {hand_x0:.4g} (σ {sig})"
 
 
+def train_kwargs(toy, inputs, name: str) -> dict:
+    """The node's widgets by name (new inputs the backend gains keep their defaults): 3 steps of one phase."""
+    return dict(model=toy.model, clip=toy.clip, vae=toy.vae, images=inputs.crops, trigger_word="lsaperson",
+                lora_name=name, preset="TINY_TEST", schedule="fixed", seed=0, prep_metadata=inputs.meta,
+                phases_json=PHASES, checkpoint_every=0, overwrite=True, significance=1.0)  # fmt: skip
+
+
 def train_row(il, toy, fam, inputs, train_mod, loras_dir: Path) -> Row:
     import comfy.sd  # noqa: F401
     import torch
@@ -374,11 +381,7 @@ def train_row(il, toy, fam, inputs, train_mod, loras_dir: Path) -> Row:
     with capture_first_prediction(il, holder) as rec:
         try:
             with torch.inference_mode():  # as ComfyUI executes nodes
-                out = train_mod.LoRATrainAdaptive().train(
-                    toy.model, toy.clip, toy.vae, inputs.crops, "lsaperson", name, "TINY_TEST", "fixed", 0,
-                    prep_metadata=inputs.meta, phases_json=PHASES, checkpoint_every=0, overwrite=True,
-                    significance=1.0,
-                )  # fmt: skip
+                out = train_mod.LoRATrainAdaptive().train(**train_kwargs(toy, inputs, name))
         except Exception as exc:
             row.error = where(exc, PACK)
             return row
@@ -437,9 +440,7 @@ def refusal_row(il, toy, inputs, seeds_mod, portrait_mod, train_mod, only: str |
         "MatchedPortrait": lambda: portrait_mod.MatchedPortrait().run(
             inputs.scene, toy.model, pos, neg, toy.vae, inputs.identity, seed=0, attempts=1, denoise=0.75,
             steps=1, cfg=1.0, sampler_name="euler", scheduler="simple", mask_feather=0.06, work_size=256),
-        "LoRATrainAdaptive": lambda: train_mod.LoRATrainAdaptive().train(
-            toy.model, toy.clip, toy.vae, inputs.crops, "lsaperson", f"toy_{toy.family}", "TINY_TEST", "fixed", 0,
-            prep_metadata=inputs.meta, phases_json=PHASES, checkpoint_every=0, overwrite=True),
+        "LoRATrainAdaptive": lambda: train_mod.LoRATrainAdaptive().train(**train_kwargs(toy, inputs, "toy_refused")),
     }  # fmt: skip
     if only:
         runs = {k: v for k, v in runs.items() if (k == "LoRATrainAdaptive") == (only == "train")}

@@ -175,7 +175,7 @@ def refusal_row(il, toy, inputs, seeds_mod, portrait_mod, train_mod, only: str |
 
 # -- main ------------------------------------------------------------------------------------------------------
 def print_rows(rows: list[Row]) -> None:
-    for check in ("seeds", "portrait", "train", "refusal"):
+    for check in ("seeds", "portrait", "train", "train-lokr", "refusal"):
         sel = [r for r in rows if r.check == check]
         if not sel:
             continue
@@ -206,6 +206,13 @@ def main(argv=None) -> int:
         help="families to check; wan21 (a video model) checks that every node refuses it",
     )
     ap.add_argument("--only", choices=("train", "render"))
+    ap.add_argument(
+        "--adapters",
+        nargs="*",
+        default=["lora"],
+        choices=("lora", "lokr"),
+        help="adapter types the train rows use (lokr needs a node with the adapter input)",
+    )
     ap.add_argument("--base", default=None, help="ComfyUI base directory (models/output); default a temp dir")
     args = ap.parse_args(argv)
     pack = CONTEXT["pack"] = Path(args.pack).resolve()
@@ -254,7 +261,9 @@ def main(argv=None) -> int:
             checks += [("seeds", partial(render_seeds, toy, fam, inputs, seeds_mod, out_dir)),
                        ("portrait", partial(render_portrait, toy, fam, inputs, portrait_mod))]  # fmt: skip
         if args.only != "render":
-            checks.append(("train", partial(train_row, il, toy, fam, inputs, train_mod, loras_dir)))
+            for adapter in args.adapters:
+                name = "train" if adapter == "lora" else f"train-{adapter}"
+                checks.append((name, partial(train_row, il, toy, fam, inputs, train_mod, loras_dir, adapter)))
         for check_name, check in checks:
             t1 = time.time()
             try:

@@ -118,25 +118,29 @@ def loss_by_hand(toy, rec: dict) -> tuple[bool, str]:
     return False, f"backend {backend:.4g} ≠ {name} {hand:.4g} / x0 {hand_x0:.4g} (σ {sig})"
 
 
-def train_kwargs(toy, inputs, name: str) -> dict:
-    """The node's widgets by name (new inputs the backend gains keep their defaults): 3 steps of one phase."""
-    return dict(model=toy.model, clip=toy.clip, vae=toy.vae, images=inputs.crops, trigger_word="lsaperson",
-                lora_name=name, preset="TINY_TEST", schedule="fixed", seed=0, prep_metadata=inputs.meta,
-                phases_json=PHASES, checkpoint_every=0, overwrite=True, significance=1.0)  # fmt: skip
+def train_kwargs(toy, inputs, name: str, adapter: str = "lora") -> dict:
+    """The node's widgets by name (new inputs the backend gains keep their defaults): 3 steps of one phase;
+    ``adapter`` is passed only when it is not the default LoRA (older nodes have no such input)."""
+    kw = dict(model=toy.model, clip=toy.clip, vae=toy.vae, images=inputs.crops, trigger_word="lsaperson",
+              lora_name=name, preset="TINY_TEST", schedule="fixed", seed=0, prep_metadata=inputs.meta,
+              phases_json=PHASES, checkpoint_every=0, overwrite=True, significance=1.0)  # fmt: skip
+    if adapter != "lora":
+        kw["adapter"] = adapter
+    return kw
 
 
-def train_row(il, toy, fam, inputs, train_mod, loras_dir: Path) -> Row:
+def train_row(il, toy, fam, inputs, train_mod, loras_dir: Path, adapter: str = "lora") -> Row:
     import comfy.sd  # noqa: F401
     import torch
 
-    row = Row(toy.family, "train")
-    name = f"toy_{toy.family}.safetensors"
+    row = Row(toy.family, "train" if adapter == "lora" else f"train-{adapter}")
+    name = f"toy_{toy.family}_{adapter}.safetensors"
     before = denoised_once(toy, fam)
     holder = {"model": toy.model}
     with capture_first_prediction(il, holder) as rec:
         try:
             with torch.inference_mode():  # as ComfyUI executes nodes
-                out = train_mod.LoRATrainAdaptive().train(**train_kwargs(toy, inputs, name))
+                out = train_mod.LoRATrainAdaptive().train(**train_kwargs(toy, inputs, name, adapter))
         except Exception as exc:
             row.error = where(exc)
             return row

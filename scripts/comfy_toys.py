@@ -188,6 +188,14 @@ def build_model(family: str, seed: int = 0):
     config.set_inference_dtype(torch.float32, None)
     base = config.get_model({})
     random_init(base.diffusion_model, seed)
+    dm = base.diffusion_model
+    if getattr(dm, "pos_embed", None) is not None and class_name == "SD3":
+        # a buffer made with torch.empty (checkpoints carry it): the 2-D sin-cos grid SD3 was trained with
+        from comfy.ldm.modules.diffusionmodules.mmdit import get_2d_sincos_pos_embed
+
+        grid = get_2d_sincos_pos_embed(dm.pos_embed.shape[-1], unet_config["pos_embed_max_size"])
+        with torch.no_grad():
+            dm.pos_embed.copy_(torch.from_numpy(grid).reshape(dm.pos_embed.shape))
     base = base.to(mm.unet_offload_device())
     return comfy.model_patcher.ModelPatcher(
         base, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()

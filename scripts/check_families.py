@@ -1,7 +1,7 @@
 """Run IdentityLock's nodes on a tiny random-weight model of every family in a REAL ComfyUI (issues 13 and 14).
 
     /tmp/cvenv/bin/python scripts/check_families.py --comfyui /work/comfy [--pack /work/main]
-        [--families sd15 flux1 ...] [--only train|render] [--base DIR]
+        [--families sd15 flux1 ... wan21] [--only train|render] [--adapters lora lokr] [--base DIR]
 
 Proof harness, never run in CI (CI cannot fetch ComfyUI). The toys come from scripts/comfy_toys.py (ComfyUI's own
 config -> model_base -> ModelPatcher classes, VAEs detected by comfy.sd.VAE, real SD1.5 CLIP, labelled stand-in
@@ -17,7 +17,13 @@ its real checks:
   ComfyUI's LoraLoaderModelOnly reloaded it with 0 "lora key not loaded" log lines; the model's denoised output
   changed (and the input MODEL did not); the backend's loss on its first batch equals the family's objective
   computed by hand from the raw diffusion_model output (velocity n - x0 for flow models, eps for eps models;
-  the x0 form, sigma^2-weighted, is named when that is what matches).
+  the x0 form, sigma^2-weighted, is named when that is what matches); one row per --adapters type;
+- refusal (wan21, a Wan 2.1 video toy, no family of the table): every node stops with one IdentityLockError
+  sentence naming the supported families, before sampling.
+
+The scene (london001_1) and the crops (lisa_1..4) are real photos: random weights render noise, so MatchedPortrait
+reports "not passed" — the row checks that it ran, not that it passed. Run time on 2 shared CPU cores: ~7-14 min
+for every family and check.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Tiny random-weight models on lisa_* crops only (CC0, per SOURCES.md).
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -203,18 +204,23 @@ def test_preset_parameter_counts_match_the_real_sd15_unet(target):
 
 
 def test_default_preset_fits_a_consumer_gpu_and_the_seed_presets_stay():
+    from identitylock.core.families import FAMILIES
     from identitylock.nodes import train as node_mod
 
     spec = node_mod.LoRATrainAdaptive.INPUT_TYPES()["required"]["preset"]
-    assert spec[1]["default"] == DEFAULT_PRESET == node_mod.PRESET_NAMES[0]
-    assert set(node_mod.PRESET_NAMES) == set(PRESETS)
-    assert PRESETS[DEFAULT_PRESET].rank <= 32 and preset_footprint(DEFAULT_PRESET)["state_bytes"] < 2**30
+    # the default is AUTO: each family's preset for a 24 GB card (SD1.x: the old default, FACE_RANK32)
+    assert spec[1]["default"] == "AUTO" == node_mod.PRESET_NAMES[0]
+    assert FAMILIES["sd15"].default_preset == DEFAULT_PRESET
+    assert set(node_mod.PRESET_NAMES) == set(PRESETS) | {"AUTO"}
+    for fam in FAMILIES.values():
+        assert PRESETS[fam.default_preset].rank <= 32
+        assert preset_footprint(fam.default_preset)["state_bytes"] < 2**30
     for name in PRESETS:
         assert f"{name}: {footprint_text(name)}" in spec[1]["tooltip"]
     from identitylock.core.cli import build_parser
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
-    assert train.get_default("preset") == DEFAULT_PRESET
+    assert train.get_default("preset") == "auto"
 
 
 # -- custom phases: one sentence -------------------------------------------------------------------------------
@@ -278,10 +284,11 @@ def test_node_probes_whenever_an_identity_is_wired(tmp_path, monkeypatch):
 
     monkeypatch.setattr(node_mod.LoRATrainAdaptive, "_train", fake_train)
     images = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    sd15_model = SimpleNamespace(model=SimpleNamespace(model_config=type("SD15", (), {})()))  # stand-in MODEL
     for identity in (object(), None):
         with pytest.raises(RuntimeError, match="stop after"):
-            node_mod.LoRATrainAdaptive().train(None, None, None, images, "lsa", "x", "TINY_TEST", "adaptive", 0,
-                                               identity=identity)  # fmt: skip
+            node_mod.LoRATrainAdaptive().train(sd15_model, None, None, images, "lsa", "x", "TINY_TEST", "adaptive",
+                                               0, identity=identity)  # fmt: skip
     assert seen == [job.AUTO_PROBE_EVERY, 0] and job.probe_interval(7, True) == 7
     with pytest.raises(IdentityLockError, match="--identity"):
         job.probe_interval(5, False, "--identity")

@@ -46,9 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output LoRA file, e.g. loras/lisa.safetensors")
     p.add_argument(
         "--preset",
-        default="FACE_RANK32",
-        help="built-in preset name or preset .json (default FACE_RANK32, rank 32; docs/training.md lists each "
-        "preset's parameter count and state size)",
+        default="auto",
+        help="built-in preset name or preset .json (default auto: the family's preset for a 24 GB card, FACE_RANK32 "
+        "on SD1.x/SDXL, FACE_RANK16 on the large flow models; docs/training.md lists each preset's parameter "
+        "count and state size)",
     )
     p.add_argument(
         "--schedule",
@@ -159,8 +160,11 @@ def run(args: argparse.Namespace) -> int:
     check_lora_name(out.name)
     state_path = job.cli_state_path(out, args.checkpoint)
     job.check_outputs(out, state_path, resume=args.resume, overwrite=args.overwrite)  # before any work
+    wanted = args.family
+    if args.family in (None, "auto"):  # a missing model is load_pipeline's to report
+        wanted = detect_family(args.model) if Path(args.model).exists() else "sd15"
     try:
-        preset = get_preset(args.preset)
+        preset = get_preset(get_family(wanted).default_preset if args.preset == "auto" else args.preset)
         phases = load_schedule(args.phases).phases if args.phases else None
     except ValueError as exc:
         raise IdentityLockError(str(exc)) from None
@@ -183,9 +187,6 @@ def run(args: argparse.Namespace) -> int:
         reference = IdentityReference.load(args.identity)
     resume_state = job.saved_state(state_path, resume=args.resume)
     device = args.device or _default_device()
-    wanted = args.family
-    if args.family in (None, "auto"):  # a missing model is load_pipeline's to report
-        wanted = detect_family(args.model) if Path(args.model).exists() else "sd15"
     pipe = load_pipeline(
         args.model, config=args.config, family=args.family, dtype=weight_dtype(args.precision, device, wanted)
     )

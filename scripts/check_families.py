@@ -17,7 +17,8 @@ its real checks:
   ComfyUI's LoraLoaderModelOnly reloaded it with 0 "lora key not loaded" log lines; the model's denoised output
   changed (and the input MODEL did not); the backend's loss on its first batch equals the family's objective
   computed by hand from the raw diffusion_model output (velocity n - x0 for flow models, eps for eps models;
-  the x0 form, sigma^2-weighted, is named when that is what matches); one row per --adapters type;
+  the x0 form, sigma^2-weighted, is named when that is what matches); one row per --adapters type; a probe row
+  trains with the IDENTITY connected (probe every step: the family's own sampling, latent and guidance);
 - refusal (wan21, a Wan 2.1 video toy, no family of the table): every node stops with one IdentityLockError
   sentence naming the supported families, before sampling.
 
@@ -50,7 +51,7 @@ from family_harness import (
     toys,
     where,
 )  # fmt: skip
-from family_train import train_kwargs, train_row
+from family_train import probe_row, train_kwargs, train_row
 
 
 # -- render rows (issue 14) ------------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def refusal_row(il, toy, inputs, seeds_mod, portrait_mod, train_mod, only: str |
 
 # -- main ------------------------------------------------------------------------------------------------------
 def print_rows(rows: list[Row]) -> None:
-    for check in ("seeds", "portrait", "train", "train-lokr", "refusal"):
+    for check in ("seeds", "portrait", "train", "train-lokr", "probe", "refusal"):
         sel = [r for r in rows if r.check == check]
         if not sel:
             continue
@@ -270,6 +271,7 @@ def main(argv=None) -> int:
             for adapter in args.adapters:
                 name = "train" if adapter == "lora" else f"train-{adapter}"
                 checks.append((name, partial(train_row, il, toy, fam, inputs, train_mod, loras_dir, adapter)))
+            checks.append(("probe", partial(probe_row, il, toy, fam, inputs, train_mod)))
         for check_name, check in checks:
             t1 = time.time()
             try:

@@ -180,3 +180,33 @@ def train_row(il, toy, fam, inputs, train_mod, loras_dir: Path, adapter: str = "
     row.ok = not problems
     row.error = "; ".join(problems)
     return row
+
+
+def probe_row(il, toy, fam, inputs, train_mod) -> Row:
+    """LoRATrainAdaptive with the IDENTITY connected and a probe every step: the probe renders with the family's
+    own sampling defaults, latent shape and guidance (core/families.py) and scores each render. Random weights
+    render noise, so every probe sample finds no face and counts as drift 1.0; the row checks that the probe ran
+    on the family and recorded its samples, not a likeness."""
+    import torch
+
+    row = Row(toy.family, "probe")
+    kw = train_kwargs(toy, inputs, f"probe_{toy.family}")
+    kw.update(identity=inputs.identity, probe_every=1, probe_samples=1)
+    try:
+        with torch.inference_mode():
+            out = train_mod.LoRATrainAdaptive().train(**kw)
+    except Exception as exc:
+        row.error = where(exc)
+        return row
+    lines = out[3].splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("identity probes")), None)
+    probes = (
+        [line for line in lines[start + 1 :] if line.strip() and line[:1] == " "] if start is not None else []
+    )
+    row.cols["probes"] = len(probes)
+    row.cols["sampling"] = (
+        f"{fam.steps} steps, cfg {fam.cfg}, {fam.sampler}/{fam.scheduler}, guidance {fam.guidance}"
+    )
+    row.ok = len(probes) >= 1
+    row.error = "" if row.ok else "no probe recorded in the report"
+    return row

@@ -36,7 +36,7 @@ class ComfySampling:
     """KSampler-equivalent sampling of several seeds in one batch, and VAE decoding."""
 
     def sample(self, model, seeds: list[int], latent: dict, positive, negative, steps: int, cfg: float,
-               sampler_name: str, scheduler: str, denoise: float):  # fmt: skip
+               sampler_name: str, scheduler: str, denoise: float, sigmas=None):  # fmt: skip
         import comfy.sample  # type: ignore[import-not-found]
         import torch
 
@@ -46,7 +46,7 @@ class ComfySampling:
         mask = latent.get("noise_mask")
         return comfy.sample.sample(
             model, noise, steps, cfg, sampler_name, scheduler, positive, negative, batch, denoise=denoise,
-            noise_mask=mask, disable_pbar=True, seed=int(seeds[0]),
+            noise_mask=mask, disable_pbar=True, seed=int(seeds[0]), sigmas=sigmas,
         )  # fmt: skip
 
     def decode(self, vae, samples):
@@ -174,6 +174,9 @@ class DriftSeedSearch:
                 "results_name": ("STRING", {"default": "seed_search",
                                             "tooltip": "Results file output/identitylock/seeds/<name>.jsonl, "
                                                        "written one seed at a time (empty = none)."}),
+                "sigmas": ("SIGMAS", {"tooltip": "A scheduler's sigmas (Flux2Scheduler, BasicScheduler, ...): "
+                                                 "they replace steps / scheduler / denoise, as in SamplerCustom. "
+                                                 "Same noise per seed as KSampler."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }  # fmt: skip
@@ -199,7 +202,8 @@ class DriftSeedSearch:
 
     def search(self, model, positive, negative, vae, identity, seed_start, seed_count, steps, cfg, sampler_name,
                scheduler, denoise, width, height, threshold, stop_after, top_k, seeds_per_batch, save,
-               latent=None, seed_list="", resume=False, results_name="seed_search", unique_id=None):  # fmt: skip
+               latent=None, seed_list="", resume=False, results_name="seed_search", sigmas=None,
+               unique_id=None):  # fmt: skip
 
         from ..core.errors import IdentityLockError
         from ..core.identity import IdentityReference
@@ -218,10 +222,11 @@ class DriftSeedSearch:
         )  # the model family's latent
         engine = _engine_for(identity)
         latents: dict[int, Any] = {}
+        custom = {} if sigmas is None else {"sigmas": sigmas}  # a scheduler's sigmas, when connected
 
         def render_batch(chunk: list[int]) -> list[np.ndarray]:
             samples = self.sampling.sample(model, chunk, latent, positive, negative, steps, cfg, sampler_name,
-                                           scheduler, denoise)  # fmt: skip
+                                           scheduler, denoise, **custom)  # fmt: skip
             images = self.sampling.decode(vae, samples)
             for i, s in enumerate(chunk):
                 latents[s] = samples[i : i + 1].detach().cpu()
@@ -254,6 +259,8 @@ class DriftSeedSearch:
             "steps": steps, "cfg": cfg, "sampler": sampler_name, "scheduler": scheduler, "denoise": denoise,
             "size": list(latent["samples"].shape[-2:]), "conditioning": _fingerprint(positive, negative, latent),
         }  # fmt: skip
+        if sigmas is not None:  # part of the settings a resumed search must share
+            params["sigmas"] = [round(float(v), 6) for v in sigmas.flatten().tolist()]
         result = search_seeds(
             None, seeds, identity, engine=engine, threshold=threshold or None, stop_after=stop_after or None,
             top_k=top_k, batch_size=seeds_per_batch, render_batch=render_batch, keep_images="top", save=save,

@@ -93,9 +93,9 @@ SPECS: dict[str, Spec] = {
             "Klein: set adapter to lokr to try it.",
             remark="In ComfyUI 0.8 the CLIPLoader type flux2 reads the Mistral text encoder of Flux.2 Dev (32 B "
             "parameters); it has no path for the Qwen3 text encoder of the Klein 4B / 9B models, which "
-            "need a newer ComfyUI — swap the files there, the graph stays the same. The official template "
-            "samples with Flux2Scheduler (a resolution-dependent shift); DriftSeedSearch takes a scheduler "
-            "name, so this graph uses 'simple' on the model's own shift.",
+            "need a newer ComfyUI — swap the files there, the graph stays the same. As the official template, "
+            "the search samples with Flux2Scheduler's resolution-dependent sigmas (DriftSeedSearch's sigmas "
+            "input; the same noise per seed as KSampler).",
         ),
         Spec(
             "zimage",
@@ -227,6 +227,13 @@ def seed_gate(
     with ``reference``, IdentityMetrics reports the candidates against the reference photo at the end."""
     fam = spec.family
     w, h = spec.size
+    custom = {}
+    if (
+        spec.key == "flux2"
+    ):  # the official Flux.2 template's resolution-dependent schedule, as SamplerCustom uses it
+        custom["sigmas"] = g.add("Flux2Scheduler", "Flux2Scheduler", steps=fam.steps, width=w, height=h)[
+            "SIGMAS"
+        ]
     search = g.add(
         "DriftSeedSearch",
         "DriftSeedSearch",
@@ -248,6 +255,7 @@ def seed_gate(
         top_k=8,
         save="locked",
         results_name=IfDefined(prefix.replace("_locked_seed", "")),  # one results file per template (resume)
+        **custom,
     )
     g.add(
         "SaveImage",

@@ -411,3 +411,29 @@ def test_reference_conditioning_guidance_and_model_patches_reach_the_sampler_unc
                     torch.equal(v, v0) if isinstance(v, torch.Tensor) else v == v0)  # fmt: skip
                 assert same, k
     assert model.model_options == {"model_sampling_shift": 3.1}
+
+
+def test_connected_sigmas_reach_the_sampler_and_belong_to_the_resume_settings(node, reference, photos):
+    """A scheduler's SIGMAS (Flux2Scheduler in the Flux.2 templates) go to the sampler as SamplerCustom uses them;
+    without them the sampler gets no sigmas (steps/scheduler as before). They are part of the settings a resumed
+    search must share."""
+    import torch
+    from identitylock.core.errors import IdentityLockError
+
+    n, _, _ = node
+
+    class SigmaSampling(PhotoSampling):
+        def sample(self, *args, sigmas=None):
+            self.sigmas = sigmas
+            return super().sample(*args)
+
+    n.sampling = SigmaSampling(photos)
+    _run(n, reference, seed_list="1", results_name="")
+    assert n.sampling.sigmas is None
+    sigmas = torch.tensor([1.0, 0.75, 0.4, 0.0])
+    out = _run(n, reference, seed_list="1,4", results_name="with_sigmas")
+    assert n.sampling.sigmas is None and json.loads(out["result"][4])["locked"] == 2
+    with pytest.raises(IdentityLockError, match="other settings"):
+        _run(n, reference, seed_list="1,4,6", results_name="with_sigmas", resume=True, sigmas=sigmas)
+    out = _run(n, reference, seed_list="1,4,6", results_name="sigma_run", sigmas=sigmas)
+    assert n.sampling.sigmas is sigmas and json.loads(out["result"][4])["locked"] == 3

@@ -238,6 +238,8 @@ def comfy_standins(family: str, faces_dir: Path, loaded: dict) -> dict:
         "EmptyLatentImage": lambda **kw: empty(**kw, d=8),
         "EmptySD3LatentImage": lambda **kw: empty(**kw, d=8),
         "EmptyFlux2LatentImage": lambda **kw: empty(**kw, d=16),
+        # stand-in schedule (ComfyUI's Flux2Scheduler computes a resolution-dependent shift): steps + 1 sigmas
+        "Flux2Scheduler": lambda steps, width, height: (torch.linspace(1.0, 0.0, steps + 1),),
         "SaveImage": recorder("SaveImage"),
         "PreviewImage": recorder("PreviewImage"),
         "PreviewAny": recorder("PreviewAny"),
@@ -258,11 +260,12 @@ class PhotoRenders:
         k = seed - self.seed_start
         return RENDERS[k] if 0 <= k < len(RENDERS) else LAST_RENDER
 
-    def sample(self, model, seeds, latent, positive, negative, steps, cfg, sampler_name, scheduler, denoise):
+    def sample(self, model, seeds, latent, positive, negative, steps, cfg, sampler_name, scheduler, denoise,
+               sigmas=None):  # fmt: skip
         import torch
 
         self.calls.append(dict(model=model, seeds=list(seeds), latent=latent, positive=positive,
-                               negative=negative, steps=steps, cfg=cfg, denoise=denoise))  # fmt: skip
+                               negative=negative, steps=steps, cfg=cfg, denoise=denoise, sigmas=sigmas))  # fmt: skip
         shape = latent["samples"].shape[1:]
         return torch.stack([torch.full(shape, float(s), dtype=torch.float64) for s in seeds])
 
@@ -407,6 +410,10 @@ def test_template_gates_real_faces(name, person, photos, comfy_dirs, faces_dir):
         call["positive"] is out[search["positive"][0]][0]
         and call["negative"] is out[search["negative"][0]][0]
     )
+    if "sigmas" in search:  # a connected scheduler's sigmas reach the sampler as they are (Flux.2 templates)
+        assert call["sigmas"] is out[search["sigmas"][0]][0]
+    else:
+        assert call["sigmas"] is None
     if "latent" in search:  # the template's own latent (empty, or the encoded reference) is sampled from
         assert call["latent"] is out[search["latent"][0]][0]
     else:  # the family's empty latent, made by DriftSeedSearch

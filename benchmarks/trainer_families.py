@@ -39,7 +39,6 @@ def bench_family(family_key: str, comfyui: str, steps: int, faces_dir: Path) -> 
         attach_lora,
         caption_conds,
         encode_images_with,
-        protect_from_inplace_residuals,
         release_inference_tensors,
         sigma_backend,
         training_mode,
@@ -47,7 +46,6 @@ def bench_family(family_key: str, comfyui: str, steps: int, faces_dir: Path) -> 
     from identitylock.core.training.convergence import ControllerConfig
     from identitylock.core.training.network import LoRANetwork
     from identitylock.core.training.phases import Phase, Schedule
-    from identitylock.core.training.precision import checkpoint_blocks
     from identitylock.core.training.presets import TrainConfig
     from identitylock.core.training.trainer import Trainer
 
@@ -71,17 +69,11 @@ def bench_family(family_key: str, comfyui: str, steps: int, faces_dir: Path) -> 
         cfg = TrainConfig(rank=8, alpha=8, val_every=10, controller=ControllerConfig(window=10),
                           schedule=Schedule([Phase("COARSE", lr=1e-3, alpha=8, optimizer="adamw",
                                                    min_steps=steps, max_steps=steps)]))  # fmt: skip
-        undo = checkpoint_blocks(mp.model.diffusion_model)
-        unprotect = protect_from_inplace_residuals(mp.model.diffusion_model)
-        from identitylock.nodes._training_glue import differentiable_rope
+        from identitylock.nodes._training_glue import trainable  # what the node wraps its run in
 
         t0 = time.perf_counter()
-        try:
-            with differentiable_rope():
-                res = Trainer(net, sigma_backend(mp, "cpu", conds, family), data, cfg).run()
-        finally:
-            unprotect()
-            undo()
+        with trainable(mp.model.diffusion_model, gradient_checkpointing=True):
+            res = Trainer(net, sigma_backend(mp, "cpu", conds, family), data, cfg).run()
         wall = time.perf_counter() - t0
     del torch
     return {

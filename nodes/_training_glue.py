@@ -82,3 +82,23 @@ def differentiable_rope():
     finally:
         for module, attr, original in patched:
             setattr(module, attr, original)
+
+
+@contextlib.contextmanager
+def trainable(diffusion_model, gradient_checkpointing: bool):
+    """Everything ComfyUI's diffusion model needs to be trained, for the duration of a run: gradient
+    checkpointing (optional), copies of the normalisation inputs that in-place residuals would change, and the
+    differentiable rotary embedding. All undone afterwards: the MODEL's clone shares its diffusion model with the
+    MODEL input."""
+    from ..core.training.comfy_backend import protect_from_inplace_residuals
+    from ..core.training.precision import checkpoint_blocks
+
+    undo = checkpoint_blocks(diffusion_model) if gradient_checkpointing else None
+    unprotect = protect_from_inplace_residuals(diffusion_model)
+    try:
+        with differentiable_rope():
+            yield
+    finally:
+        unprotect()
+        if undo is not None:
+            undo()

@@ -307,12 +307,12 @@ class LoRATrainAdaptive:
         from ..core.families import family_of_comfy_model
         from ..core.training import dataset as ds
         from ..core.training import job
-        from ..core.training.lora_format import check_lora_name
+        from ..core.training.lora_format import ADAPTER_KINDS, check_lora_name
         from ..core.training.presets import load_schedule
 
         # every check before any work (encoding, training): a bad value fails in a second, not after N steps
-        if adapter not in ("lora", "lokr"):
-            raise IdentityLockError(f"adapter must be 'lora' or 'lokr' (got {adapter!r})")
+        if adapter not in ADAPTER_KINDS:  # checked here too: before any work, not when the network is built
+            raise IdentityLockError(f"adapter must be one of {', '.join(ADAPTER_KINDS)} (got {adapter!r})")
         trigger = ds.check_trigger(trigger_word)
         file_name = check_lora_name(lora_name)
         arrays = image_to_numpy(images, "images")
@@ -376,18 +376,17 @@ class LoRATrainAdaptive:
             compute_dtype,
             encode_images_with,
             model_fingerprint,
-            protect_from_inplace_residuals,
             release_inference_tensors,
             sigma_backend,
             training_mode,
         )
         from ..core.training.lora_format import save_lora
         from ..core.training.network import LoRANetwork
-        from ..core.training.precision import checkpoint_blocks, precision_for_dtype
+        from ..core.training.precision import precision_for_dtype
         from ..core.training.probe import drift_scorer, make_probe
         from ..core.training.report import lora_metadata
         from ..core.training.trainer import Trainer
-        from ._training_glue import differentiable_rope, ldm_map, load_for_training, torch_device
+        from ._training_glue import ldm_map, load_for_training, torch_device, trainable
 
         mp = model.clone()
         with training_mode():
@@ -402,7 +401,7 @@ class LoRATrainAdaptive:
             conds = caption_conds(mp, clip, encode_images(arrays[:1]).shape[1:], device, family)
             data = ds.prepare_data(arrays, captions, encode_images, conds.index, flip=flip, jitter=jitter,
                                    seed=cfg.seed, sources=sources)  # fmt: skip
-            net = LoRANetwork(cfg.rank, cfg.alpha, cfg.dropout, seed=cfg.seed, **_adapter_kwargs(adapter))
+            net = LoRANetwork(cfg.rank, cfg.alpha, cfg.dropout, seed=cfg.seed, kind=adapter)
             targets = family.target_suffixes(cfg.target_modules)
             attach_lora(mp, net, targets, ldm_map(mp) if family.key in ("sd15", "sdxl") else {})
             load_for_training(mp)
@@ -423,16 +422,8 @@ class LoRATrainAdaptive:
             reporter.snapshot = trainer.snapshot
             if resume_state is not None:
                 trainer.resume(state=resume_state)
-            # the clone shares the diffusion model with the MODEL input: the checkpointing is undone after the run
-            undo = checkpoint_blocks(mp.model.diffusion_model) if gradient_checkpointing else None
-            unprotect = protect_from_inplace_residuals(mp.model.diffusion_model)
-            try:
-                with differentiable_rope():
-                    result = trainer.run()
-            finally:
-                unprotect()
-                if undo is not None:
-                    undo()
+            with trainable(mp.model.diffusion_model, gradient_checkpointing):
+                result = trainer.run()
             net.requires_grad_(False)
             state, extra = job.lora_to_save(net, result)
             meta = lora_metadata(result, cfg, trigger, model_fingerprint(mp), split=data.split, family=family.key,
@@ -463,11 +454,6 @@ class LoRATrainAdaptive:
             return [(np.clip(im.cpu().numpy(), 0, 1) * 255 + 0.5).astype(np.uint8) for im in imgs]
 
         return render
-
-
-def _adapter_kwargs(adapter: str) -> dict:
-    """LoRANetwork's keyword for the adapter type (LoRA keeps the old signature)."""
-    return {} if adapter == "lora" else {"kind": adapter}
 
 
 def _phases_dir() -> str | None:

@@ -13,6 +13,11 @@ is on a real model, where a step takes 0.4-2.4 s (docs/gpu_figures.md) and the c
 
     python benchmarks/trainer.py --family flux1 --comfyui /path/to/ComfyUI [--steps 60]
     python benchmarks/trainer.py --family all --comfyui /path/to/ComfyUI
+
+Run it with ComfyUI's Python (its dependencies) and this checkout importable as ``identitylock`` (``pip install
+--no-deps -e .`` there, or PYTHONPATH to a folder holding an ``identitylock`` link to the checkout), e.g.
+``PYTHONPATH=/tmp/pp python benchmarks/trainer.py --family all --comfyui ~/ComfyUI`` with /tmp/pp/identitylock
+-> this checkout.
 """
 
 from __future__ import annotations
